@@ -1,0 +1,17 @@
+"""mosaicflow: stitched SEM/TEM mosaics to per-particle tables, as Dask graphs.
+
+Importing the package is cheap and needs no GPU package, PyTorch or cluster.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("mosaicflow")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+from mosaicflow.io.store import RunStore, open_run  # noqa: E402
+
+__all__ = ["RunStore", "__version__", "open_run"]

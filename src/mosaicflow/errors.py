@@ -1,0 +1,27 @@
+"""Exceptions raised by mosaicflow; each message names the file, tile or parameter at fault."""
+
+from __future__ import annotations
+
+
+class MosaicflowError(Exception):
+    """Base class of every error mosaicflow raises on purpose."""
+
+
+class TileSetError(MosaicflowError):
+    """The acquisition folder or its grid description is unusable (missing, empty, inconsistent)."""
+
+
+class TileReadError(MosaicflowError):
+    """One tile cannot be read: truncated, wrong size, unknown metadata, undecodable."""
+
+
+class ConfigError(MosaicflowError, ValueError):
+    """A configuration value or function parameter is invalid."""
+
+
+class StoreError(MosaicflowError):
+    """The run store is missing, incompatible with the requested run, or incomplete."""
+
+
+class ClusterError(MosaicflowError):
+    """The Dask cluster cannot be started or reached."""

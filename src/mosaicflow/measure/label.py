@@ -1,0 +1,180 @@
+"""Connected-component labelling across chunks, in three small steps.
+
+1. Label each chunk on its own (``scipy.ndimage.label``) and keep only a summary: the number of
+   local labels, the labels on the chunk's four edges, and each label's first pixel in global
+   raster order.
+2. Pair labels that touch across chunk faces: the edge rows (columns) of neighbouring chunks are
+   joined into full-width (full-height) strips, so diagonal contacts across chunk corners are
+   seen too.
+3. Connected components of the pairs give one global particle per component; particles are
+   numbered 1..N by their first pixel in raster order, so ids do not depend on the chunking.
+   Each chunk is then labelled again and mapped through the lookup table.
+
+Labelling a chunk twice is cheaper than keeping every chunk's labels in cluster memory between
+steps 1 and 3 (scipy labels at hundreds of Mpx/s).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import scipy.sparse
+import scipy.sparse.csgraph
+
+from mosaicflow import dispatch
+from mosaicflow._arrays import as_dask, check_2d, like_input
+from mosaicflow.errors import ConfigError
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    return np.asarray(dispatch.get("generate_binary_structure", np.empty(0))(2, connectivity))
+
+
+def _label_chunk(block: Any, connectivity: int) -> tuple[np.ndarray, int]:
+    xp_block = block
+    label_fn = dispatch.get("label", xp_block)
+    labels, n = label_fn(xp_block, structure=_structure(connectivity))
+    return dispatch.to_host(labels).astype(np.uint32, copy=False), int(n)
+
+
+def _chunk_summary(block: Any, connectivity: int, y0: int, x0: int, width: int) -> dict[str, Any]:
+    labels, n = _label_chunk(block, connectivity)
+    flat = labels.ravel()
+    ids, first = np.unique(flat, return_index=True)
+    keep = ids > 0
+    rows, cols = np.divmod(first[keep], labels.shape[1])
+    first_global = (rows + y0).astype(np.int64) * width + (cols + x0)
+    return {
+        "n": n,
+        "top": labels[0].copy(),
+        "bottom": labels[-1].copy(),
+        "left": labels[:, 0].copy(),
+        "right": labels[:, -1].copy(),
+        "first": first_global,
+    }
+
+
+def _face_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
+    """Pairs of labels that touch between two parallel lines of pixels ``a`` and ``b``."""
+    shifts = (0,) if connectivity == 1 else (-1, 0, 1)
+    pairs = []
+    n = len(a)
+    for s in shifts:
+        aa = a[max(0, -s) : n - max(0, s)]
+        bb = b[max(0, s) : n - max(0, -s)]
+        both = (aa > 0) & (bb > 0)
+        pairs.append(np.column_stack([aa[both], bb[both]]))
+    return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+
+
+def _resolve(summaries: list[list[dict[str, Any]]], connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 2 and 3: global lookup table from the chunk summaries.
+
+    Returns ``offsets`` (per chunk, raster order) and ``lut`` mapping ``offset + local`` to the
+    final particle id (``lut[0] == 0``).
+    """
+    ny, nx = len(summaries), len(summaries[0])
+    counts = np.array([s["n"] for row in summaries for s in row], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).reshape(ny, nx)
+    total = int(counts.sum())
+
+    def shifted(line: np.ndarray, off: int) -> np.ndarray:
+        out = line.astype(np.int64)
+        out[out > 0] += off
+        return out
+
+    pairs = [np.empty((0, 2), dtype=np.int64)]
+    for i in range(ny - 1):
+        upper = np.concatenate([shifted(summaries[i][j]["bottom"], offsets[i, j]) for j in range(nx)])
+        lower = np.concatenate([shifted(summaries[i + 1][j]["top"], offsets[i + 1, j]) for j in range(nx)])
+        pairs.append(_face_pairs(upper, lower, connectivity))
+    for j in range(nx - 1):
+        left = np.concatenate([shifted(summaries[i][j]["right"], offsets[i, j]) for i in range(ny)])
+        right = np.concatenate([shifted(summaries[i][j + 1]["left"], offsets[i, j + 1]) for i in range(ny)])
+        pairs.append(_face_pairs(left, right, connectivity))
+    edges = np.concatenate(pairs)
+    graph = scipy.sparse.coo_matrix(
+        (np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])),
+        shape=(total + 1, total + 1),
+    )
+    _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
+    first = np.concatenate([np.asarray(s["first"], dtype=np.int64) for row in summaries for s in row])
+    comp = component[1:]
+    # First pixel of each component = smallest first pixel among its chunk-local pieces.
+    order = np.lexsort((first, comp))
+    is_head = np.ones(len(order), dtype=bool)
+    is_head[1:] = comp[order][1:] != comp[order][:-1]
+    heads = order[is_head]
+    rank = np.empty(component.max() + 1, dtype=np.int64)
+    rank[comp[heads]] = np.argsort(np.argsort(first[heads], kind="stable"), kind="stable") + 1
+    lut = np.zeros(total + 1, dtype=np.uint32)
+    lut[1:] = rank[comp]
+    return offsets, lut
+
+
+def _relabel_chunk(block: Any, resolved: tuple[np.ndarray, np.ndarray], i: int, j: int, connectivity: int) -> np.ndarray:
+    offsets, lut = resolved
+    labels, _ = _label_chunk(block, connectivity)
+    out = lut[labels.astype(np.int64) + np.where(labels > 0, offsets[i, j], 0)]
+    xp = dispatch.array_module(block)
+    return out if xp is np else xp.asarray(out)
+
+
+def label(mask: Any, *, connectivity: int = 1) -> Any:
+    """Label connected particles of a chunked boolean mask; ids independent of the chunking.
+
+    Parameters
+    ----------
+    mask : dask.array.Array or xarray.DataArray of bool
+        Foreground pixels.
+    connectivity : {1, 2}
+        1: 4-connected (edges), 2: 8-connected (edges and corners), as
+        ``scipy.ndimage.generate_binary_structure(2, connectivity)``.
+
+    Returns
+    -------
+    Same type as ``mask``
+        uint32 labels, 0 = background, lazy. Particles are numbered 1..N in raster order of
+        their first pixel, so the result equals ``scipy.ndimage.label`` on the whole image
+        exactly (scipy numbers in the same order).
+
+    Notes
+    -----
+    Steps 1 and 3 are one task per chunk; step 2 is one task on the chunk summaries (edge
+    lines and per-label first pixels), whose size grows with the mosaic's perimeter of chunk
+    faces and the particle count, not with its area.
+    """
+    check_2d(mask, "label")
+    if connectivity not in (1, 2):
+        raise ConfigError(f"label: connectivity must be 1 or 2, got {connectivity!r}")
+    data = as_dask(mask)
+    if data.dtype != bool:
+        raise TypeError(f"label: mask must be boolean, got dtype {data.dtype}")
+    width = data.shape[1]
+    ystarts = np.cumsum((0, *data.chunks[0]))
+    xstarts = np.cumsum((0, *data.chunks[1]))
+    blocks = data.to_delayed()
+    summaries = [
+        [
+            dask.delayed(_chunk_summary, pure=True)(
+                blocks[i, j], connectivity, int(ystarts[i]), int(xstarts[j]), width
+            )
+            for j in range(blocks.shape[1])
+        ]
+        for i in range(blocks.shape[0])
+    ]
+    resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
+    meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
+    rows = []
+    for i in range(blocks.shape[0]):
+        row = []
+        for j in range(blocks.shape[1]):
+            part = dask.delayed(_relabel_chunk, pure=True)(blocks[i, j], resolved, i, j, connectivity)
+            shape = (data.chunks[0][i], data.chunks[1][j])
+            row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))
+        rows.append(row)
+    out = da.block(rows)
+    return like_input(mask, out, name="labels", connectivity=connectivity)

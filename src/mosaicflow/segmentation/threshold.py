@@ -1,0 +1,53 @@
+"""Global thresholds from a histogram reduced over every chunk of the mosaic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import skimage.filters
+
+from mosaicflow._arrays import as_dask
+from mosaicflow.errors import ConfigError
+from mosaicflow.runner import Runner
+
+
+def histogram(
+    image: Any, *, nbins: int = 256, runner: Runner | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of the whole image with scikit-image's binning (``nbins`` over [min, max]).
+
+    Returns
+    -------
+    counts, bin_centers : numpy.ndarray
+        As ``skimage.exposure.histogram(image, nbins, source_range="image")`` on the whole image.
+    """
+    runner = runner or Runner()
+    data = as_dask(image)
+    lo, hi = runner.compute(da.stack([data.min(), data.max()]), "range")
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError("histogram: the image contains NaN or infinite values")
+    counts, edges = da.histogram(data, bins=nbins, range=(lo, hi))
+    counts = np.asarray(runner.compute(counts, "histogram"))
+    centers = (edges[:-1] + edges[1:]) / 2
+    return counts, centers
+
+
+def threshold_otsu(image: Any, *, nbins: int = 256, runner: Runner | None = None) -> float:
+    """Otsu's threshold of the whole chunked image, from a distributed histogram.
+
+    Equals ``skimage.filters.threshold_otsu(image, nbins=nbins)`` on the in-memory image.
+
+    Raises
+    ------
+    ValueError
+        The image is constant (no threshold separates anything) or holds NaN.
+    """
+    if nbins < 2:
+        raise ConfigError(f"threshold_otsu: nbins must be >= 2, got {nbins}")
+    counts, centers = histogram(image, nbins=nbins, runner=runner)
+    if np.count_nonzero(counts) < 2:
+        raise ValueError("threshold_otsu: the image is constant, no threshold can be found")
+    return float(skimage.filters.threshold_otsu(hist=(counts, centers)))
