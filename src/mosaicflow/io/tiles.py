@@ -114,6 +114,7 @@ def read_tile_header(path: Path) -> dict[str, Any]:
             shape = tuple(int(s) for s in page.shape)
             dtype = np.dtype(page.dtype)
             tag = page.tags.get(FEI_TAG)
+            value = None if tag is None else tag.value
             _check_complete(tif, path)
     except TileReadError:
         raise
@@ -123,14 +124,17 @@ def read_tile_header(path: Path) -> dict[str, Any]:
         raise TileReadError(f"tile {path.name!r}: not a readable TIFF ({exc})") from exc
     if len(shape) != 2:
         raise TileReadError(f"tile {path.name!r}: expected a 2-D greyscale image, got {shape}")
-    if tag is None:
+    if value is None:
         raise TileReadError(
             f"tile {path.name!r}: no FEI/Thermo metadata (TIFF tag 34682), so pixel size and "
             "stage position are unknown"
         )
-    value = tag.value
-    text = value if isinstance(value, str) else bytes(value).decode("latin-1")
-    meta = parse_fei_metadata(text, source=path.name)
+    if isinstance(value, dict):  # tifffile already parsed the INI block
+        meta = {str(k): {str(a): str(b) for a, b in v.items()} for k, v in value.items()
+                if isinstance(v, dict)}
+    else:
+        text = value if isinstance(value, str) else bytes(value).decode("latin-1")
+        meta = parse_fei_metadata(text, source=path.name)
     px = _metadata_float(meta, "Scan", "PixelWidth", path.name) * 1e9
     py = _metadata_float(meta, "Scan", "PixelHeight", path.name) * 1e9
     if px <= 0 or py <= 0:

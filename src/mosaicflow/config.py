@@ -1,0 +1,181 @@
+"""Run configuration: frozen dataclasses, from YAML/dicts, overridable by environment variables.
+
+``MOSAICFLOW_<SECTION>__<KEY>=value`` overrides one value (e.g. ``MOSAICFLOW_DENOISE__SIGMA=2``),
+which suits Kubernetes pods. Unknown sections or keys are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mosaicflow.errors import ConfigError
+
+ENV_PREFIX = "MOSAICFLOW_"
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """The built-in default input: a synthetic Maps-like grid (used when no input is given)."""
+
+    rows: int = 4
+    cols: int = 5
+    tile_height: int = 900
+    tile_width: int = 1400
+    overlap: float = 0.10
+    stage_error_px: float = 8.0
+    pixel_size_nm: float = 2.0
+    snr: float = 20.0
+    bit_depth: int = 8
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    chunk: int = 1024
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    method: str = "gaussian"
+    sigma: float = 1.0
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    method: str = "otsu"
+    nbins: int = 256
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    connectivity: int = 1
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    address: str = "local"
+    n_workers: int | None = None
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs. ``input`` None means the built-in synthetic grid."""
+
+    input: str | None = None
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.store.chunk >= 16, f"store.chunk must be >= 16 px, got {self.store.chunk}"),
+            (self.denoise.method in ("gaussian", "none"),
+             f"denoise.method must be 'gaussian' or 'none', got {self.denoise.method!r}"),
+            (self.denoise.sigma > 0, f"denoise.sigma must be > 0, got {self.denoise.sigma}"),
+            (self.segment.method == "otsu",
+             f"segment.method must be 'otsu' (the only segmenter so far), got {self.segment.method!r}"),
+            (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
+            (self.label.connectivity in (1, 2),
+             f"label.connectivity must be 1 or 2, got {self.label.connectivity}"),
+            (self.synth.rows >= 1 and self.synth.cols >= 1, "synth.rows and synth.cols must be >= 1"),
+            (0 <= self.synth.overlap < 0.5, f"synth.overlap must be in [0, 0.5), got {self.synth.overlap}"),
+            (self.synth.bit_depth in (8, 16), f"synth.bit_depth must be 8 or 16, got {self.synth.bit_depth}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"invalid configuration: {message}")
+
+    # -- conversion -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in sections:
+                raise ConfigError(f"unknown configuration section {key!r}; known: {sorted(sections)}")
+            if key == "input":
+                kwargs[key] = None if value is None else str(value)
+                continue
+            section_cls = _section_class(key)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"configuration section {key!r} must be a mapping, got {value!r}")
+            known = {f.name: f for f in dataclasses.fields(section_cls)}
+            for name in value:
+                if name not in known:
+                    raise ConfigError(f"unknown key {key}.{name}; known: {sorted(known)}")
+            kwargs[key] = section_cls(**{k: _coerce(key, k, known[k].type, v) for k, v in value.items()})
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> Config:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"configuration file {str(path)!r}: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"configuration file {str(path)!r}: expected a mapping at the top")
+        return cls.from_dict(data)
+
+    def with_env(self, environ: Mapping[str, str] | None = None) -> Config:
+        """This configuration with ``MOSAICFLOW_SECTION__KEY`` variables applied."""
+        environ = os.environ if environ is None else environ
+        data = self.to_dict()
+        for name, raw in environ.items():
+            if not name.startswith(ENV_PREFIX) or "__" not in name:
+                continue
+            section, key = name[len(ENV_PREFIX) :].lower().split("__", 1)
+            if section not in data or not isinstance(data[section], dict):
+                raise ConfigError(f"environment variable {name}: unknown section {section!r}")
+            data[section][key] = yaml.safe_load(raw)
+        return Config.from_dict(data)
+
+    def replace(self, section: str, **values: Any) -> Config:
+        """A copy with some keys of one section changed."""
+        if section == "input":
+            return dataclasses.replace(self, input=values["value"])
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **values)})
+
+
+def _section_class(name: str) -> type:
+    return {
+        "synth": SynthConfig,
+        "store": StoreConfig,
+        "denoise": DenoiseConfig,
+        "segment": SegmentConfig,
+        "label": LabelConfig,
+        "cluster": ClusterConfig,
+    }[name]
+
+
+def _coerce(section: str, key: str, annotation: Any, value: Any) -> Any:
+    text = str(annotation)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ConfigError(f"{section}.{key} may not be empty")
+    try:
+        if text.startswith("int"):
+            return int(value)
+        if text.startswith("float"):
+            return float(value)
+        if text.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{key}: expected {text}, got {value!r}") from None
+    return value

@@ -1,0 +1,296 @@
+"""The whole job as stages run against a run store and a Dask client, resumable.
+
+Each stage reads what earlier stages stored, writes its own output chunk by chunk from the
+workers, and is marked done in the store only after all of it is written. ``resume`` skips
+stages already marked done; a failed or interrupted stage is simply run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from mosaicflow import __version__
+from mosaicflow.config import Config
+from mosaicflow.errors import StoreError
+from mosaicflow.io.store import RunStore
+from mosaicflow.io.tiles import TileSet, read_tileset
+from mosaicflow.runner import Runner
+
+STAGES = ("tiles", "mosaic", "denoised", "probability", "labels", "particles", "report")
+
+
+def default_input(config: Config, *, console: Console | None = None) -> Path:
+    """The built-in synthetic grid for ``config.synth``, written once into the temp folder.
+
+    The folder name carries a hash of the synth settings, so the same settings reuse the same
+    (deterministic) files, and a half-written folder is never reused.
+    """
+    from mosaicflow import synth
+
+    settings = dataclasses.asdict(config.synth)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"mosaicflow-default-grid-{digest}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    if console is not None:
+        console.print(f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}")
+    s = config.synth
+    synth.write_maps_grid(
+        folder,
+        rows=s.rows,
+        cols=s.cols,
+        tile_shape=(s.tile_height, s.tile_width),
+        overlap=s.overlap,
+        stage_error_px=s.stage_error_px,
+        pixel_size_nm=s.pixel_size_nm,
+        snr=s.snr,
+        bit_depth=s.bit_depth,
+        seed=s.seed,
+    )
+    done.write_text("ok\n")
+    return folder
+
+
+def _tileset_from_store(store: RunStore) -> TileSet:
+    info = store.meta["tileset"]
+    return TileSet(
+        folder=Path(info["folder"]),
+        tiles=store.read_table("tiles"),
+        tile_shape=tuple(info["tile_shape"]),  # type: ignore[arg-type]
+        pixel_size_nm=tuple(info["pixel_size_nm"]),  # type: ignore[arg-type]
+        dtype=np.dtype(info["dtype"]),
+        rows=int(info["rows"]),
+        cols=int(info["cols"]),
+        missing=tuple(tuple(m) for m in info["missing"]),  # type: ignore[misc]
+    )
+
+
+def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    diffs = []
+    for section, values in current.items():
+        if section in ("cluster",):
+            continue
+        old = stored.get(section)
+        if isinstance(values, dict) and isinstance(old, dict):
+            diffs += [
+                f"{section}.{k}: {old.get(k)!r} -> {v!r}" for k, v in values.items() if old.get(k) != v
+            ]
+        elif old != values:
+            diffs.append(f"{section}: {old!r} -> {values!r}")
+    return diffs
+
+
+class Pipeline:
+    """Runs the stages of :data:`STAGES` for one configuration into one run store.
+
+    Parameters
+    ----------
+    config : Config
+        What to run.
+    out : str
+        Run store path or URL.
+    client : distributed.Client, optional
+        Where to compute; without one, Dask's local threaded scheduler.
+    resume : bool
+        Reuse a store from an earlier run with the same configuration, skipping finished stages.
+    overwrite : bool
+        Replace an existing store.
+    console : rich.console.Console, optional
+        Progress and messages; ``None`` is silent.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        out: str | os.PathLike[str],
+        *,
+        client: Any = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        console: Console | None = None,
+    ) -> None:
+        self.config = config
+        self.out = str(out)
+        self.client = client
+        self.resume = resume
+        self.overwrite = overwrite
+        self.console = console
+        self.runner = Runner(client, console=console)
+        self.store: RunStore | None = None
+        self._tileset: TileSet | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], out: str, **kwargs: Any) -> Pipeline:
+        return cls(Config.from_yaml(path).with_env(), out, **kwargs)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message)
+
+    def _open_store(self) -> RunStore:
+        probe = RunStore(self.out, mode="a") if self.resume or self.overwrite else None
+        if probe is None:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(self.out)
+            if fs.exists(path.rstrip("/") + "/zarr.json"):
+                raise StoreError(
+                    f"run store {self.out!r} already exists: pass resume=True (--resume) to "
+                    "continue it or overwrite=True (--overwrite) to replace it"
+                )
+            if fs.exists(path) and fs.ls(path):
+                raise StoreError(f"output path {self.out!r} exists and is not a run store")
+        if self.overwrite:
+            store = RunStore(self.out, mode="w")
+        else:
+            store = probe or RunStore(self.out, mode="a")
+        current = self.config.to_dict()
+        stored = store.meta.get("config")
+        if stored is not None:
+            diffs = _config_differences(stored, current)
+            if diffs:
+                raise StoreError(
+                    f"run store {self.out!r} was made with another configuration; cannot resume "
+                    f"({'; '.join(diffs)}); use --overwrite or another --out"
+                )
+        else:
+            store.update_meta(
+                version=__version__, config=current, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stages={}
+            )
+        return store
+
+    def _input_folder(self) -> Path:
+        if self.config.input:
+            return Path(self.config.input)
+        return default_input(self.config, console=self.console)
+
+    @property
+    def tileset(self) -> TileSet:
+        if self._tileset is None:
+            assert self.store is not None
+            self._tileset = _tileset_from_store(self.store)
+        return self._tileset
+
+    # -- stages ---------------------------------------------------------------------------
+    def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
+        folder = self._input_folder()
+        tileset = read_tileset(folder)
+        store.write_table("tiles", tileset.tiles)
+        truth = folder / "ground_truth" / "particles.csv"
+        if truth.exists():
+            store.write_table("ground_truth", pd.read_csv(truth))
+        store.update_meta(
+            tileset={
+                "folder": str(folder),
+                "tile_shape": list(tileset.tile_shape),
+                "pixel_size_nm": list(tileset.pixel_size_nm),
+                "dtype": str(tileset.dtype),
+                "rows": tileset.rows,
+                "cols": tileset.cols,
+                "missing": [list(m) for m in tileset.missing],
+            }
+        )
+        self._tileset = tileset
+        self._say(
+            f"Read {len(tileset.tiles)} tiles ({tileset.rows}x{tileset.cols}, "
+            f"{tileset.tile_shape[1]}x{tileset.tile_shape[0]} px, "
+            f"{tileset.pixel_size_nm[1]:g} nm/px) from {folder}"
+        )
+        return {"pixels": tileset.n_pixels, "n_tiles": len(tileset.tiles)}
+
+    def _stage_mosaic(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.stitch import fuse
+
+        mosaic = fuse(self.tileset, chunks=self.config.store.chunk)
+        store.write_image("mosaic", mosaic, chunk=self.config.store.chunk, runner=self.runner)
+        return {"pixels": int(mosaic.size), "shape": list(mosaic.shape)}
+
+    def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.restoration import gaussian
+
+        mosaic = store.read_image("mosaic")
+        cfg = self.config.denoise
+        den = gaussian(mosaic, sigma=cfg.sigma) if cfg.method == "gaussian" else mosaic.astype("float32")
+        den.attrs.update(mosaic.attrs)
+        store.write_image("denoised", den, chunk=self.config.store.chunk, runner=self.runner)
+        return {"pixels": int(mosaic.size)}
+
+    def _stage_probability(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.segmentation import threshold_otsu
+
+        den = store.read_image("denoised")
+        threshold = threshold_otsu(den, nbins=self.config.segment.nbins, runner=self.runner)
+        prob = ((den > threshold) * 255).astype("uint8")
+        prob.attrs.update(den.attrs, segmenter="otsu", threshold=threshold)
+        store.write_image("probability", prob, chunk=self.config.store.chunk, runner=self.runner)
+        return {"pixels": int(den.size), "threshold": threshold}
+
+    def _stage_labels(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.measure import label
+
+        prob = store.read_image("probability")
+        labels = label(prob >= 128, connectivity=self.config.label.connectivity)
+        labels.attrs.update(prob.attrs)
+        store.write_image("labels/particles", labels, chunk=self.config.store.chunk, runner=self.runner, label=True)
+        return {"pixels": int(prob.size)}
+
+    def _stage_particles(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.measure import regionprops_table
+
+        labels = store.read_image("labels/particles")
+        den = store.read_image("denoised")
+        table = self.runner.compute(regionprops_table(labels, den), "particles")
+        store.write_table("particles", table)
+        return {"pixels": int(labels.size), "n_particles": len(table)}
+
+    def _stage_report(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.report import write_report
+
+        summary = write_report(store)
+        return {"pixels": 0, "n_particles": summary["particles"]["count"]}
+
+    # -- driver ---------------------------------------------------------------------------
+    def run(self, *, stop_after: str | None = None) -> RunStore:
+        """Run (or resume) every stage; returns the store. Raises on the first failed stage."""
+        if stop_after is not None and stop_after not in STAGES:
+            raise ValueError(f"stop_after must be one of {STAGES}, got {stop_after!r}")
+        store = self.store = self._open_store()
+        if self.client is not None:
+            self._say(f"Dask dashboard: {self.client.dashboard_link}")
+        if not (store.stage_done("tiles") and store.stage_done("mosaic")):
+            self._input_folder()  # synthesize the default input outside the timed stages
+        stages: dict[str, Callable[[RunStore], dict[str, Any]]] = {
+            name: getattr(self, f"_stage_{name}") for name in STAGES
+        }
+        for name, fn in stages.items():
+            if self.resume and store.stage_done(name):
+                self._say(f"[dim]{name:<12} already done, skipped[/dim]")
+            else:
+                store.set_stage(name, "running")
+                start = time.perf_counter()
+                try:
+                    info = fn(store)
+                except BaseException as exc:
+                    store.set_stage(name, "failed", error=f"{type(exc).__name__}: {exc}")
+                    raise
+                seconds = time.perf_counter() - start
+                pixels = info.pop("pixels", 0)
+                mpx = pixels / 1e6 / seconds if pixels and seconds > 0 else None
+                store.set_stage(name, "done", seconds=round(seconds, 3), mpx_per_s=mpx, **info)
+            if name == stop_after:
+                break
+        return store
