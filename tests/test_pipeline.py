@@ -1,0 +1,125 @@
+"""The whole job on real Dask clusters and real Zarr stores, against synth ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mosaicflow import cluster, open_run
+from mosaicflow.config import Config
+from mosaicflow.errors import ClusterError, StoreError, TileReadError
+from mosaicflow.pipeline import STAGES, Pipeline
+
+
+def _run(folder, out, chunk, client=None, **kwargs):
+    config = Config(input=str(folder)).replace("store", chunk=chunk)
+    return Pipeline(config, str(out), client=client, **kwargs).run()
+
+
+@pytest.mark.cluster
+def test_default_grid_matches_ground_truth(client, tmp_path):
+    """Acceptance: the built-in default grid (4x5 Maps tiles, SNR 20) on a LocalCluster."""
+    store = Pipeline(Config(), str(tmp_path / "run.zarr"), client=client).run()
+    summary = json.loads((tmp_path / "run.zarr" / "report" / "summary.json").read_text())
+    truth = pd.read_parquet(store.table_path("ground_truth"))
+    table = pd.read_parquet(tmp_path / "run.zarr" / "tables" / "particles.parquet")
+    assert len(truth) > 500
+    assert abs(len(table) - len(truth)) <= 0.03 * len(truth)
+    true_median = np.median(truth["ecd_nm"])
+    assert abs(np.median(table["equivalent_diameter_area"]) - true_median) <= 0.05 * true_median
+    assert summary["ground_truth"]["true_count"] == len(truth)
+    assert all(store.stage_done(s) for s in STAGES)
+    assert (tmp_path / "run.zarr" / "report" / "size_histogram.png").stat().st_size > 1000
+
+
+@pytest.mark.cluster
+def test_chunk_invariance(small_grid, client, tmp_path):
+    """Labels and table identical for three chunkings, one smaller than a particle."""
+    results = []
+    for chunk, use_client in ((512, client), (100, client), (40, None)):
+        # 40-px chunks: ~3000 tiny tasks, where the threaded scheduler's lower per-task cost helps
+        _run(small_grid.folder, tmp_path / f"c{chunk}.zarr", chunk, client=use_client)
+        ds = open_run(str(tmp_path / f"c{chunk}.zarr"))
+        table = pd.read_parquet(tmp_path / f"c{chunk}.zarr" / "tables" / "particles.parquet")
+        results.append((ds["labels"].values, table, ds["denoised"].values))
+    labels0, table0, den0 = results[0]
+    assert table0["label"].max() > 10
+    extent = np.maximum(table0["bbox-2"] - table0["bbox-0"], table0["bbox-3"] - table0["bbox-1"])
+    assert extent.max() > 40  # some particles span more than one 40-px chunk
+    for labels, table, den in results[1:]:
+        np.testing.assert_array_equal(labels, labels0)
+        np.testing.assert_allclose(den, den0, atol=1e-6, rtol=0)
+        pd.testing.assert_frame_equal(table, table0, check_exact=False, rtol=1e-9)
+
+
+def test_resume_skips_done_stages_and_matches_clean_run(small_grid, tmp_path):
+    out = tmp_path / "r.zarr"
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    Pipeline(config, str(out)).run(stop_after="labels")
+    partial = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
+    assert "particles" not in partial
+    with pytest.raises(StoreError, match="already exists"):
+        Pipeline(config, str(out)).run()
+    store = Pipeline(config, str(out), resume=True).run()
+    after = store.stages()
+    for name in ("tiles", "mosaic", "denoised", "probability", "labels"):
+        assert after[name]["updated"] == partial[name]["updated"], name
+    clean = _run(small_grid.folder, tmp_path / "clean.zarr", 256)
+    pd.testing.assert_frame_equal(store.read_table("particles"), clean.read_table("particles"))
+
+
+def test_resume_refuses_other_config(small_grid, tmp_path):
+    out = tmp_path / "r.zarr"
+    _run(small_grid.folder, out, 256)
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=256).replace("denoise", sigma=2.0)
+    with pytest.raises(StoreError, match=r"denoise.sigma: 1.0 -> 2.0"):
+        Pipeline(config, str(out), resume=True).run()
+
+
+def test_truncated_tile_fails_before_anything_is_done(grid_copy, tmp_path):
+    tile = grid_copy / "Tile_002-001-000000_0-000.tif"
+    tile.write_bytes(tile.read_bytes()[:5000])
+    out = tmp_path / "bad.zarr"
+    with pytest.raises(TileReadError, match="Tile_002-001-000000_0-000.tif.*truncated"):
+        _run(grid_copy, out, 256)
+    stages = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
+    assert stages["tiles"]["status"] == "failed"
+    assert "truncated" in stages["tiles"]["error"]
+    assert not any(s["status"] == "done" for s in stages.values())
+
+
+def test_tile_damaged_after_reading_fails_its_stage(grid_copy, tmp_path):
+    """A tile replaced between header check and fusion: the mosaic stage fails, not done."""
+    config = Config(input=str(grid_copy)).replace("store", chunk=256)
+    out = tmp_path / "bad.zarr"
+    Pipeline(config, str(out)).run(stop_after="tiles")
+    tile = grid_copy / "Tile_001-003-000000_0-000.tif"
+    data = bytearray(tile.read_bytes())
+    tile.write_bytes(bytes(data[:-2000]))
+    with pytest.raises(TileReadError, match="Tile_001-003"):
+        Pipeline(config, str(out), resume=True).run()
+    stages = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
+    assert stages["tiles"]["status"] == "done"
+    assert stages["mosaic"]["status"] == "failed"
+    assert not any(stages.get(s, {}).get("status") == "done" for s in STAGES[1:])
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    with pytest.raises(ClusterError, match=r"tcp://127.0.0.1:9.*within 2 s"):
+        cluster.connect("tcp://127.0.0.1:9", timeout=2)
+    with pytest.raises(ClusterError, match="not understood"):
+        cluster.connect("my-cluster")
+
+
+def test_open_run_coordinates_in_nm(small_grid, tmp_path):
+    _run(small_grid.folder, tmp_path / "o.zarr", 256)
+    ds = open_run(str(tmp_path / "o.zarr"))
+    assert set(ds.data_vars) == {"mosaic", "denoised", "probability", "labels"}
+    assert float(ds["x"][1] - ds["x"][0]) == pytest.approx(2.0)
+    assert ds["labels"].dtype == np.uint32 and ds["probability"].dtype == np.uint8
+    assert ds.attrs["stages"]["report"]["status"] == "done"
+    assert Path(tmp_path / "o.zarr" / "tables" / "tiles.parquet").exists()
