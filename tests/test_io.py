@@ -19,8 +19,9 @@ from mosaicflow.io.tiles import GRID_FILE
 
 
 def test_positions_from_stage_metadata(tmp_path):
-    truth = synth.write_maps_grid(tmp_path / "g", rows=2, cols=3, tile_shape=(120, 160),
-                                  stage_error_px=0.0, seed=1)
+    truth = synth.write_maps_grid(
+        tmp_path / "g", rows=2, cols=3, tile_shape=(120, 160), stage_error_px=0.0, seed=1
+    )
     tiles = read_tileset(truth.folder)
     origins = pd.read_csv(truth.tile_origins_csv).sort_values(["row", "col"], ignore_index=True)
     expected = origins[["y_px", "x_px"]].to_numpy() - origins[["y_px", "x_px"]].to_numpy().min(0)
@@ -32,7 +33,9 @@ def test_positions_from_stage_metadata(tmp_path):
 
 def test_positions_carry_stage_error(small_grid):
     tiles = read_tileset(small_grid.folder)
-    origins = pd.read_csv(small_grid.tile_origins_csv).sort_values(["row", "col"], ignore_index=True)
+    origins = pd.read_csv(small_grid.tile_origins_csv).sort_values(
+        ["row", "col"], ignore_index=True
+    )
     true = origins[["y_px", "x_px"]].to_numpy()
     got = tiles.tiles[["y_px", "x_px"]].to_numpy()
     err = (got - got[0]) - (true - true[0])
@@ -84,8 +87,9 @@ def test_grid_file_names_missing_tile(grid_copy):
 
 
 def test_missing_tiles_recorded(tmp_path):
-    truth = synth.write_maps_grid(tmp_path / "g", rows=2, cols=2, tile_shape=(100, 120),
-                                  missing_tiles=[(2, 2)], seed=2)
+    truth = synth.write_maps_grid(
+        tmp_path / "g", rows=2, cols=2, tile_shape=(100, 120), missing_tiles=[(2, 2)], seed=2
+    )
     tiles = read_tileset(truth.folder)
     assert tiles.missing == ((2, 2),)
     assert len(tiles.tiles) == 3
@@ -96,9 +100,12 @@ def test_missing_tiles_recorded(tmp_path):
 def test_store_image_roundtrip_and_ome(tmp_path):
     store = RunStore(str(tmp_path / "run.zarr"), mode="w")
     data = np.arange(300 * 260, dtype=np.uint16).reshape(300, 260)
-    image = xr.DataArray(da.from_array(data, chunks=64), dims=("y", "x"),
-                         coords={"y": np.arange(300) * 2.0, "x": np.arange(260) * 2.0},
-                         attrs={"pixel_size_nm": [2.0, 2.0]})
+    image = xr.DataArray(
+        da.from_array(data, chunks=64),
+        dims=("y", "x"),
+        coords={"y": np.arange(300) * 2.0, "x": np.arange(260) * 2.0},
+        attrs={"pixel_size_nm": [2.0, 2.0]},
+    )
     store.write_image("mosaic", image, chunk=64)
     back = store.read_image("mosaic")
     np.testing.assert_array_equal(back.values, data)

@@ -47,9 +47,12 @@ def test_gaussian_equals_scipy(field, chunks, sigma):
 
 
 def test_gaussian_keeps_dataarray():
-    arr = xr.DataArray(da.ones((20, 30), chunks=10), dims=("y", "x"),
-                       coords={"y": np.arange(20) * 2.0, "x": np.arange(30) * 2.0},
-                       attrs={"pixel_size_nm": [2.0, 2.0]})
+    arr = xr.DataArray(
+        da.ones((20, 30), chunks=10),
+        dims=("y", "x"),
+        coords={"y": np.arange(20) * 2.0, "x": np.arange(30) * 2.0},
+        attrs={"pixel_size_nm": [2.0, 2.0]},
+    )
     out = gaussian(arr, sigma=1.0)
     assert isinstance(out, xr.DataArray) and out.attrs["pixel_size_nm"] == [2.0, 2.0]
     np.testing.assert_array_equal(out["x"], arr["x"])
@@ -119,8 +122,17 @@ def test_label_rejects_bad_input():
         label(da.zeros((4, 4), chunks=2, dtype=bool), connectivity=3)
 
 
-PROPS = ("label", "num_pixels", "area", "equivalent_diameter_area", "centroid", "bbox",
-         "intensity_mean", "intensity_min", "intensity_max")
+PROPS = (
+    "label",
+    "num_pixels",
+    "area",
+    "equivalent_diameter_area",
+    "centroid",
+    "bbox",
+    "intensity_mean",
+    "intensity_min",
+    "intensity_max",
+)
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)
@@ -144,10 +156,12 @@ def test_regionprops_equal_skimage(field, chunks):
 
 def test_regionprops_units_from_dataarray(field):
     labels = field[1]
-    arr = xr.DataArray(da.from_array(labels, chunks=64), dims=("y", "x"),
-                       coords={"y": np.arange(labels.shape[0]) * 2.0,
-                               "x": np.arange(labels.shape[1]) * 2.0},
-                       attrs={"pixel_size_nm": [2.0, 2.0]})
+    arr = xr.DataArray(
+        da.from_array(labels, chunks=64),
+        dims=("y", "x"),
+        coords={"y": np.arange(labels.shape[0]) * 2.0, "x": np.arange(labels.shape[1]) * 2.0},
+        attrs={"pixel_size_nm": [2.0, 2.0]},
+    )
     table = regionprops_table(arr).compute()
     np.testing.assert_allclose(table["area"], table["num_pixels"] * 4.0)
 

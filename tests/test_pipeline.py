@@ -75,7 +75,11 @@ def test_resume_skips_done_stages_and_matches_clean_run(small_grid, tmp_path):
 def test_resume_refuses_other_config(small_grid, tmp_path):
     out = tmp_path / "r.zarr"
     _run(small_grid.folder, out, 256)
-    config = Config(input=str(small_grid.folder)).replace("store", chunk=256).replace("denoise", sigma=2.0)
+    config = (
+        Config(input=str(small_grid.folder))
+        .replace("store", chunk=256)
+        .replace("denoise", sigma=2.0)
+    )
     with pytest.raises(StoreError, match=r"denoise.sigma: 1.0 -> 2.0"):
         Pipeline(config, str(out), resume=True).run()
 
@@ -84,7 +88,7 @@ def test_truncated_tile_fails_before_anything_is_done(grid_copy, tmp_path):
     tile = grid_copy / "Tile_002-001-000000_0-000.tif"
     tile.write_bytes(tile.read_bytes()[:5000])
     out = tmp_path / "bad.zarr"
-    with pytest.raises(TileReadError, match="Tile_002-001-000000_0-000.tif.*truncated"):
+    with pytest.raises(TileReadError, match=r"Tile_002-001-000000_0-000\.tif.*truncated"):
         _run(grid_copy, out, 256)
     stages = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
     assert stages["tiles"]["status"] == "failed"

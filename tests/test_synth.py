@@ -361,3 +361,12 @@ def test_bad_arguments(tmp_path: Path) -> None:
         synth.make_particles((100, 100), shapes=("sphere", "star"))
     with pytest.raises(ValueError, match="snr"):
         synth.synth_field((64, 64), snr=-1.0)
+
+
+def test_shape_subsets() -> None:
+    rods = synth.make_particles((600, 600), seed=2, shapes=("rod",))
+    assert set(rods["shape"]) == {"rod"}
+    mixed = synth.make_particles((2000, 2000), seed=2, shapes=("cube", "sphere"))
+    assert set(mixed["shape"]) == {"cube", "sphere"}
+    with pytest.raises(ValueError, match="shape_weights"):
+        synth.make_particles((100, 100), shapes=("cube",), shape_weights=(1.0, 2.0))

@@ -12,6 +12,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-from mosaicflow.io.store import RunStore, open_run  # noqa: E402
+from mosaicflow.io.store import RunStore, open_run
 
 __all__ = ["RunStore", "__version__", "open_run"]

@@ -32,6 +32,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         if values:
             config = config.replace(section, **values)
     config = config.with_env()
+    if config.input is not None:
+        from mosaicflow.io.tiles import read_tileset
+
+        read_tileset(config.input)  # fail on bad input before starting or reaching a cluster
     client = cluster.connect(
         config.cluster.address,
         n_workers=config.cluster.n_workers,
@@ -40,7 +44,11 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     )
     try:
         pipeline = Pipeline(
-            config, args.out, client=client, resume=args.resume, overwrite=args.overwrite,
+            config,
+            args.out,
+            client=client,
+            resume=args.resume,
+            overwrite=args.overwrite,
             console=None if args.quiet else console,
         )
         store = pipeline.run()
@@ -62,7 +70,9 @@ def _print_summary(store: Any, console: Console) -> None:
     table.add_row("particles found", str(parts["count"]))
     truth = summary.get("ground_truth")
     if truth:
-        table.add_row("ground-truth particles", f"{truth['true_count']} ({truth['count_error']:+.1%})")
+        table.add_row(
+            "ground-truth particles", f"{truth['true_count']} ({truth['count_error']:+.1%})"
+        )
     if parts["median_nm"] is not None:
         table.add_row("median ECD (nm)", f"{parts['median_nm']:.1f}")
     if truth:
@@ -105,14 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mosaicflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the whole job (default input: a synthetic Maps-like grid)")
-    run.add_argument("input", nargs="?", help="acquisition folder or YAML config (default: built-in synthetic grid)")
+    run = sub.add_parser(
+        "run", help="run the whole job (default input: a synthetic Maps-like grid)"
+    )
+    run.add_argument(
+        "input",
+        nargs="?",
+        help="acquisition folder or YAML config (default: built-in synthetic grid)",
+    )
     run.add_argument("--out", required=True, help="run store path or URL (e.g. run.zarr)")
-    run.add_argument("--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port")
-    run.add_argument("--workers", type=int, default=None, help="local workers (default: cores, max 8)")
-    run.add_argument("--chunk", type=int, default=None, help="store chunk size in px (default 1024)")
-    run.add_argument("--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)")
-    run.add_argument("--resume", action="store_true", help="continue an earlier run, skipping finished stages")
+    run.add_argument(
+        "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="local workers (default: cores, max 8)"
+    )
+    run.add_argument(
+        "--chunk", type=int, default=None, help="store chunk size in px (default 1024)"
+    )
+    run.add_argument(
+        "--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)"
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run store")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=_run)
@@ -124,7 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--tile-height", type=int, default=900)
     syn.add_argument("--tile-width", type=int, default=1400)
     syn.add_argument("--overlap", type=float, default=0.10)
-    syn.add_argument("--stage-error", type=float, default=8.0, help="stage position error sigma, px")
+    syn.add_argument(
+        "--stage-error", type=float, default=8.0, help="stage position error sigma, px"
+    )
     syn.add_argument("--pixel-size", type=float, default=2.0, help="nm per pixel")
     syn.add_argument("--snr", type=float, default=20.0, help="mean particle signal / noise std")
     syn.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
@@ -139,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, console))
     except MosaicflowError as exc:
-        console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}")
+        console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}", soft_wrap=True)
         return 2
 
 

@@ -81,17 +81,33 @@ class Config:
     def __post_init__(self) -> None:
         checks = [
             (self.store.chunk >= 16, f"store.chunk must be >= 16 px, got {self.store.chunk}"),
-            (self.denoise.method in ("gaussian", "none"),
-             f"denoise.method must be 'gaussian' or 'none', got {self.denoise.method!r}"),
+            (
+                self.denoise.method in ("gaussian", "none"),
+                f"denoise.method must be 'gaussian' or 'none', got {self.denoise.method!r}",
+            ),
             (self.denoise.sigma > 0, f"denoise.sigma must be > 0, got {self.denoise.sigma}"),
-            (self.segment.method == "otsu",
-             f"segment.method must be 'otsu' (the only segmenter so far), got {self.segment.method!r}"),
+            (
+                self.segment.method == "otsu",
+                "segment.method must be 'otsu' (the only segmenter so far), "
+                f"got {self.segment.method!r}",
+            ),
             (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
-            (self.label.connectivity in (1, 2),
-             f"label.connectivity must be 1 or 2, got {self.label.connectivity}"),
-            (self.synth.rows >= 1 and self.synth.cols >= 1, "synth.rows and synth.cols must be >= 1"),
-            (0 <= self.synth.overlap < 0.5, f"synth.overlap must be in [0, 0.5), got {self.synth.overlap}"),
-            (self.synth.bit_depth in (8, 16), f"synth.bit_depth must be 8 or 16, got {self.synth.bit_depth}"),
+            (
+                self.label.connectivity in (1, 2),
+                f"label.connectivity must be 1 or 2, got {self.label.connectivity}",
+            ),
+            (
+                self.synth.rows >= 1 and self.synth.cols >= 1,
+                "synth.rows and synth.cols must be >= 1",
+            ),
+            (
+                0 <= self.synth.overlap < 0.5,
+                f"synth.overlap must be in [0, 0.5), got {self.synth.overlap}",
+            ),
+            (
+                self.synth.bit_depth in (8, 16),
+                f"synth.bit_depth must be 8 or 16, got {self.synth.bit_depth}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -107,7 +123,9 @@ class Config:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in sections:
-                raise ConfigError(f"unknown configuration section {key!r}; known: {sorted(sections)}")
+                raise ConfigError(
+                    f"unknown configuration section {key!r}; known: {sorted(sections)}"
+                )
             if key == "input":
                 kwargs[key] = None if value is None else str(value)
                 continue
@@ -118,7 +136,9 @@ class Config:
             for name in value:
                 if name not in known:
                     raise ConfigError(f"unknown key {key}.{name}; known: {sorted(known)}")
-            kwargs[key] = section_cls(**{k: _coerce(key, k, known[k].type, v) for k, v in value.items()})
+            kwargs[key] = section_cls(
+                **{k: _coerce(key, k, known[k].type, v) for k, v in value.items()}
+            )
         return cls(**kwargs)
 
     @classmethod
@@ -149,7 +169,9 @@ class Config:
         """A copy with some keys of one section changed."""
         if section == "input":
             return dataclasses.replace(self, input=values["value"])
-        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **values)})
+        return dataclasses.replace(
+            self, **{section: dataclasses.replace(getattr(self, section), **values)}
+        )
 
 
 def _section_class(name: str) -> type:

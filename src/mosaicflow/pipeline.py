@@ -46,7 +46,9 @@ def default_input(config: Config, *, console: Console | None = None) -> Path:
     if done.exists():
         return folder
     if console is not None:
-        console.print(f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}")
+        console.print(
+            f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}"
+        )
     s = config.synth
     synth.write_maps_grid(
         folder,
@@ -69,12 +71,12 @@ def _tileset_from_store(store: RunStore) -> TileSet:
     return TileSet(
         folder=Path(info["folder"]),
         tiles=store.read_table("tiles"),
-        tile_shape=tuple(info["tile_shape"]),  # type: ignore[arg-type]
-        pixel_size_nm=tuple(info["pixel_size_nm"]),  # type: ignore[arg-type]
+        tile_shape=tuple(info["tile_shape"]),
+        pixel_size_nm=tuple(info["pixel_size_nm"]),
         dtype=np.dtype(info["dtype"]),
         rows=int(info["rows"]),
         cols=int(info["cols"]),
-        missing=tuple(tuple(m) for m in info["missing"]),  # type: ignore[misc]
+        missing=tuple(tuple(m) for m in info["missing"]),
     )
 
 
@@ -86,7 +88,9 @@ def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list
         old = stored.get(section)
         if isinstance(values, dict) and isinstance(old, dict):
             diffs += [
-                f"{section}.{k}: {old.get(k)!r} -> {v!r}" for k, v in values.items() if old.get(k) != v
+                f"{section}.{k}: {old.get(k)!r} -> {v!r}"
+                for k, v in values.items()
+                if old.get(k) != v
             ]
         elif old != values:
             diffs.append(f"{section}: {old!r} -> {values!r}")
@@ -169,7 +173,10 @@ class Pipeline:
                 )
         else:
             store.update_meta(
-                version=__version__, config=current, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), stages={}
+                version=__version__,
+                config=current,
+                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                stages={},
             )
         return store
 
@@ -224,7 +231,11 @@ class Pipeline:
 
         mosaic = store.read_image("mosaic")
         cfg = self.config.denoise
-        den = gaussian(mosaic, sigma=cfg.sigma) if cfg.method == "gaussian" else mosaic.astype("float32")
+        den = (
+            gaussian(mosaic, sigma=cfg.sigma)
+            if cfg.method == "gaussian"
+            else mosaic.astype("float32")
+        )
         den.attrs.update(mosaic.attrs)
         store.write_image("denoised", den, chunk=self.config.store.chunk, runner=self.runner)
         return {"pixels": int(mosaic.size)}
@@ -245,7 +256,13 @@ class Pipeline:
         prob = store.read_image("probability")
         labels = label(prob >= 128, connectivity=self.config.label.connectivity)
         labels.attrs.update(prob.attrs)
-        store.write_image("labels/particles", labels, chunk=self.config.store.chunk, runner=self.runner, label=True)
+        store.write_image(
+            "labels/particles",
+            labels,
+            chunk=self.config.store.chunk,
+            runner=self.runner,
+            label=True,
+        )
         return {"pixels": int(prob.size)}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:

@@ -90,9 +90,7 @@ def write_report(store: RunStore) -> dict[str, Any]:
         json.dump(summary, fh, indent=2)
     with fs.open(f"{base}/size_histogram.png", "wb") as fh:
         fh.write(_histogram_png(ecd))
-    rows = "".join(
-        f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in summary["particles"].items()
-    )
+    rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in summary["particles"].items())
     html = (
         "<!doctype html><html><head><meta charset='utf-8'><title>mosaicflow report</title></head>"
         f"<body><h1>mosaicflow report</h1><p>Store: {store.url}</p>"

@@ -39,7 +39,7 @@ _dispatchers: dict[str, Dispatch] = {}
 
 
 def _module_attr(module: str, attr: str) -> Callable[..., Any]:
-    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), attr)
 
 
 def _make(name: str) -> Dispatch:
@@ -78,7 +78,7 @@ def get(name: str, like: Any) -> Callable[..., Any]:
     if name not in _dispatchers:
         _dispatchers[name] = _make(name)
     meta = getattr(like, "_meta", like)
-    return _dispatchers[name](meta)  # type: ignore[no-any-return]
+    return _dispatchers[name](meta)
 
 
 def array_module(like: Any) -> ModuleType:
@@ -92,7 +92,7 @@ def array_module(like: Any) -> ModuleType:
 def to_host(x: Any) -> np.ndarray:
     """Copy a NumPy or CuPy array to host memory (an explicit device-to-host boundary)."""
     if hasattr(x, "get") and type(x).__module__.split(".")[0] == "cupy":
-        return x.get()  # type: ignore[no-any-return]
+        return x.get()
     return np.asarray(x)
 
 

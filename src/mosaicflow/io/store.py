@@ -47,8 +47,9 @@ def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: 
     expected = da.core.normalize_chunks(target.chunks, arr.shape)
     if arr.chunks != expected:
         arr = arr.rechunk(target.chunks)
-    markers = arr.map_blocks(
+    markers = da.map_blocks(
         _write_block,
+        arr,
         target=target,
         chunks=tuple((1,) * len(c) for c in arr.chunks),
         dtype=np.uint8,
@@ -56,7 +57,9 @@ def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: 
     )
     written = runner.compute(markers, description)
     if int(np.asarray(written).sum()) != arr.npartitions:
-        raise StoreError(f"{description}: only {int(written.sum())} of {arr.npartitions} chunks written")
+        raise StoreError(
+            f"{description}: only {int(written.sum())} of {arr.npartitions} chunks written"
+        )
 
 
 def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
@@ -91,9 +94,11 @@ class RunStore:
         if self.storage_options:
             kwargs["storage_options"] = self.storage_options
         try:
-            self.root = zarr.open_group(self.url, mode="r" if mode == "r" else "a", **kwargs)
+            self.root: Any = zarr.open_group(self.url, mode="r" if mode == "r" else "a", **kwargs)
         except Exception as exc:
-            raise StoreError(f"run store {self.url!r}: cannot open as a Zarr v3 group ({exc})") from exc
+            raise StoreError(
+                f"run store {self.url!r}: cannot open as a Zarr v3 group ({exc})"
+            ) from exc
 
     def _exists(self) -> bool:
         return bool(self._fs.exists(self.url.rstrip("/") + "/zarr.json"))
@@ -142,8 +147,10 @@ class RunStore:
         runner = runner or Runner()
         data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
         pixel = [float(v) for v in image.attrs.get("pixel_size_nm", (1.0, 1.0))]
-        origin = [float(image["y"][0]) if image.sizes["y"] else 0.0,
-                  float(image["x"][0]) if image.sizes["x"] else 0.0]
+        origin = [
+            float(image["y"][0]) if image.sizes["y"] else 0.0,
+            float(image["x"][0]) if image.sizes["x"] else 0.0,
+        ]
         if name in self.root:
             del self.root[name]
         group = self.root.require_group(name)
@@ -155,7 +162,9 @@ class RunStore:
                 if label:
                     data = prev[::2, ::2]
                 else:
-                    data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
+                    data = da.coarsen(
+                        np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True
+                    )
                     data = _cast_like(data, prev.dtype)
             target = group.create_array(
                 str(level),
@@ -209,7 +218,7 @@ class RunStore:
         """Return level ``level`` of the stored image ``name`` as a Dask-backed DataArray."""
         if not self.has_image(name):
             raise StoreError(f"run store {self.url!r} has no image {name!r}")
-        group = self.root[name]
+        group: Any = self.root[name]
         arr = da.from_zarr(group[str(level)])
         ms = group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
         scale, shift = ms[0]["scale"], ms[1]["translation"]
@@ -219,7 +228,9 @@ class RunStore:
         }
         attrs = dict(group.attrs.get("mosaicflow", {}))
         attrs["pixel_size_nm"] = list(scale)
-        return xr.DataArray(arr, dims=("y", "x"), coords=coords, name=name.split("/")[-1], attrs=attrs)
+        return xr.DataArray(
+            arr, dims=("y", "x"), coords=coords, name=name.split("/")[-1], attrs=attrs
+        )
 
     # -- tables ---------------------------------------------------------------------------
     def table_path(self, name: str) -> str:
@@ -268,5 +279,7 @@ def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.D
             variables[name] = store.read_image(name)
     for name in LABELS:
         if store.has_image(f"labels/{name}"):
-            variables["labels" if name == "particles" else name] = store.read_image(f"labels/{name}")
+            variables["labels" if name == "particles" else name] = store.read_image(
+                f"labels/{name}"
+            )
     return xr.Dataset(variables, attrs=store.meta)

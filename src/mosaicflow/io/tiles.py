@@ -130,8 +130,11 @@ def read_tile_header(path: Path) -> dict[str, Any]:
             "stage position are unknown"
         )
     if isinstance(value, dict):  # tifffile already parsed the INI block
-        meta = {str(k): {str(a): str(b) for a, b in v.items()} for k, v in value.items()
-                if isinstance(v, dict)}
+        meta = {
+            str(k): {str(a): str(b) for a, b in v.items()}
+            for k, v in value.items()
+            if isinstance(v, dict)
+        }
     else:
         text = value if isinstance(value, str) else bytes(value).decode("latin-1")
         meta = parse_fei_metadata(text, source=path.name)
@@ -148,7 +151,9 @@ def read_tile_header(path: Path) -> dict[str, Any]:
     }
 
 
-def _tiles_from_grid_file(folder: Path, grid_path: Path) -> tuple[list[tuple[int, int, Path]], dict[str, Any]]:
+def _tiles_from_grid_file(
+    folder: Path, grid_path: Path
+) -> tuple[list[tuple[int, int, Path]], dict[str, Any]]:
     try:
         grid = json.loads(grid_path.read_text())
     except (OSError, ValueError) as exc:
@@ -207,8 +212,9 @@ def read_tileset(folder: str | os.PathLike[str]) -> TileSet:
     Notes
     -----
     Nominal tile origins come from the stage position of each tile centre:
-    ``x = StageX / PixelWidth - width / 2`` and, as the stage y axis points up while image rows
-    grow down, ``y = -StageY / PixelHeight - height / 2``; both are shifted so the smallest is 0.
+    ``x = StageX / PixelWidth - (width - 1) / 2`` and, as the stage y axis points up while image
+    rows grow down, ``y = -StageY / PixelHeight - (height - 1) / 2``; both are shifted so the
+    smallest is 0.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -266,8 +272,9 @@ def read_tileset(folder: str | os.PathLike[str]) -> TileSet:
             "stage_y_nm": [hd["stage_y_nm"] for hd in headers],
         }
     )
-    y = -table["stage_y_nm"] / py - h / 2
-    x = table["stage_x_nm"] / px - w / 2
+    # pixel centres sit at integer coordinates, so a tile's centre is origin + (size - 1) / 2
+    y = -table["stage_y_nm"] / py - (h - 1) / 2
+    x = table["stage_x_nm"] / px - (w - 1) / 2
     table["y_px"] = y - y.min()
     table["x_px"] = x - x.min()
     table = table.sort_values(["row", "col"], ignore_index=True)

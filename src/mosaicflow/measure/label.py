@@ -70,7 +70,9 @@ def _face_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
 
-def _resolve(summaries: list[list[dict[str, Any]]], connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+def _resolve(
+    summaries: list[list[dict[str, Any]]], connectivity: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Steps 2 and 3: global lookup table from the chunk summaries.
 
     Returns ``offsets`` (per chunk, raster order) and ``lut`` mapping ``offset + local`` to the
@@ -88,12 +90,18 @@ def _resolve(summaries: list[list[dict[str, Any]]], connectivity: int) -> tuple[
 
     pairs = [np.empty((0, 2), dtype=np.int64)]
     for i in range(ny - 1):
-        upper = np.concatenate([shifted(summaries[i][j]["bottom"], offsets[i, j]) for j in range(nx)])
-        lower = np.concatenate([shifted(summaries[i + 1][j]["top"], offsets[i + 1, j]) for j in range(nx)])
+        upper = np.concatenate(
+            [shifted(summaries[i][j]["bottom"], offsets[i, j]) for j in range(nx)]
+        )
+        lower = np.concatenate(
+            [shifted(summaries[i + 1][j]["top"], offsets[i + 1, j]) for j in range(nx)]
+        )
         pairs.append(_face_pairs(upper, lower, connectivity))
     for j in range(nx - 1):
         left = np.concatenate([shifted(summaries[i][j]["right"], offsets[i, j]) for i in range(ny)])
-        right = np.concatenate([shifted(summaries[i][j + 1]["left"], offsets[i, j + 1]) for i in range(ny)])
+        right = np.concatenate(
+            [shifted(summaries[i][j + 1]["left"], offsets[i, j + 1]) for i in range(ny)]
+        )
         pairs.append(_face_pairs(left, right, connectivity))
     edges = np.concatenate(pairs)
     graph = scipy.sparse.coo_matrix(
@@ -101,7 +109,9 @@ def _resolve(summaries: list[list[dict[str, Any]]], connectivity: int) -> tuple[
         shape=(total + 1, total + 1),
     )
     _, component = scipy.sparse.csgraph.connected_components(graph, directed=False)
-    first = np.concatenate([np.asarray(s["first"], dtype=np.int64) for row in summaries for s in row])
+    first = np.concatenate(
+        [np.asarray(s["first"], dtype=np.int64) for row in summaries for s in row]
+    )
     comp = component[1:]
     # First pixel of each component = smallest first pixel among its chunk-local pieces.
     order = np.lexsort((first, comp))
@@ -115,7 +125,9 @@ def _resolve(summaries: list[list[dict[str, Any]]], connectivity: int) -> tuple[
     return offsets, lut
 
 
-def _relabel_chunk(block: Any, resolved: tuple[np.ndarray, np.ndarray], i: int, j: int, connectivity: int) -> np.ndarray:
+def _relabel_chunk(
+    block: Any, resolved: tuple[np.ndarray, np.ndarray], i: int, j: int, connectivity: int
+) -> np.ndarray:
     offsets, lut = resolved
     labels, _ = _label_chunk(block, connectivity)
     out = lut[labels.astype(np.int64) + np.where(labels > 0, offsets[i, j], 0)]
@@ -172,7 +184,9 @@ def label(mask: Any, *, connectivity: int = 1) -> Any:
     for i in range(blocks.shape[0]):
         row = []
         for j in range(blocks.shape[1]):
-            part = dask.delayed(_relabel_chunk, pure=True)(blocks[i, j], resolved, i, j, connectivity)
+            part = dask.delayed(_relabel_chunk, pure=True)(
+                blocks[i, j], resolved, i, j, connectivity
+            )
             shape = (data.chunks[0][i], data.chunks[1][j])
             row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))
         rows.append(row)

@@ -14,6 +14,7 @@ import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.delayed import Delayed
 
 from mosaicflow import dispatch
 from mosaicflow._arrays import as_dask, check_2d
@@ -53,9 +54,7 @@ def chunk_partials(labels: Any, intensity: Any, y0: int, x0: int) -> pd.DataFram
     order = np.argsort(idx, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(idx[order]) != 0])
     ys_o, xs_o = ys[order], xs[order]
-    vals = (
-        np.zeros(len(lab)) if intensity is None else intensity[ys, xs].astype(np.float64)
-    )
+    vals = np.zeros(len(lab)) if intensity is None else intensity[ys, xs].astype(np.float64)
     vals_o = vals[order]
     out = pd.DataFrame(
         {
@@ -75,7 +74,9 @@ def chunk_partials(labels: Any, intensity: Any, y0: int, x0: int) -> pd.DataFram
     return out
 
 
-def _finish(parts: pd.DataFrame, spacing: Sequence[float], origin: Sequence[float], has_intensity: bool) -> pd.DataFrame:
+def _finish(
+    parts: pd.DataFrame, spacing: Sequence[float], origin: Sequence[float], has_intensity: bool
+) -> pd.DataFrame:
     agg = parts.groupby("label", sort=True).agg(_PARTIALS)
     dy, dx = (float(s) for s in spacing)
     n = agg["count"].to_numpy()
@@ -101,7 +102,7 @@ def regionprops_table(
     intensity_image: Any = None,
     *,
     spacing: Sequence[float] | None = None,
-) -> dask.delayed:
+) -> Delayed:
     """Per-particle table of a chunked label image (lazy; compute it to get a DataFrame).
 
     Parameters

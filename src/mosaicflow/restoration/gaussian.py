@@ -18,7 +18,9 @@ def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) ->
     return gaussian_filter(block.astype(xp.float32), sigma=sigma, truncate=truncate, mode=mode)
 
 
-def gaussian(image: Any, *, sigma: float = 1.0, truncate: float = 4.0, mode: str = "reflect") -> Any:
+def gaussian(
+    image: Any, *, sigma: float = 1.0, truncate: float = 4.0, mode: str = "reflect"
+) -> Any:
     """Gaussian filter of a chunked image, equal to ``scipy.ndimage.gaussian_filter`` on the whole.
 
     Parameters

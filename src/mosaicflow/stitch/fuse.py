@@ -57,13 +57,17 @@ def _fuse_chunk(
         inside[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = True
         take = inside & (dist < best)
         src = np.zeros(out.shape, dtype=dtype)
-        src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = tile[sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx]
+        src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = tile[
+            sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx
+        ]
         out[take] = src[take]
         best[take] = dist[take]
     return out
 
 
-def _normalize_chunks(chunks: int | Sequence[int], shape: tuple[int, int]) -> tuple[tuple[int, ...], ...]:
+def _normalize_chunks(
+    chunks: int | Sequence[int], shape: tuple[int, int]
+) -> tuple[tuple[int, ...], ...]:
     if isinstance(chunks, int):
         chunks = (chunks, chunks)
     return da.core.normalize_chunks(tuple(chunks), shape)
