@@ -1,6 +1,6 @@
 """End to end from Python: synthesize a small Maps-like grid, run every stage, compare with truth.
 
-    python examples/end_to_end.py [OUT_DIR]
+python examples/end_to_end.py [OUT_DIR]
 """
 
 from __future__ import annotations
