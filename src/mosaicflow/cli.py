@@ -91,14 +91,14 @@ def _print_summary(store: Any, console: Console) -> None:
 
 
 def _synth(args: argparse.Namespace, console: Console) -> int:
-    from mosaicflow import synth
+    from mosaicflow.config import Config, SynthConfig
+    from mosaicflow.pipeline import synthesize
 
-    height, width = args.tile_height, args.tile_width
-    truth = synth.write_maps_grid(
-        args.out,
+    settings = SynthConfig(
         rows=args.rows,
         cols=args.cols,
-        tile_shape=(height, width),
+        tile_height=args.tile_height,
+        tile_width=args.tile_width,
         overlap=args.overlap,
         stage_error_px=args.stage_error,
         pixel_size_nm=args.pixel_size,
@@ -106,8 +106,12 @@ def _synth(args: argparse.Namespace, console: Console) -> int:
         bit_depth=args.bit_depth,
         seed=args.seed,
     )
+    Config(synth=settings)  # validates the settings
+    truth = synthesize(args.out, settings)
     console.print(f"Wrote a {args.rows}x{args.cols} tile grid with ground truth to {args.out}")
-    console.print(str(truth))
+    console.print(
+        f"{truth.n_particles} particles, mosaic {truth.mosaic_shape[1]}x{truth.mosaic_shape[0]} px"
+    )
     return 0
 
 

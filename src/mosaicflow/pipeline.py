@@ -22,7 +22,7 @@ import pandas as pd
 from rich.console import Console
 
 from mosaicflow import __version__
-from mosaicflow.config import Config
+from mosaicflow.config import Config, SynthConfig
 from mosaicflow.errors import StoreError
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import TileSet, read_tileset
@@ -31,27 +31,13 @@ from mosaicflow.runner import Runner
 STAGES = ("tiles", "mosaic", "denoised", "probability", "labels", "particles", "report")
 
 
-def default_input(config: Config, *, console: Console | None = None) -> Path:
-    """The built-in synthetic grid for ``config.synth``, written once into the temp folder.
-
-    The folder name carries a hash of the synth settings, so the same settings reuse the same
-    (deterministic) files, and a half-written folder is never reused.
-    """
+def synthesize(folder: str | os.PathLike[str], settings: SynthConfig) -> Any:
+    """Write the synthetic Maps-like grid described by ``settings`` into ``folder``."""
     from mosaicflow import synth
 
-    settings = dataclasses.asdict(config.synth)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / f"mosaicflow-default-grid-{digest}"
-    done = folder / ".complete"
-    if done.exists():
-        return folder
-    if console is not None:
-        console.print(
-            f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}"
-        )
-    s = config.synth
-    synth.write_maps_grid(
-        folder,
+    s = settings
+    return synth.write_maps_grid(
+        Path(folder),
         rows=s.rows,
         cols=s.cols,
         tile_shape=(s.tile_height, s.tile_width),
@@ -62,6 +48,25 @@ def default_input(config: Config, *, console: Console | None = None) -> Path:
         bit_depth=s.bit_depth,
         seed=s.seed,
     )
+
+
+def default_input(config: Config, *, console: Console | None = None) -> Path:
+    """The built-in synthetic grid for ``config.synth``, written once into the temp folder.
+
+    The folder name carries a hash of the synth settings, so the same settings reuse the same
+    (deterministic) files, and a half-written folder is never reused.
+    """
+    settings = dataclasses.asdict(config.synth)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"mosaicflow-default-grid-{digest}"
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    if console is not None:
+        console.print(
+            f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}"
+        )
+    synthesize(folder, config.synth)
     done.write_text("ok\n")
     return folder
 
