@@ -32,7 +32,12 @@ _TABLE: dict[str, tuple[str, str, str]] = {
         "cupyx.scipy.ndimage",
         "generate_binary_structure",
     ),
-    "denoise_nl_means": ("skimage.restoration", "cucim.skimage.restoration", "denoise_nl_means"),
+    # cuCIM has no non-local means: the GPU entry is mosaicflow's own array-API implementation.
+    "denoise_nl_means": (
+        "skimage.restoration",
+        "mosaicflow.restoration._nlm_array",
+        "denoise_nl_means",
+    ),
 }
 
 _dispatchers: dict[str, Dispatch] = {}

@@ -5,21 +5,24 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from mosaicflow import dispatch
 from mosaicflow._arrays import as_dask, check_2d, like_input
-from mosaicflow.errors import ConfigError
+from mosaicflow.restoration._halo import MAX_HALO_PX, blockwise_exact, positive_number
 
 
 def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) -> Any:
     gaussian_filter = dispatch.get("gaussian_filter", block)
     xp = dispatch.array_module(block)
-    return gaussian_filter(block.astype(xp.float32), sigma=sigma, truncate=truncate, mode=mode)
+    return gaussian_filter(block.astype(xp.float32, copy=False), sigma=sigma, truncate=truncate, mode=mode)
 
 
 def gaussian(
-    image: Any, *, sigma: float = 1.0, truncate: float = 4.0, mode: str = "reflect"
+    image: Any,
+    *,
+    sigma: float = 1.0,
+    truncate: float = 4.0,
+    mode: str = "reflect",
+    max_halo: int = MAX_HALO_PX,
 ) -> Any:
     """Gaussian filter of a chunked image, equal to ``scipy.ndimage.gaussian_filter`` on the whole.
 
@@ -34,6 +37,8 @@ def gaussian(
     mode : str
         Edge handling at the image border (SciPy's ``mode``); chunk borders use a halo of real
         neighbouring pixels instead.
+    max_halo : int
+        Guard on the halo ``ceil(truncate * sigma)`` per side.
 
     Returns
     -------
@@ -44,21 +49,18 @@ def gaussian(
     -----
     The halo is ``ceil(truncate * sigma)`` pixels per side; memory per task is about
     ``(chunk + 2 * halo)^2 * 4`` bytes. Chunks smaller than the halo are merged by Dask.
+    Integer inputs keep their values (no rescaling).
     """
     check_2d(image, "gaussian")
-    if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"gaussian: sigma must be a positive number of pixels, got {sigma!r}")
-    if truncate <= 0:
-        raise ConfigError(f"gaussian: truncate must be positive, got {truncate!r}")
-    data = as_dask(image)
+    sigma = positive_number(sigma, "gaussian", "sigma")
+    truncate = positive_number(truncate, "gaussian", "truncate")
     depth = math.ceil(truncate * sigma)
-    meta = dispatch.array_module(data).empty((0, 0), dtype=np.float32)
-    out = data.map_overlap(
+    out = blockwise_exact(
+        as_dask(image),
         _gaussian_kernel,
-        depth=depth,
-        boundary="none",
-        dtype=np.float32,
-        meta=meta,
+        (depth, depth),
+        what="gaussian",
+        max_halo=max_halo,
         sigma=sigma,
         truncate=truncate,
         mode=mode,
