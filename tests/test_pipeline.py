@@ -127,3 +127,53 @@ def test_open_run_coordinates_in_nm(small_grid, tmp_path):
     assert ds["labels"].dtype == np.uint32 and ds["probability"].dtype == np.uint8
     assert ds.attrs["stages"]["report"]["status"] == "done"
     assert Path(tmp_path / "o.zarr" / "tables" / "tiles.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("denoise", "store_dtype"),
+    [({"method": "median", "size": 3}, "input"), ({"method": "nl_means"}, "float32")],
+)
+def test_denoise_stage_methods_and_storage_policy(small_grid, tmp_path, denoise, store_dtype):
+    """The stage equals the restoration call on the stored mosaic; the store keeps the mosaic's
+    integer type (rounded, clipped) by default, or float32 on request."""
+    from mosaicflow import pipeline, restoration
+
+    config = Config(input=str(small_grid.folder)).replace(
+        "denoise", store_dtype=store_dtype, **denoise
+    )
+    store = Pipeline(config, str(tmp_path / "r.zarr")).run(stop_after="denoised")
+    mosaic = store.read_image("mosaic")
+    stored = store.read_image("denoised")
+    meta = store.meta["stages"]["denoised"]
+    if denoise["method"] == "nl_means":
+        # h and the noise level were derived from the whole mosaic and recorded.
+        noise = restoration.estimate_sigma(mosaic)
+        assert meta["noise_sigma"] == pytest.approx(noise)
+        assert meta["h"] == pytest.approx(0.8 * noise)
+        expected = restoration.nl_means(mosaic, h=meta["h"], sigma=noise).values
+    else:
+        expected = restoration.median(mosaic, size=3).values
+    if store_dtype == "input":
+        assert stored.dtype == mosaic.dtype == np.uint8
+        info = np.iinfo(np.uint8)
+        np.testing.assert_array_equal(
+            stored.values, np.clip(np.rint(expected), info.min, info.max).astype(np.uint8)
+        )
+    else:
+        assert stored.dtype == np.float32
+        np.testing.assert_allclose(stored.values, expected, atol=1e-4, rtol=0)
+    assert not np.array_equal(stored.values, mosaic.values)
+
+
+def test_denoise_config_rejects_bad_values():
+    from mosaicflow.errors import ConfigError
+
+    for section, values, match in [
+        ("denoise", {"method": "wiener"}, "denoise.method"),
+        ("denoise", {"size": 4}, "denoise.size"),
+        ("denoise", {"patch_size": 6}, "denoise.patch_size"),
+        ("denoise", {"h": -1.0}, "denoise.h"),
+        ("denoise", {"store_dtype": "float16"}, "store_dtype"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            Config().replace(section, **values)

@@ -41,10 +41,28 @@ class StoreConfig:
     chunk: int = 1024
 
 
+DENOISE_METHODS = ("gaussian", "median", "nl_means", "none")
+
+
 @dataclass(frozen=True)
 class DenoiseConfig:
+    """``method``: gaussian | median | nl_means | none.
+
+    gaussian uses ``sigma`` (px); median ``size`` (odd px); nl_means ``patch_size``,
+    ``patch_distance``, ``h`` and ``noise_sigma`` in grey levels of the mosaic, where ``None``
+    means: ``noise_sigma`` estimated over the whole mosaic, ``h = 0.8 * noise_sigma`` (scikit-image's
+    advice for the fast mode). ``store_dtype``: ``input`` stores the denoised layer rounded to the
+    mosaic's integer type (a float mosaic stays float32), ``float32`` keeps the filter's output.
+    """
+
     method: str = "gaussian"
     sigma: float = 1.0
+    size: int = 3
+    patch_size: int = 5
+    patch_distance: int = 6
+    h: float | None = None
+    noise_sigma: float | None = None
+    store_dtype: str = "input"
 
 
 @dataclass(frozen=True)
@@ -82,10 +100,36 @@ class Config:
         checks = [
             (self.store.chunk >= 16, f"store.chunk must be >= 16 px, got {self.store.chunk}"),
             (
-                self.denoise.method in ("gaussian", "none"),
-                f"denoise.method must be 'gaussian' or 'none', got {self.denoise.method!r}",
+                self.denoise.method in DENOISE_METHODS,
+                f"denoise.method must be one of {DENOISE_METHODS}, got {self.denoise.method!r}",
             ),
             (self.denoise.sigma > 0, f"denoise.sigma must be > 0, got {self.denoise.sigma}"),
+            (
+                self.denoise.size >= 1 and self.denoise.size % 2 == 1,
+                f"denoise.size must be an odd number >= 1, got {self.denoise.size}",
+            ),
+            (
+                self.denoise.patch_size >= 1 and self.denoise.patch_size % 2 == 1,
+                f"denoise.patch_size must be an odd number >= 1, got {self.denoise.patch_size}",
+            ),
+            (
+                self.denoise.patch_distance >= 1,
+                f"denoise.patch_distance must be >= 1, got {self.denoise.patch_distance}",
+            ),
+            (
+                self.denoise.h is None or self.denoise.h > 0,
+                f"denoise.h must be > 0 or empty (automatic), got {self.denoise.h}",
+            ),
+            (
+                self.denoise.noise_sigma is None or self.denoise.noise_sigma >= 0,
+                f"denoise.noise_sigma must be >= 0 or empty (estimated), "
+                f"got {self.denoise.noise_sigma}",
+            ),
+            (
+                self.denoise.store_dtype in ("input", "float32"),
+                f"denoise.store_dtype must be 'input' or 'float32', got "
+                f"{self.denoise.store_dtype!r}",
+            ),
             (
                 self.segment.method == "otsu",
                 "segment.method must be 'otsu' (the only segmenter so far), "

@@ -22,7 +22,7 @@ import pandas as pd
 from rich.console import Console
 
 from mosaicflow import __version__
-from mosaicflow.config import Config, SynthConfig
+from mosaicflow.config import Config, DenoiseConfig, SynthConfig
 from mosaicflow.errors import StoreError
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import TileSet, read_tileset
@@ -232,18 +232,13 @@ class Pipeline:
         return {"pixels": int(mosaic.size), "shape": list(mosaic.shape)}
 
     def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
-        from mosaicflow.restoration import gaussian
-
         mosaic = store.read_image("mosaic")
-        cfg = self.config.denoise
-        den = (
-            gaussian(mosaic, sigma=cfg.sigma)
-            if cfg.method == "gaussian"
-            else mosaic.astype("float32")
-        )
+        den, info = denoise(mosaic, self.config.denoise)
         den.attrs.update(mosaic.attrs)
+        if self.config.denoise.store_dtype == "input":
+            den = to_storage_dtype(den, mosaic.dtype)
         store.write_image("denoised", den, chunk=self.config.store.chunk, runner=self.runner)
-        return {"pixels": int(mosaic.size)}
+        return {"pixels": int(mosaic.size), "dtype": str(den.dtype), **info}
 
     def _stage_probability(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.segmentation import threshold_otsu
@@ -316,3 +311,38 @@ class Pipeline:
             if name == stop_after:
                 break
         return store
+
+
+def denoise(mosaic: Any, cfg: DenoiseConfig) -> tuple[Any, dict[str, Any]]:
+    """The configured denoiser applied to ``mosaic`` (lazy float32), and what was used."""
+    from mosaicflow import restoration
+
+    if cfg.method == "gaussian":
+        return restoration.gaussian(mosaic, sigma=cfg.sigma), {"method": "gaussian"}
+    if cfg.method == "median":
+        return restoration.median(mosaic, size=cfg.size), {"method": "median"}
+    if cfg.method == "nl_means":
+        noise = cfg.noise_sigma
+        if noise is None:
+            noise = restoration.estimate_sigma(mosaic)
+        h = cfg.h if cfg.h is not None else max(0.8 * noise, 1e-6)
+        out = restoration.nl_means(
+            mosaic,
+            patch_size=cfg.patch_size,
+            patch_distance=cfg.patch_distance,
+            h=h,
+            sigma=noise,
+        )
+        return out, {"method": "nl_means", "noise_sigma": noise, "h": h}
+    return mosaic.astype("float32"), {"method": "none"}
+
+
+def to_storage_dtype(image: Any, dtype: Any) -> Any:
+    """Round and clip a float image into an integer ``dtype`` (float dtypes: float32)."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer):
+        return image.astype(np.float32)
+    info = np.iinfo(dtype)
+    out = image.round().clip(info.min, info.max).astype(dtype)
+    out.attrs.update(image.attrs)
+    return out
