@@ -12,45 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
 from rich.console import Console
 from rich.table import Table
 
+from _util import PeakRSS  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow import cluster
 from mosaicflow.config import Config
 from mosaicflow.pipeline import STAGES, Pipeline, default_input
-
-
-class PeakRSS:
-    """Samples the resident memory of this process's children (the Dask workers)."""
-
-    def __init__(self) -> None:
-        self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for child in me.children(recursive=True):
-                try:
-                    rss = child.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peak[child.pid] = max(self.peak.get(child.pid, 0), rss)
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def run_once(config: Config, workers: int, out: Path) -> dict[str, object]:
@@ -73,7 +44,7 @@ def run_once(config: Config, workers: int, out: Path) -> dict[str, object]:
             s: {"seconds": stages[s]["seconds"], "mpx_per_s": stages[s].get("mpx_per_s")}
             for s in STAGES
         },
-        "peak_worker_rss_mib": max(rss.peak.values(), default=0) / 2**20,
+        "peak_worker_rss_mib": rss.max_mib,
         "particles": stages["particles"]["n_particles"],
     }
 

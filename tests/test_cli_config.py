@@ -8,6 +8,7 @@ import pytest
 from mosaicflow.cli import main
 from mosaicflow.config import Config
 from mosaicflow.errors import ConfigError
+from mosaicflow.io.store import RunStore
 
 
 @pytest.mark.cluster
@@ -24,6 +25,8 @@ def test_cli_run_on_scheduler_address(small_grid, client, tmp_path, capsys):
             address,
             "--chunk",
             "256",
+            "--denoise",
+            "nl_means",
             "--quiet",
         ]
     )
@@ -33,6 +36,8 @@ def test_cli_run_on_scheduler_address(small_grid, client, tmp_path, capsys):
     table = pd.read_parquet(out / "tables" / "particles.parquet")
     truth = pd.read_csv(small_grid.particles_csv)
     assert abs(len(table) - len(truth)) <= max(1, 0.1 * len(truth))
+    denoised = RunStore(str(out), mode="r").meta["stages"]["denoised"]
+    assert denoised["method"] == "nl_means" and denoised["noise_sigma"] > 0
 
 
 def test_cli_bad_input_fails_before_any_cluster(tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_open_run_coordinates_in_nm(small_grid, tmp_path):
 def test_denoise_stage_methods_and_storage_policy(small_grid, tmp_path, denoise, store_dtype):
     """The stage equals the restoration call on the stored mosaic; the store keeps the mosaic's
     integer type (rounded, clipped) by default, or float32 on request."""
-    from mosaicflow import pipeline, restoration
+    from mosaicflow import restoration
 
     config = Config(input=str(small_grid.folder)).replace(
         "denoise", store_dtype=store_dtype, **denoise

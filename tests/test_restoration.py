@@ -15,8 +15,14 @@ import xarray as xr
 
 from mosaicflow import dispatch, synth
 from mosaicflow.errors import ConfigError
-from mosaicflow.restoration import estimate_sigma, gaussian, median, nl_means, nl_means_halo
-from mosaicflow.restoration import _nlm_array
+from mosaicflow.restoration import (
+    _nlm_array,
+    estimate_sigma,
+    gaussian,
+    median,
+    nl_means,
+    nl_means_halo,
+)
 
 # Whole image; ordinary; not aligned; smaller than the NLM halo (8 px) and the 5x5 median halo.
 CHUNKINGS = [(1000, 1000), (64, 96), (37, 53), (5, 7)]
@@ -165,14 +171,14 @@ def test_fast_exp_is_schraudolphs_approximation():
     approx = _nlm_array.fast_exp(y)
     rel = np.abs(approx - np.exp(y)) / np.exp(y)
     # Within its published few-percent error, and not the true exponential.
-    assert rel.max() < 0.07
+    assert rel.max() < 0.045
     assert rel.max() > 0.01
 
 
 def test_gpu_nl_means_entry_is_the_array_implementation():
     """The dispatch table's GPU NLM resolves to mosaicflow's module, with scikit-image's
     signature (so the blockwise kernel calls both the same way)."""
-    cpu_mod, gpu_mod, attr = dispatch._TABLE["denoise_nl_means"]
+    _cpu, gpu_mod, _attr = dispatch._TABLE["denoise_nl_means"]
     assert gpu_mod == "mosaicflow.restoration._nlm_array"
     ours = inspect.signature(_nlm_array.denoise_nl_means).parameters
     theirs = inspect.signature(skimage.restoration.denoise_nl_means).parameters

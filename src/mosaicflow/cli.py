@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mosaicflow.config import DENOISE_METHODS
 from mosaicflow.errors import MosaicflowError
 
 
@@ -24,7 +25,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         config = Config(input=args.input)
     overrides: dict[str, dict[str, Any]] = {
         "store": {"chunk": args.chunk},
-        "denoise": {"sigma": args.sigma},
+        "denoise": {"method": args.denoise, "sigma": args.sigma},
         "cluster": {"address": args.cluster, "n_workers": args.workers},
     }
     for section, values in overrides.items():
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--chunk", type=int, default=None, help="store chunk size in px (default 1024)"
+    )
+    run.add_argument(
+        "--denoise",
+        choices=DENOISE_METHODS,
+        default=None,
+        help="denoiser (default gaussian); nl_means estimates the noise over the mosaic",
     )
     run.add_argument(
         "--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)"

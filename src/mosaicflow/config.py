@@ -50,9 +50,10 @@ class DenoiseConfig:
 
     gaussian uses ``sigma`` (px); median ``size`` (odd px); nl_means ``patch_size``,
     ``patch_distance``, ``h`` and ``noise_sigma`` in grey levels of the mosaic, where ``None``
-    means: ``noise_sigma`` estimated over the whole mosaic, ``h = 0.8 * noise_sigma`` (scikit-image's
-    advice for the fast mode). ``store_dtype``: ``input`` stores the denoised layer rounded to the
-    mosaic's integer type (a float mosaic stays float32), ``float32`` keeps the filter's output.
+    means: ``noise_sigma`` estimated over the whole mosaic, ``h = 0.8 * noise_sigma``
+    (scikit-image's advice for the fast mode). ``store_dtype``: ``input`` stores the denoised
+    layer rounded to the mosaic's integer type (a float mosaic stays float32), ``float32`` keeps
+    the filter's output.
     """
 
     method: str = "gaussian"

@@ -50,9 +50,9 @@ def blockwise_exact(
         depths[axis] = d
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.float32)
     if not any(depths.values()):
-        return data.map_blocks(kernel, dtype=np.float32, meta=meta, **kwargs)
-    return data.map_overlap(
-        kernel, depth=depths, boundary="none", dtype=np.float32, meta=meta, **kwargs
+        return da.map_blocks(kernel, data, dtype=np.float32, meta=meta, **kwargs)
+    return da.map_overlap(
+        kernel, data, depth=depths, boundary="none", dtype=np.float32, meta=meta, **kwargs
     )
 
 

@@ -51,8 +51,10 @@ def _box_sum(values: Any, half: int, out_shape: tuple[int, int]) -> Any:
     c = xp.zeros((values.shape[0] + 1, values.shape[1] + 1), dtype=xp.float64)
     c[1:, 1:] = values.cumsum(axis=0).cumsum(axis=1)
     n, m = out_shape
-    return c[side : side + n, side : side + m] - c[:n, side : side + m] - (
-        c[side : side + n, :m] - c[:n, :m]
+    return (
+        c[side : side + n, side : side + m]
+        - c[:n, side : side + m]
+        - (c[side : side + n, :m] - c[:n, :m])
     )
 
 

@@ -13,7 +13,9 @@ from mosaicflow.restoration._halo import MAX_HALO_PX, blockwise_exact, positive_
 def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) -> Any:
     gaussian_filter = dispatch.get("gaussian_filter", block)
     xp = dispatch.array_module(block)
-    return gaussian_filter(block.astype(xp.float32, copy=False), sigma=sigma, truncate=truncate, mode=mode)
+    return gaussian_filter(
+        block.astype(xp.float32, copy=False), sigma=sigma, truncate=truncate, mode=mode
+    )
 
 
 def gaussian(

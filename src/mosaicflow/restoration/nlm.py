@@ -85,8 +85,10 @@ def nl_means(
     """
     check_2d(image, "nl_means")
     patch_size = odd_int(patch_size, "nl_means", "patch_size")
-    if not isinstance(patch_distance, int) or isinstance(patch_distance, bool) or (
-        patch_distance < 1
+    if (
+        not isinstance(patch_distance, int)
+        or isinstance(patch_distance, bool)
+        or (patch_distance < 1)
     ):
         raise ConfigError(
             f"nl_means: patch_distance must be an integer >= 1, got {patch_distance!r}"
