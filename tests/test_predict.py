@@ -53,6 +53,17 @@ class _NoCompute(dask.callbacks.Callback):
         raise AssertionError("a graph was computed while it was being built")
 
 
+@pytest.fixture(autouse=True)
+def local_scheduler(request):
+    """Compute in this process unless a test asks for the cluster: the session's Client, once
+    started by another test, would otherwise become the default scheduler."""
+    if request.node.get_closest_marker("cluster"):
+        yield
+    else:
+        with dask.config.set(scheduler="threads"):
+            yield
+
+
 @pytest.fixture(scope="module")
 def image():
     rng = np.random.default_rng(0)
@@ -131,7 +142,7 @@ def unet_reference(image, unet):
     return {blend: monai(x, unet, blend=blend)[0] for blend in ("gaussian", "constant")}
 
 
-@pytest.mark.parametrize("chunks", CHUNKINGS[:3])
+@pytest.mark.parametrize("chunks", CHUNKINGS)
 @pytest.mark.parametrize("blend", ["gaussian", "constant"])
 def test_unet_equals_monai_whatever_the_chunking(image, unet, unet_reference, chunks, blend):
     x = da.from_array(standardise(image), chunks=chunks)
@@ -303,7 +314,9 @@ def test_nan_input_fails_at_compute_naming_the_chunk(image):
     bad[130, 250] = np.nan
     with _NoCompute():
         out = predict(da.from_array(bad, chunks=(50, 70)), Identity(), window=WINDOW)
-    with pytest.raises(MosaicflowError, match=r"chunk \(2, 3\) \(rows 100:150, columns 210:280\)"):
+    with pytest.raises(
+        MosaicflowError, match=r"chunk \(2, 3\) \(rows 100:150, columns 210:280\).*y=130, x=250"
+    ):
         out.compute()
 
 

@@ -163,6 +163,7 @@ class _BatchPlan:
     opts: _Options
     pad: tuple[int, int]
     windows: tuple[tuple[int, int], ...]  # (y, x) starts in padded coordinates
+    bbox: tuple[int, int, int, int]  # rows and columns of the image the windows read
     blocks: tuple[tuple[tuple[int, int], int, int, int, int], ...]  # index, y0, y1, x0, x1
 
 
@@ -220,27 +221,33 @@ def _run_window_batch(boxed: _Boxed | None, plan: _BatchPlan, blocks: list[Any])
     opts = plan.opts
     device = _plugin.resolve_device(opts.device)
     w = opts.window
-    tensors = []
+    top_all, bottom_all, left_all, right_all = plan.bbox
+    parts = []  # (tensor, its origin row, its origin column), each block cut to the batch's box
     for (index, y0, y1, x0, x1), block in zip(plan.blocks, blocks, strict=True):
-        t = _as_tensor(block, device)
-        if not bool(torch.isfinite(t).all()):
+        ry0, ry1 = max(y0, top_all), min(y1, bottom_all)
+        rx0, rx1 = max(x0, left_all), min(x1, right_all)
+        t = _as_tensor(block[ry0 - y0 : ry1 - y0, rx0 - x0 : rx1 - x0], device)
+        finite = torch.isfinite(t)
+        if not bool(finite.all()):
+            py, px = (int(v) for v in torch.nonzero(~finite)[0])
             raise MosaicflowError(
                 f"predict: input chunk {index} (rows {y0}:{y1}, columns {x0}:{x1}) contains NaN "
-                "or infinite values; fill or mask them before predicting"
+                f"or infinite values (first at y={ry0 + py}, x={rx0 + px}); fill or mask them "
+                "before predicting"
             )
         if opts.normalization is not None:
             t = (t - opts.normalization[0]) / opts.normalization[1]
-        tensors.append(t)
+        parts.append((t, ry0, rx0))
     batch = torch.zeros((len(plan.windows), 1, w, w), dtype=torch.float32, device=device)
     pad_y, pad_x = plan.pad
     for k, (wy, wx) in enumerate(plan.windows):
         top, left = wy - pad_y, wx - pad_x  # window origin in image coordinates
-        for (_, y0, y1, x0, x1), t in zip(plan.blocks, tensors, strict=True):
-            a, b = max(y0, top), min(y1, top + w)
-            c, d = max(x0, left), min(x1, left + w)
+        for t, oy, ox in parts:
+            a, b = max(oy, top), min(oy + t.shape[0], top + w)
+            c, d = max(ox, left), min(ox + t.shape[1], left + w)
             if a < b and c < d:
                 batch[k, 0, a - top : b - top, c - left : d - left] = t[
-                    a - y0 : b - y0, c - x0 : d - x0
+                    a - oy : b - oy, c - ox : d - ox
                 ]
     model = _plugin.get_cache().get(
         plan.source, None if boxed is None else boxed.value, device, opts.channels_last
@@ -526,7 +533,12 @@ class WindowedPredictor:
                     for j in cols
                 )
                 plan = _BatchPlan(
-                    self.source, opts, grid.pad, tuple((wy, wx) for wx in starts), specs
+                    self.source,
+                    opts,
+                    grid.pad,
+                    tuple((wy, wx) for wx in starts),
+                    (top, bottom, left, right),
+                    specs,
                 )
                 keys = [(data.name, i, j) for i in rows for j in cols]
                 dsk[(wname, r, b)] = (_run_window_batch, model_arg, plan, keys)
