@@ -491,3 +491,16 @@ def test_cupy_chunks_go_through_dlpack(image, unet):
     cpu = predict(x, unet, window=WINDOW, device="cpu").compute()
     gpu = predict(x.map_blocks(cupy.asarray), unet, window=WINDOW, device="cuda").compute()
     np.testing.assert_allclose(gpu, cpu, atol=1e-4, rtol=0)
+
+
+def test_callers_module_is_left_alone(image):
+    torch.manual_seed(2)
+    model = build_model("unet").train()
+    x = da.from_array(standardise(image[:96, :128]), chunks=48)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = predict(x, model, window=WINDOW, activation=None).compute()
+    assert model.training  # not switched to eval mode
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    np.testing.assert_allclose(
+        out, monai(standardise(image[:96, :128]), model.eval())[0], atol=1e-5
+    )

@@ -72,10 +72,9 @@ def _prepare(model: Any, device: torch.device, channels_last: bool, *, own: bool
 
     if not isinstance(model, torch.nn.Module):
         return model  # a plain callable: run as given
-    tensors = [*model.parameters(), *model.buffers()]
-    moves = any(t.device != device for t in tensors)
-    if not own and (model.training or moves or channels_last):
-        # never switch the caller's module to eval mode or move it behind their back
+    if not own:
+        # the cached model must not follow later changes to the caller's module (train mode,
+        # device), and the caller's module is never switched to eval mode or moved
         model = copy.deepcopy(model)
     model = model.eval().to(device)
     if channels_last:
