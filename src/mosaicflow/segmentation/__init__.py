@@ -1,7 +1,45 @@
-"""Particle segmentation: the threshold baseline (and the windowed models to come)."""
+"""Particle segmentation: the threshold baseline and windowed model inference."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from mosaicflow.segmentation.models import (
+    CheckpointError,
+    CheckpointMeta,
+    build_model,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
+from mosaicflow.segmentation.predict import WindowedPredictor, importance_map, predict, window_grid
 from mosaicflow.segmentation.threshold import histogram, threshold_otsu
 
-__all__ = ["histogram", "threshold_otsu"]
+# importing these pulls in distributed, so they load on first use
+_LAZY = {"ModelPlugin", "register_model_plugin"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from mosaicflow.segmentation import _plugin
+
+        return getattr(_plugin, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointMeta",
+    "ModelPlugin",
+    "WindowedPredictor",
+    "build_model",
+    "histogram",
+    "importance_map",
+    "load_checkpoint",
+    "predict",
+    "read_checkpoint_metadata",
+    "register_model_plugin",
+    "save_checkpoint",
+    "threshold_otsu",
+    "window_grid",
+]

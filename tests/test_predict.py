@@ -1,0 +1,506 @@
+"""Windowed inference against MONAI's whole-image sliding_window_inference, checkpoints, cache."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from monai.data.utils import compute_importance_map, dense_patch_slices
+from monai.inferers import sliding_window_inference
+from monai.inferers.utils import _get_scan_interval
+
+from mosaicflow.errors import ConfigError, MosaicflowError
+from mosaicflow.segmentation import (
+    CheckpointError,
+    WindowedPredictor,
+    build_model,
+    importance_map,
+    load_checkpoint,
+    predict,
+    read_checkpoint_metadata,
+    save_checkpoint,
+    window_grid,
+)
+
+# whole image, chunks smaller than the window and off its grid, thin strips
+CHUNKINGS = [(1000, 1000), (50, 70), (37, 128), (200, 23)]
+WINDOW = 64
+SHAPE = (200, 300)
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+class Scale(torch.nn.Module):
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x
+
+
+class _NoCompute(dask.callbacks.Callback):
+    def _start(self, dsk):
+        raise AssertionError("a graph was computed while it was being built")
+
+
+@pytest.fixture(autouse=True)
+def local_scheduler(request):
+    """Compute in this process unless a test asks for the cluster: the session's Client, once
+    started by another test, would otherwise become the default scheduler."""
+    if request.node.get_closest_marker("cluster"):
+        yield
+    else:
+        with dask.config.set(scheduler="threads"):
+            yield
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    # smooth structure plus noise, like a denoised mosaic, in detector units
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    base = 800 + 300 * np.sin(yy / 11.0) * np.cos(xx / 17.0)
+    return (base + rng.normal(0, 40, SHAPE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return build_model("unet", "resnet18")
+
+
+def monai(image, predictor, *, window=WINDOW, overlap=0.25, blend="gaussian", batch=4):
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+        out = sliding_window_inference(x, window, batch, predictor, overlap=overlap, mode=blend)
+    return out[0].numpy()
+
+
+def standardise(image):
+    return (image - np.float32(800.0)) / np.float32(250.0)
+
+
+# --- grid and weights --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [64, 65, 100, 111, 112, 300, 513])
+@pytest.mark.parametrize(("window", "overlap"), [(64, 0.25), (64, 0.0), (64, 0.5), (96, 0.9)])
+def test_window_grid_is_monais(size, window, overlap):
+    shape = (size, 200)
+    grid = window_grid(shape, window, overlap)
+    padded = tuple(max(s, window) for s in shape)
+    interval = _get_scan_interval(padded, (window, window), 2, (overlap, overlap))
+    slices = dense_patch_slices(padded, (window, window), interval)
+    expected = sorted({(s[0].start, s[1].start) for s in slices})
+    got = [(int(y), int(x)) for y in grid.starts_y for x in grid.starts_x]
+    assert got == expected
+    assert grid.n_windows == len(slices)
+
+
+@pytest.mark.parametrize("window", [64, 65, 96])
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("sigma_scale", [0.125, 0.3])
+def test_importance_map_is_monais(window, blend, sigma_scale):
+    ours = importance_map(window, blend, sigma_scale)
+    theirs = compute_importance_map((window, window), mode=blend, sigma_scale=sigma_scale)
+    assert ours.dtype == np.float32
+    np.testing.assert_array_equal(ours, theirs.numpy())
+    assert ours.min() > 0
+
+
+# --- oracle equality ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_trivial_predictors_reproduce_input(image, chunks, blend, factor):
+    model = Identity() if factor == 1.0 else Scale(factor)
+    out = predict(
+        da.from_array(image, chunks=chunks), model, window=WINDOW, blend=blend, activation=None
+    ).compute()
+    assert out.dtype == np.float32 and out.shape == image.shape
+    # a weighted mean of equal values: exact up to float32 rounding of the weights' sum
+    np.testing.assert_allclose(out, factor * image, rtol=1e-6, atol=0)
+    # and the same arithmetic, in the same order, as MONAI: bit-identical
+    np.testing.assert_array_equal(out, monai(image, model, blend=blend)[0])
+
+
+@pytest.fixture(scope="module")
+def unet_reference(image, unet):
+    x = standardise(image)
+    return {blend: monai(x, unet, blend=blend)[0] for blend in ("gaussian", "constant")}
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_unet_equals_monai_whatever_the_chunking(image, unet, unet_reference, chunks, blend):
+    x = da.from_array(standardise(image), chunks=chunks)
+    out = predict(x, unet, window=WINDOW, blend=blend, activation=None).compute()
+    diff = float(np.abs(out - unet_reference[blend]).max())
+    assert diff <= 1e-5, diff
+
+
+def test_activation_auto_is_sigmoid_of_blend(image, unet, unet_reference):
+    x = da.from_array(standardise(image), chunks=(64, 100))
+    out = predict(x, unet, window=WINDOW).compute()
+    expected = torch.sigmoid(torch.from_numpy(unet_reference["gaussian"])).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (40, 300), (200, 30)])
+def test_image_smaller_than_window_is_padded_like_monai(image, unet, shape):
+    small = standardise(image[: shape[0], : shape[1]])
+    out = predict(da.from_array(small, chunks=(17, 30)), unet, window=WINDOW, activation=None)
+    out = out.compute()
+    assert out.shape == shape
+    np.testing.assert_allclose(out, monai(small, unet)[0], atol=1e-5, rtol=0)
+
+
+def test_several_classes_give_a_class_axis(image):
+    torch.manual_seed(1)
+    model = build_model("unet", classes=2)
+    x = standardise(image[:120, :150])
+    arr = xr.DataArray(da.from_array(x, chunks=50), dims=("y", "x"))
+    raw = predict(arr, model, window=WINDOW, classes=2, activation=None)
+    assert raw.dims == ("class", "y", "x") and raw.shape == (2, 120, 150)
+    ref = monai(x, model)
+    np.testing.assert_allclose(raw.values, ref, atol=1e-5, rtol=0)
+    prob = predict(arr, model, window=WINDOW, classes=2).values
+    np.testing.assert_allclose(prob.sum(axis=0), 1.0, atol=1e-6)
+
+
+def test_batch_size_and_channels_last_do_not_change_the_result(image, unet, unet_reference):
+    x = da.from_array(standardise(image), chunks=(100, 100))
+    for kwargs in ({"batch_size": 1}, {"batch_size": 7}, {"channels_last": True}):
+        out = predict(x, unet, window=WINDOW, activation=None, **kwargs).compute()
+        assert float(np.abs(out - unet_reference["gaussian"]).max()) <= 1e-5, kwargs
+
+
+def test_dataarray_in_dataarray_out_and_lazy(image):
+    arr = xr.DataArray(
+        da.from_array(image, chunks=64),
+        dims=("y", "x"),
+        coords={"y": np.arange(SHAPE[0]) * 2.0, "x": np.arange(SHAPE[1]) * 2.0},
+        attrs={"pixel_size_nm": [2.0, 2.0]},
+    )
+    with _NoCompute():
+        out = predict(arr, Identity(), window=WINDOW)
+    assert isinstance(out, xr.DataArray) and isinstance(out.data, da.Array)
+    assert out.dtype == np.float32 and out.data.chunks == arr.data.chunks
+    assert out.attrs["pixel_size_nm"] == [2.0, 2.0] and out.attrs["predict"]["window"] == WINDOW
+    np.testing.assert_array_equal(out["x"], arr["x"])
+    np.testing.assert_allclose(
+        out.values, torch.sigmoid(torch.from_numpy(image)).numpy(), rtol=1e-6
+    )
+
+
+def test_each_window_is_evaluated_once(image):
+    class Counting(torch.nn.Module):
+        seen = 0
+
+        def forward(self, x):
+            Counting.seen += x.shape[0]
+            return x
+
+    grid = window_grid(SHAPE, WINDOW, 0.25)
+    predict(da.from_array(image, chunks=(37, 41)), Counting(), window=WINDOW).compute(
+        scheduler="sync"
+    )
+    assert Counting.seen == grid.n_windows == 4 * 6
+
+
+# --- test-time augmentation --------------------------------------------------------------------
+
+DIHEDRAL = [(flip, k) for flip in (False, True) for k in range(4)]
+
+
+def _tta_predictor(model):
+    def run(x):
+        outs = []
+        for flip, k in DIHEDRAL:
+            t = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
+            y = torch.rot90(model(t), -k, (-2, -1))
+            outs.append(torch.flip(y, (-1,)) if flip else y)
+        return torch.stack(outs).mean(0)
+
+    return run
+
+
+def test_tta_of_an_equivariant_predictor_is_the_input(image):
+    out = predict(
+        da.from_array(image, chunks=(70, 90)), Identity(), window=WINDOW, tta=True, activation=None
+    ).compute()
+    np.testing.assert_allclose(out, image, rtol=1e-6, atol=0)
+
+
+def test_tta_equals_monai_with_averaged_transforms(image, unet):
+    # (208 - 64) and (256 - 64) are multiples of the step 48: the grid is symmetric under every
+    # flip and quarter turn, so per-window TTA equals averaging 8 whole-image MONAI runs
+    x = standardise(image)
+    y = np.pad(x[:, :256], ((0, 8), (0, 0)), mode="reflect")
+    assert y.shape == (208, 256)
+    out = predict(
+        da.from_array(y, chunks=(50, 70)), unet, window=WINDOW, tta=True, activation=None
+    ).compute()
+    runs = []
+    for flip, k in DIHEDRAL:
+        t = np.rot90(y[:, ::-1] if flip else y, k)
+        r = np.rot90(monai(t, unet)[0], -k)
+        runs.append(r[:, ::-1] if flip else r)
+    expected = np.mean(runs, axis=0)
+    assert float(np.abs(out - expected).max()) <= 1e-5
+    # and, on any grid, equal to MONAI with a TTA-averaging predictor
+    z = x[:150, :190]
+    out = predict(da.from_array(z, chunks=64), unet, window=WINDOW, tta=True, activation=None)
+    ref = monai(z, _tta_predictor(unet))[0]
+    assert float(np.abs(out.compute() - ref).max()) <= 1e-5
+
+
+# --- rejections --------------------------------------------------------------------------------
+
+
+def test_default_model_is_refused_clearly(image):
+    with pytest.raises(MosaicflowError, match="no trained default model"):
+        predict(da.from_array(image, chunks=64), "default")
+
+
+@pytest.mark.parametrize("overlap", [-0.1, 1.0, 1.5])
+def test_overlap_outside_unit_interval_is_refused(image, overlap):
+    with pytest.raises(ConfigError, match="overlap"):
+        predict(da.from_array(image, chunks=64), Identity(), window=WINDOW, overlap=overlap)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"blend": "linear"}, "blend"),
+        ({"window": 0}, "window"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"activation": "relu"}, "activation"),
+        ({"amp_dtype": "float64"}, "amp_dtype"),
+        ({"sigma_scale": 0}, "sigma_scale"),
+    ],
+)
+def test_bad_options_are_refused(image, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        predict(da.from_array(image, chunks=64), Identity(), **{"window": WINDOW, **kwargs})
+
+
+def test_fpn_window_not_multiple_of_encoder_stride_is_refused(image, tmp_path):
+    model = build_model("fpn")
+    with pytest.raises(ConfigError, match=r"window 80 is not a multiple of 32.*window=96"):
+        predict(da.from_array(image, chunks=64), model, window=80)
+    path = save_checkpoint(tmp_path / "fpn.safetensors", model, arch="fpn", window=WINDOW)
+    with pytest.raises(ConfigError, match=r"fpn/resnet18 checkpoint 'fpn.safetensors' needs"):
+        predict(da.from_array(image, chunks=64), path, window=80)
+    # smp's Unet pads internally to its stride, so it takes any window
+    assert WindowedPredictor(build_model("unet"), window=80).window == 80
+
+
+def test_nan_input_fails_at_compute_naming_the_chunk(image):
+    bad = image.copy()
+    bad[130, 250] = np.nan
+    with _NoCompute():
+        out = predict(da.from_array(bad, chunks=(50, 70)), Identity(), window=WINDOW)
+    with pytest.raises(
+        MosaicflowError, match=r"chunk \(2, 3\) \(rows 100:150, columns 210:280\).*y=130, x=250"
+    ):
+        out.compute()
+
+
+def test_model_with_wrong_output_is_a_clear_error(image):
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            return x[..., ::2, ::2]
+
+    with pytest.raises(MosaicflowError, match="returned shape"):
+        predict(da.from_array(image, chunks=100), Halves(), window=WINDOW).compute()
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+NORM = {"mean": 800.0, "std": 250.0}
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torch"])
+def test_checkpoint_round_trip(tmp_path, unet, fmt):
+    path = save_checkpoint(
+        tmp_path / "m.ckpt",
+        unet,
+        arch="unet",
+        normalization=NORM,
+        window=WINDOW,
+        threshold=0.6,
+        format=fmt,
+    )
+    meta = read_checkpoint_metadata(path)
+    assert (meta.arch, meta.encoder, meta.in_channels, meta.classes) == ("unet", "resnet18", 1, 1)
+    assert meta.normalization == NORM and meta.window == WINDOW and meta.threshold == 0.6
+    assert meta.activation == "sigmoid" and meta.mosaicflow_version
+    loaded = load_checkpoint(path)
+    assert not loaded.model.training
+    for (k, a), (k2, b) in zip(
+        unet.state_dict().items(), loaded.model.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(a, b)
+
+
+def test_predict_from_checkpoint_normalises_and_takes_its_settings(
+    tmp_path, image, unet, unet_reference
+):
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", unet, arch="unet", normalization=NORM, window=WINDOW
+    )
+    out = predict(da.from_array(image, chunks=(45, 80)), path)  # window and activation from it
+    expected = torch.sigmoid(torch.from_numpy(unet_reference["gaussian"])).numpy()
+    np.testing.assert_allclose(out.compute(), expected, atol=1e-5, rtol=0)
+    assert WindowedPredictor(str(path)).window == WINDOW
+
+
+def test_corrupt_checkpoints_name_the_file(tmp_path, unet):
+    good = save_checkpoint(tmp_path / "good.safetensors", unet, arch="unet", window=WINDOW)
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00\x01not a checkpoint" * 10)
+    for path in (truncated, garbage, tmp_path / "missing.pt"):
+        with pytest.raises(CheckpointError, match=path.name):
+            load_checkpoint(path)
+        with pytest.raises(CheckpointError, match=path.name):
+            predict(da.zeros((64, 64), chunks=32), path)
+
+
+def test_weights_that_do_not_fit_the_declared_model_are_refused(tmp_path, unet):
+    from safetensors.torch import save_file
+
+    with pytest.raises(CheckpointError, match="do not fit arch='fpn'"):
+        save_checkpoint(tmp_path / "x.safetensors", unet, arch="fpn")
+    with pytest.raises(CheckpointError, match="classes=2"):
+        save_checkpoint(tmp_path / "x.safetensors", unet, arch="unet", classes=2)
+    # a file whose metadata lies about the channels
+    path = save_checkpoint(tmp_path / "m.safetensors", unet, arch="unet", window=WINDOW)
+    meta = read_checkpoint_metadata(path)
+    lying = tmp_path / "lying.safetensors"
+    state = {k: v.contiguous() for k, v in unet.state_dict().items()}
+    save_file(
+        state,
+        str(lying),
+        metadata={"mosaicflow": meta.to_json().replace('"in_channels": 1', '"in_channels": 3')},
+    )
+    with pytest.raises(CheckpointError, match=r"lying\.safetensors.*in_channels=3.*size mismatch"):
+        load_checkpoint(lying)
+
+
+def test_checkpoint_replaced_after_building_the_graph_is_detected(tmp_path, unet):
+    path = save_checkpoint(tmp_path / "m.safetensors", unet, arch="unet", window=WINDOW)
+    out = predict(da.zeros((64, 64), chunks=64), path)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(CheckpointError, match="changed after the graph was built"):
+        out.compute()
+
+
+# --- one model per worker ----------------------------------------------------------------------
+
+
+def _layer_bytes(arr) -> int:
+    graph = arr.__dask_graph__()
+    return len(pickle.dumps(dict(graph.layers[arr.name])))
+
+
+@pytest.mark.cluster
+def test_checkpoint_loaded_once_per_worker_and_graph_carries_no_weights(
+    client, tmp_path, image, unet
+):
+    from mosaicflow.segmentation import register_model_plugin
+    from mosaicflow.segmentation._plugin import PLUGIN_NAME
+
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", unet, arch="unet", normalization=NORM, window=WINDOW
+    )
+    register_model_plugin(client)
+    x = da.from_array(image, chunks=(50, 60))
+    out = predict(x, path)
+    weights_bytes = sum(t.numel() * 4 for t in unet.state_dict().values())
+    assert _layer_bytes(out) < 200_000 < weights_bytes
+    first = out.compute(scheduler=client)
+    second = predict(x, path, batch_size=2).compute(scheduler=client)
+    loads = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].cache.loads)
+    assert len(loads) == 2 and max(loads.values()) == 1, loads
+    local = out.compute(scheduler="sync")
+    np.testing.assert_allclose(first, local, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(second, local, atol=1e-5, rtol=0)
+
+
+@pytest.mark.cluster
+def test_preloading_plugin_and_bare_module_on_cluster(client, tmp_path, image, unet):
+    from mosaicflow.segmentation import register_model_plugin
+    from mosaicflow.segmentation._plugin import PLUGIN_NAME
+
+    path = save_checkpoint(tmp_path / "p.safetensors", unet, arch="unet", window=WINDOW)
+    register_model_plugin(client, path)
+    loads = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].cache.loads)
+    assert set(loads.values()) == {1}  # loaded at worker start-up
+    predict(da.from_array(image, chunks=100), path).compute(scheduler=client)
+    loads = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].cache.loads)
+    assert set(loads.values()) == {1}  # ... and not again by the tasks
+    # a bare module travels once, as one graph key, and is prepared once per worker
+    x = da.from_array(standardise(image), chunks=(40, 150))
+    out = predict(x, unet, window=WINDOW, activation=None)
+    layer = dict(out.__dask_graph__().layers[out.name])
+    boxed = [k for k, v in layer.items() if type(v).__name__ == "_Boxed"]
+    assert len(boxed) == 1
+    with pytest.warns(UserWarning, match="large graph"):  # the weights, once: documented
+        result = out.compute(scheduler=client)
+    loads = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].cache.loads)
+    assert max(loads.values()) <= 2  # the preloaded checkpoint + this module
+    np.testing.assert_allclose(result, monai(standardise(image), unet)[0], atol=1e-5, rtol=0)
+
+
+# --- GPU (unverified without one) --------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("options", [{}, {"amp_dtype": "bfloat16", "channels_last": True}])
+def test_gpu_matches_cpu(image, unet, options):
+    x = da.from_array(standardise(image), chunks=(64, 100))
+    cpu = predict(x, unet, window=WINDOW, device="cpu").compute()
+    gpu = predict(x, unet, window=WINDOW, device="cuda", **options).compute()
+    tol = 1e-4 if not options else 2e-2
+    np.testing.assert_allclose(gpu, cpu, atol=tol, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cupy_chunks_go_through_dlpack(image, unet):
+    cupy = pytest.importorskip("cupy")
+    x = da.from_array(standardise(image), chunks=(64, 100))
+    cpu = predict(x, unet, window=WINDOW, device="cpu").compute()
+    gpu = predict(x.map_blocks(cupy.asarray), unet, window=WINDOW, device="cuda").compute()
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4, rtol=0)
+
+
+def test_callers_module_is_left_alone(image):
+    torch.manual_seed(2)
+    model = build_model("unet").train()
+    x = da.from_array(standardise(image[:96, :128]), chunks=48)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = predict(x, model, window=WINDOW, activation=None).compute()
+    assert model.training  # not switched to eval mode
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    np.testing.assert_allclose(
+        out, monai(standardise(image[:96, :128]), model.eval())[0], atol=1e-5
+    )
