@@ -177,3 +177,42 @@ def test_denoise_config_rejects_bad_values():
     ]:
         with pytest.raises(ConfigError, match=match):
             Config().replace(section, **values)
+
+
+@pytest.mark.cluster
+def test_model_segmenter_stage(small_grid, client, tmp_path):
+    """segment.method=model: the stage stores round(predict * 255) as uint8, one model load per
+    worker, and labels cut at the checkpoint's threshold. The weights are random: this checks
+    the plumbing, not segmentation quality (no trained model is shipped yet)."""
+    import scipy.ndimage as ndi
+    import torch
+
+    from mosaicflow.segmentation import build_model, predict, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        tmp_path / "unet.safetensors",
+        build_model("unet"),
+        arch="unet",
+        normalization={"mean": 100.0, "std": 40.0},
+        window=128,
+        threshold=0.5,
+    )
+    config = Config(input=str(small_grid.folder)).replace(
+        "segment", method="model", model=str(ckpt), batch_size=2
+    )
+    store = Pipeline(config, str(tmp_path / "m.zarr"), client=client).run(stop_after="labels")
+    meta = store.meta["stages"]["probability"]
+    assert meta["segmenter"] == "model" and meta["label_threshold_u8"] == 128
+    den = store.read_image("denoised")
+    expected = np.round(predict(den, str(ckpt)).values * 255).astype(np.int16)
+    stored = store.read_image("probability").values
+    assert stored.dtype == np.uint8
+    assert np.abs(stored.astype(np.int16) - expected).max() <= 1
+    assert (stored.astype(np.int16) == expected).mean() > 0.999
+    loads = client.run(
+        lambda dask_worker: dask_worker.plugins["mosaicflow-models"].cache.loads
+    ).values()
+    assert max(loads) == 1
+    labels = store.read_image("labels/particles").values
+    np.testing.assert_array_equal(labels, ndi.label(stored >= 128)[0])

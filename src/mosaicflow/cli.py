@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     overrides: dict[str, dict[str, Any]] = {
         "store": {"chunk": args.chunk},
         "denoise": {"method": args.denoise, "sigma": args.sigma},
+        "segment": {"method": "model" if args.model else None, "model": args.model},
         "cluster": {"address": args.cluster, "n_workers": args.workers},
     }
     for section, values in overrides.items():
@@ -37,6 +38,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from mosaicflow.io.tiles import read_tileset
 
         read_tileset(config.input)  # fail on bad input before starting or reaching a cluster
+    if config.segment.method == "model" and config.segment.model:
+        from mosaicflow.segmentation import read_checkpoint_metadata
+
+        read_checkpoint_metadata(config.segment.model)  # a bad checkpoint fails here too
     client = cluster.connect(
         config.cluster.address,
         n_workers=config.cluster.n_workers,
@@ -146,6 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)"
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="segment with this checkpoint (windowed U-Net/FPN inference) instead of Otsu",
     )
     run.add_argument(
         "--resume", action="store_true", help="continue an earlier run, skipping finished stages"

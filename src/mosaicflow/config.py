@@ -68,8 +68,17 @@ class DenoiseConfig:
 
 @dataclass(frozen=True)
 class SegmentConfig:
+    """``method``: ``otsu`` (the default baseline) or ``model`` (windowed inference with the
+    checkpoint at ``model``; its window and threshold apply unless ``window`` is set)."""
+
     method: str = "otsu"
     nbins: int = 256
+    model: str | None = None
+    window: int | None = None
+    overlap: float = 0.25
+    batch_size: int = 4
+    tta: bool = False
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -132,9 +141,25 @@ class Config:
                 f"{self.denoise.store_dtype!r}",
             ),
             (
-                self.segment.method == "otsu",
-                "segment.method must be 'otsu' (the only segmenter so far), "
-                f"got {self.segment.method!r}",
+                self.segment.method in ("otsu", "model"),
+                f"segment.method must be 'otsu' or 'model', got {self.segment.method!r}",
+            ),
+            (
+                self.segment.method != "model" or bool(self.segment.model),
+                "segment.method 'model' needs segment.model, the path of a checkpoint "
+                "(mosaicflow ships no trained default model yet)",
+            ),
+            (
+                0.0 <= self.segment.overlap < 1.0,
+                f"segment.overlap must be in [0, 1), got {self.segment.overlap}",
+            ),
+            (
+                self.segment.batch_size >= 1,
+                f"segment.batch_size must be >= 1, got {self.segment.batch_size}",
+            ),
+            (
+                self.segment.window is None or self.segment.window >= 16,
+                f"segment.window must be >= 16 px or empty, got {self.segment.window}",
             ),
             (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
             (

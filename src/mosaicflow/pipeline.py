@@ -241,20 +241,55 @@ class Pipeline:
         return {"pixels": int(mosaic.size), "dtype": str(den.dtype), **info}
 
     def _stage_probability(self, store: RunStore) -> dict[str, Any]:
-        from mosaicflow.segmentation import threshold_otsu
-
         den = store.read_image("denoised")
-        threshold = threshold_otsu(den, nbins=self.config.segment.nbins, runner=self.runner)
-        prob = ((den > threshold) * 255).astype("uint8")
-        prob.attrs.update(den.attrs, segmenter="otsu", threshold=threshold)
+        if self.config.segment.method == "model":
+            prob, info = self._model_probability(den)
+        else:
+            from mosaicflow.segmentation import threshold_otsu
+
+            threshold = threshold_otsu(den, nbins=self.config.segment.nbins, runner=self.runner)
+            prob = ((den > threshold) * 255).astype("uint8")
+            info = {"segmenter": "otsu", "threshold": threshold, "label_threshold_u8": 128}
+        prob.attrs.update(den.attrs, **info)
         store.write_image("probability", prob, chunk=self.config.store.chunk, runner=self.runner)
-        return {"pixels": int(den.size), "threshold": threshold}
+        return {"pixels": int(den.size), **info}
+
+    def _model_probability(self, den: Any) -> tuple[Any, dict[str, Any]]:
+        """Windowed model inference, stored as uint8 ``round(p * 255)``."""
+        from mosaicflow.segmentation import predict, read_checkpoint_metadata
+
+        cfg = self.config.segment
+        path = str(Path(str(cfg.model)).expanduser().resolve())
+        meta = read_checkpoint_metadata(path)
+        if self.client is not None:
+            from mosaicflow.segmentation import register_model_plugin
+
+            register_model_plugin(self.client, path)  # one load per worker, at most
+        prob = predict(
+            den,
+            path,
+            window=cfg.window,
+            overlap=cfg.overlap,
+            batch_size=cfg.batch_size,
+            tta=cfg.tta,
+            device=cfg.device,
+        )
+        u8 = (prob * 255).round().astype("uint8")
+        info = {
+            "segmenter": "model",
+            "model": path,
+            "arch": meta.arch,
+            "threshold": meta.threshold,
+            "label_threshold_u8": max(1, round(meta.threshold * 255)),
+        }
+        return u8, info
 
     def _stage_labels(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.measure import label
 
         prob = store.read_image("probability")
-        labels = label(prob >= 128, connectivity=self.config.label.connectivity)
+        cut = int(prob.attrs.get("label_threshold_u8", 128))
+        labels = label(prob >= cut, connectivity=self.config.label.connectivity)
         labels.attrs.update(prob.attrs)
         store.write_image(
             "labels/particles",

@@ -85,9 +85,7 @@ def _axis_piece(offset: int, depth: int) -> slice:
 def _edges(block: Any, dy: int, dx: int) -> dict[tuple[int, int], Any]:
     """The strips and corners of ``block`` that each neighbour needs, keyed by where ``block``
     lies relative to that neighbour."""
-    return {
-        (a, b): block[_axis_piece(a, dy), _axis_piece(b, dx)].copy() for (a, b) in _OFFSETS
-    }
+    return {(a, b): block[_axis_piece(a, dy), _axis_piece(b, dx)].copy() for (a, b) in _OFFSETS}
 
 
 def _apply(
@@ -145,7 +143,7 @@ def _two_task_halo(
                 neighbours.append(row)
             # A missing side neighbour means the mosaic border: no halo there.
             dsk[(name, i, j)] = (_apply, kernel, kwargs, dy, dx, (data.name, i, j), neighbours)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
     return da.Array(graph, name, data.chunks, meta=meta)
 
 
