@@ -13,8 +13,9 @@ Every step runs through mosaicflow's chunked Dask functions (chunks of 256 px).
 
     python examples/denoise_study.py [--size 1024] [--seeds 0 1 2] [--markdown out.md]
 
-(b) needs a trained segmentation model; until mosaicflow ships one, that column is reported as
-not available rather than run with untrained weights.
+(b) needs a trained segmentation model (``--model CHECKPOINT``); mosaicflow ships none yet, so
+without one those columns are reported as not available rather than run with untrained weights.
+``benchmarks/bench_seams.py`` trains a small one on synthetic fields as a measurement aid.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import pandas as pd
 
 from mosaicflow import restoration, synth
 from mosaicflow.measure import label
-from mosaicflow.segmentation import threshold_otsu
+from mosaicflow.segmentation import predict, threshold_otsu
 
 # Zhang et al.'s three levels, then two harder ones to show where the denoisers part ways.
 SNRS = (math.inf, 15.0, 7.5, 4.0, 2.5)
@@ -65,7 +66,7 @@ def particle_scores(truth: np.ndarray, found: np.ndarray) -> dict[str, float]:
     }
 
 
-def study(size: int, seeds: list[int]) -> pd.DataFrame:
+def study(size: int, seeds: list[int], model: str | None = None) -> pd.DataFrame:
     rows = []
     for snr in SNRS:
         for seed in seeds:
@@ -77,24 +78,42 @@ def study(size: int, seeds: list[int]) -> pd.DataFrame:
                 mask = den > threshold_otsu(den)
                 found = label(mask).compute(scheduler="threads")
                 scores = particle_scores(truth, found)
+                if model is not None:
+                    prob = predict(den, model, window=256).persist(scheduler="threads")
+                    unet = label(prob >= 0.5).compute(scheduler="threads")
+                    scores.update({f"unet_{k}": v for k, v in particle_scores(truth, unet).items()})
                 rows.append({"snr": snr, "seed": seed, "denoise": method, **scores})
     return pd.DataFrame(rows)
 
 
-def to_markdown(results: pd.DataFrame, size: int, seeds: list[int]) -> str:
-    mean = results.groupby(["snr", "denoise"], sort=False)[["recall", "precision", "dice"]].mean()
+def to_markdown(results: pd.DataFrame, size: int, seeds: list[int], model: str | None) -> str:
+    columns = ["recall", "precision", "dice"]
+    if model is not None:
+        columns += ["unet_recall", "unet_precision", "unet_dice"]
+    mean = results.groupby(["snr", "denoise"], sort=False)[columns].mean()
+    unet_note = (
+        f"U-Net: checkpoint {Path(model).name}, cut at 0.5"
+        if model
+        else "U-Net: no trained model shipped yet (not run)"
+    )
     lines = [
-        f"Synthetic fields of {size}x{size} px, seeds {seeds}, Otsu threshold after each "
-        "denoiser; mean over seeds. U-Net: no trained model shipped yet (not run).",
+        f"Synthetic fields of {size}x{size} px, seeds {seeds}, mean over seeds. Otsu threshold "
+        f"after each denoiser. {unet_note}.",
         "",
-        "| SNR | denoising | recall | precision | Dice | U-Net |",
-        "|---|---|---|---|---|---|",
+        "| SNR | denoising | Otsu recall | Otsu precision | Otsu Dice | U-Net recall | "
+        "U-Net precision | U-Net Dice |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for (snr, method), r in mean.iterrows():
         snr_text = "inf" if math.isinf(snr) else f"{snr:g}"
+        unet = (
+            f"{r['unet_recall']:.3f} | {r['unet_precision']:.3f} | {r['unet_dice']:.3f}"
+            if model
+            else "n/a | n/a | n/a"
+        )
         lines.append(
             f"| {snr_text} | {method} | {r['recall']:.3f} | {r['precision']:.3f} | "
-            f"{r['dice']:.3f} | n/a |"
+            f"{r['dice']:.3f} | {unet} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -104,9 +123,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument(
+        "--model", help="a segmentation checkpoint for the U-Net columns (none is shipped yet)"
+    )
     args = parser.parse_args()
-    results = study(args.size, args.seeds)
-    text = to_markdown(results, args.size, args.seeds)
+    results = study(args.size, args.seeds, args.model)
+    text = to_markdown(results, args.size, args.seeds, args.model)
     print(text)
     if args.markdown:
         args.markdown.write_text(text)
