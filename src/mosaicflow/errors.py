@@ -25,3 +25,7 @@ class StoreError(MosaicflowError):
 
 class ClusterError(MosaicflowError):
     """The Dask cluster cannot be started or reached."""
+
+
+class CheckpointError(MosaicflowError):
+    """A checkpoint file is missing, unreadable, or does not fit the architecture it declares."""

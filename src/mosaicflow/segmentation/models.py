@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mosaicflow.errors import ConfigError, MosaicflowError
+from mosaicflow.errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -30,10 +30,6 @@ ARCHITECTURES = {"unet": "Unet", "fpn": "FPN"}
 ACTIVATIONS = ("sigmoid", "softmax", "none")
 FORMAT_VERSION = 1
 _META_KEY = "mosaicflow"
-
-
-class CheckpointError(MosaicflowError):
-    """A checkpoint file is missing, unreadable, or does not fit the architecture it declares."""
 
 
 @dataclass(frozen=True)
