@@ -162,8 +162,11 @@ def test_activation_auto_is_sigmoid_of_blend(image, unet, unet_reference):
 @pytest.mark.parametrize("shape", [(40, 50), (40, 300), (200, 30)])
 def test_image_smaller_than_window_is_padded_like_monai(image, unet, shape):
     small = standardise(image[: shape[0], : shape[1]])
-    out = predict(da.from_array(small, chunks=(17, 30)), unet, window=WINDOW, activation=None)
-    out = out.compute()
+    arr = da.from_array(small, chunks=(17, 30))
+    # Refused by default, with the remedy in the message; padded as MONAI pads on request.
+    with pytest.raises(ConfigError, match=r"smaller than the 64-px window.*pad_small=True"):
+        predict(arr, unet, window=WINDOW)
+    out = predict(arr, unet, window=WINDOW, activation=None, pad_small=True).compute()
     assert out.shape == shape
     np.testing.assert_allclose(out, monai(small, unet)[0], atol=1e-5, rtol=0)
 

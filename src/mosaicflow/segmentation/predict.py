@@ -1,13 +1,13 @@
 """Windowed segmentation inference on a chunked mosaic, on one global window grid.
 
-The windows sit where MONAI's ``sliding_window_inference`` puts them on the whole image: steps
-of ``int(window * (1 - overlap))`` from the top-left corner, the last window of each row and
-column moved back to end at the image edge, and an image smaller than the window padded with
-zeros (after normalisation) on both sides, as MONAI pads. Each window is evaluated exactly once,
-in a *window task* holding up to ``batch_size`` windows of one grid row; each output chunk is a
-*blend task* that depends on the window tasks whose windows touch it and adds their weighted
-outputs in MONAI's window order. The result is therefore independent of the chunking and equal
-to MONAI's whole-image result (up to the model's own batch-size-dependent rounding).
+The windows sit where MONAI's ``sliding_window_inference`` puts them on the whole image: steps of
+``int(window * (1 - overlap))`` from the top-left corner, the last window of each row and column
+moved back to end at the image edge, and (with ``pad_small``) an image smaller than the window
+padded with zeros (after normalisation) on both sides, as MONAI pads. Each window is evaluated
+exactly once, in a *window task* holding up to ``batch_size`` windows of one grid row; each output
+chunk is a *blend task* that depends on the window tasks whose windows touch it and adds their
+weighted outputs in MONAI's window order. The result is therefore independent of the chunking and
+equal to MONAI's whole-image result (up to the model's own batch-size-dependent rounding).
 
 torch is imported only inside the functions that run models, so importing this module is cheap.
 """
@@ -349,7 +349,9 @@ class WindowedPredictor:
         amp_dtype: str | None = None,
         channels_last: bool = False,
         classes: int | None = None,
+        pad_small: bool = False,
     ) -> None:
+        self.pad_small = bool(pad_small)
         _check_choice("blend", blend, BLENDS)
         _check_choice("activation", activation, ACTIVATIONS)
         _check_choice("amp_dtype", amp_dtype, AMP_DTYPES)
@@ -465,6 +467,13 @@ class WindowedPredictor:
             raise ConfigError(f"predict: image must be integer or float, got dtype {data.dtype}")
         if 0 in data.shape:
             raise ConfigError(f"predict: empty image of shape {data.shape}")
+        if min(data.shape) < self.window and not self.pad_small:
+            axis = "y" if data.shape[0] < self.window else "x"
+            raise ConfigError(
+                f"predict: the image {tuple(data.shape)} is smaller than the {self.window}-px "
+                f"window along {axis}; pass a window no larger than {min(data.shape)} px (FPN: "
+                "a multiple of 32), or pad_small=True to zero-pad it as MONAI does"
+            )
         out = self._graph(data)
         attrs = {
             "predict": {
@@ -587,6 +596,7 @@ def predict(
     amp_dtype: str | None = None,
     channels_last: bool = False,
     classes: int | None = None,
+    pad_small: bool = False,
 ) -> Any:
     """Segmentation probability of a chunked image by overlapping, blended model windows.
 
@@ -626,6 +636,9 @@ def predict(
         Run the model and windows in ``torch.channels_last`` memory format (GPUs).
     classes : int, optional
         Output channels of a bare module (default 1); a checkpoint declares its own.
+    pad_small : bool
+        An image smaller than the window is an error unless this is set; then the short axis
+        is zero-padded (after normalisation) as MONAI does and the output cropped back.
 
     Returns
     -------
@@ -635,7 +648,8 @@ def predict(
     Raises
     ------
     ConfigError
-        Invalid option, or a window the model's encoder cannot take.
+        Invalid option, a window the model's encoder cannot take, or an image smaller than the
+        window (without ``pad_small``).
     MosaicflowError
         ``model="default"``; a checkpoint that is missing or does not fit its architecture
         (:class:`~mosaicflow.segmentation.models.CheckpointError`). At compute time: NaN or
@@ -643,13 +657,13 @@ def predict(
 
     Notes
     -----
-    The window grid is global (see :func:`window_grid`); an image shorter than the window on
-    an axis is zero-padded (after normalisation) on that axis as MONAI does, and the output
-    cropped back. Each window is evaluated once; an output chunk gathers the windows touching
-    it, so the result does not depend on the chunking. Memory per window task is about
-    ``batch_size * window^2 * (4 + 4 * classes)`` bytes plus the input chunks it touches and
-    the model's activations; per blend task ``chunk * (classes + 1) * 4`` bytes plus the window
-    outputs it reads.
+    The window grid is global (see :func:`window_grid`); with ``pad_small``, an image shorter than
+    the window on an axis is zero-padded (after normalisation) on that axis as MONAI does, and the
+    output cropped back. Each window is evaluated once; an output chunk gathers the windows touching
+    it, so the result does not depend on the chunking. Memory per window task is about ``batch_size
+    * window^2 * (4 + 4 * classes)`` bytes plus the input chunks it touches and the model's
+    activations; per blend task ``chunk * (classes + 1) * 4`` bytes plus the window outputs it
+    reads.
 
     Examples
     --------
@@ -669,5 +683,6 @@ def predict(
         amp_dtype=amp_dtype,
         channels_last=channels_last,
         classes=classes,
+        pad_small=pad_small,
     )
     return predictor(image)
