@@ -26,7 +26,6 @@ import json
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,11 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-import psutil
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from _util import PeakRSS  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow import cluster
 from mosaicflow.segmentation import (
     build_model,
@@ -47,34 +46,6 @@ from mosaicflow.segmentation import (
     save_checkpoint,
     window_grid,
 )
-
-
-class PeakRSS:
-    """Samples the resident memory of this process's children (the Dask workers) every 50 ms."""
-
-    def __init__(self) -> None:
-        self.peak: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            for child in me.children(recursive=True):
-                try:
-                    rss = child.memory_info().rss
-                except psutil.Error:
-                    continue
-                self.peak[child.pid] = max(self.peak.get(child.pid, 0), rss)
-            time.sleep(0.05)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _synthetic_block(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
