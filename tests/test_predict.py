@@ -507,3 +507,70 @@ def test_callers_module_is_left_alone(image):
     np.testing.assert_allclose(
         out, monai(standardise(image[:96, :128]), model.eval())[0], atol=1e-5
     )
+
+
+@pytest.mark.cluster
+def test_window_tasks_land_on_workers_with_the_resource(image, unet, tmp_path):
+    """``resources={"GPU": 1}``: every window task runs on the one worker that advertises the
+    resource (a real ``dask worker`` process started with ``--resources GPU=1``; the label is
+    what Dask routes on, so this runs without a GPU); blend tasks may run anywhere."""
+    import subprocess
+    import sys
+
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from mosaicflow.segmentation import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "u.safetensors", unet, arch="unet", window=WINDOW)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                cluster.scheduler_address,
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--resources",
+                "GPU=1",
+                "--name",
+                "gpu",
+                "--no-dashboard",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client.wait_for_workers(2, timeout=60)
+            gpu_worker = next(
+                addr
+                for addr, w in client.scheduler_info()["workers"].items()
+                if w.get("resources", {}).get("GPU")
+            )
+            arr = da.from_array(image, chunks=(64, 100))
+            prob = predict(arr, str(ckpt), resources={"GPU": 1})
+            # Low-level fusion would merge the layers and drop their annotations.
+            with (
+                dask.config.set({"optimization.fuse.active": False}),
+                get_task_stream(client) as stream,
+            ):
+                out = client.compute(prob).result()
+            window_workers = {
+                t["worker"] for t in stream.data if str(t["key"]).find("predict-windows") >= 0
+            }
+            assert window_workers == {gpu_worker}
+            expected = predict(arr, str(ckpt)).compute(scheduler="threads")
+            np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def test_resources_must_be_positive_amounts(unet):
+    with pytest.raises(ConfigError, match="resources"):
+        predict(da.zeros((128, 128), chunks=64), unet, window=WINDOW, resources={"GPU": 0})

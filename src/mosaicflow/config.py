@@ -69,7 +69,9 @@ class DenoiseConfig:
 @dataclass(frozen=True)
 class SegmentConfig:
     """``method``: ``otsu`` (the default baseline) or ``model`` (windowed inference with the
-    checkpoint at ``model``; its window and threshold apply unless ``window`` is set)."""
+    checkpoint at ``model``; its window and threshold apply unless ``window`` is set).
+    ``resources`` (e.g. ``{GPU: 1}``) sends the model's window tasks only to workers started
+    with those Dask resources."""
 
     method: str = "otsu"
     nbins: int = 256
@@ -79,6 +81,7 @@ class SegmentConfig:
     batch_size: int = 4
     tta: bool = False
     device: str = "auto"
+    resources: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)

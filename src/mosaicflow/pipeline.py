@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -251,7 +252,12 @@ class Pipeline:
             prob = ((den > threshold) * 255).astype("uint8")
             info = {"segmenter": "otsu", "threshold": threshold, "label_threshold_u8": 128}
         prob.attrs.update(den.attrs, **info)
-        store.write_image("probability", prob, chunk=self.config.store.chunk, runner=self.runner)
+        # Resource annotations live on graph layers, which low-level fusion would merge away.
+        routed = self.config.segment.method == "model" and bool(self.config.segment.resources)
+        with dask.config.set({"optimization.fuse.active": False} if routed else {}):
+            store.write_image(
+                "probability", prob, chunk=self.config.store.chunk, runner=self.runner
+            )
         return {"pixels": int(den.size), **info}
 
     def _model_probability(self, den: Any) -> tuple[Any, dict[str, Any]]:
@@ -273,6 +279,7 @@ class Pipeline:
             batch_size=cfg.batch_size,
             tta=cfg.tta,
             device=cfg.device,
+            resources=cfg.resources,
         )
         u8 = (prob * 255).round().astype("uint8")
         info = {

@@ -27,7 +27,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
-from dask.highlevelgraph import HighLevelGraph
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
 from mosaicflow._arrays import as_dask, check_2d, like_input
 from mosaicflow.errors import ConfigError, MosaicflowError
@@ -350,8 +350,18 @@ class WindowedPredictor:
         channels_last: bool = False,
         classes: int | None = None,
         pad_small: bool = False,
+        resources: dict[str, float] | None = None,
     ) -> None:
         self.pad_small = bool(pad_small)
+        if resources is not None and not (
+            isinstance(resources, dict)
+            and all(isinstance(k, str) and float(v) > 0 for k, v in resources.items())
+        ):
+            raise ConfigError(
+                f"predict: resources must map resource names to positive amounts, "
+                f"e.g. {{'GPU': 1}}; got {resources!r}"
+            )
+        self.resources = dict(resources) if resources else None
         _check_choice("blend", blend, BLENDS)
         _check_choice("activation", activation, ACTIVATIONS)
         _check_choice("amp_dtype", amp_dtype, AMP_DTYPES)
@@ -551,6 +561,7 @@ class WindowedPredictor:
                 )
                 keys = [(data.name, i, j) for i in rows for j in cols]
                 dsk[(wname, r, b)] = (_run_window_batch, model_arg, plan, keys)
+        window_dsk, dsk = dsk, {}
 
         squeeze = opts.classes == 1
         for i in range(len(ybounds) - 1):
@@ -575,7 +586,13 @@ class WindowedPredictor:
                 out_key = (name, i, j) if squeeze else (name, 0, i, j)
                 dsk[out_key] = (_blend_chunk, plan2, list(deps))
 
-        graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
+        # Two layers: the window tasks (where the model runs, so the ones Dask resources route to
+        # GPU workers) and the blend tasks (cheap, anywhere).
+        wgraph = HighLevelGraph.from_collections(wname, window_dsk, dependencies=[data])  # type: ignore[list-item]
+        if self.resources:
+            wgraph.layers[wname].annotations = {"resources": self.resources}
+        layers = {**wgraph.layers, name: MaterializedLayer(dsk)}
+        graph = HighLevelGraph(layers, {**wgraph.dependencies, name: {wname}})
         chunks = data.chunks if squeeze else ((opts.classes,), *data.chunks)
         meta = np.empty((0,) * len(chunks), dtype=np.float32)
         return da.Array(graph, name, chunks=chunks, dtype=np.float32, meta=meta)
@@ -597,6 +614,7 @@ def predict(
     channels_last: bool = False,
     classes: int | None = None,
     pad_small: bool = False,
+    resources: dict[str, float] | None = None,
 ) -> Any:
     """Segmentation probability of a chunked image by overlapping, blended model windows.
 
@@ -639,6 +657,12 @@ def predict(
     pad_small : bool
         An image smaller than the window is an error unless this is set; then the short axis
         is zero-padded (after normalisation) as MONAI does and the output cropped back.
+    resources : dict, optional
+        Dask worker resources the window tasks (where the model runs) require, e.g.
+        ``{"GPU": 1}`` to run them only on workers started with ``--resources GPU=1``; the
+        blend tasks run anywhere. The requirement is a layer annotation, which Dask's low-level
+        task fusion discards: compute under
+        ``dask.config.set({"optimization.fuse.active": False})`` (the pipeline does).
 
     Returns
     -------
@@ -684,5 +708,6 @@ def predict(
         channels_last=channels_last,
         classes=classes,
         pad_small=pad_small,
+        resources=resources,
     )
     return predictor(image)
