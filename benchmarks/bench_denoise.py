@@ -51,10 +51,9 @@ def _timed(fn: Callable[[], Any], repeat: int = 1) -> tuple[float, Any]:
     return best, out
 
 
-ONLY: tuple[str, ...] = ()
-
-
-def denoisers(noise: float) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
+def denoisers(
+    noise: float, only: tuple[str, ...] = ()
+) -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
     """name -> (mosaicflow function of a Dask array, whole-image reference of a NumPy array)."""
     nlm = {"patch_size": 5, "patch_distance": 6, "h": 0.8 * noise, "sigma": noise}
     table = {
@@ -73,18 +72,24 @@ def denoisers(noise: float) -> dict[str, tuple[Callable[..., Any], Callable[...,
             ),
         ),
     }
-    return {k: v for k, v in table.items() if not ONLY or k.split()[0] in ONLY}
+    return {k: v for k, v in table.items() if not only or k.split()[0] in only}
 
 
 def bench_cluster(
-    image_path: str, image: np.ndarray, noise: float, workers: int, out_dir: Path, reps: int
+    image_path: str,
+    image: np.ndarray,
+    noise: float,
+    workers: int,
+    out_dir: Path,
+    reps: int,
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     client = cluster.connect("local", n_workers=workers, threads_per_worker=1)
     results: dict[str, Any] = {}
     try:
         held = client.persist(da.from_zarr(image_path))
         wait(held)
-        for name, (ours, reference) in denoisers(noise).items():
+        for name, (ours, reference) in denoisers(noise, only).items():
             expected = reference(image)
             t_compute, out = _timed(lambda ours=ours: _persist(client, ours(held)), reps)
             diff = float(np.abs(out.compute() - expected).max())
@@ -131,7 +136,9 @@ def bench_array_nlm(image: np.ndarray, noise: float) -> dict[str, Any]:
     }
 
 
-def bench_gpu(image: np.ndarray, noise: float, chunk: int, reps: int) -> dict[str, Any]:
+def bench_gpu(
+    image: np.ndarray, noise: float, chunk: int, reps: int, only: tuple[str, ...] = ()
+) -> dict[str, Any]:
     import cupy
 
     def synced(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -145,7 +152,7 @@ def bench_gpu(image: np.ndarray, noise: float, chunk: int, reps: int) -> dict[st
     dev = cupy.asarray(image)
     arr = da.from_array(dev, chunks=chunk, asarray=False)
     results: dict[str, Any] = {"device": cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()}
-    for name, (ours, reference) in denoisers(noise).items():
+    for name, (ours, reference) in denoisers(noise, only).items():
         expected = reference(image)
         ours(arr).compute(scheduler="threads")  # warm-up: kernel compilation
         t, out = _timed(synced(lambda ours=ours: ours(arr).compute(scheduler="threads")), reps)
@@ -168,8 +175,7 @@ def main() -> None:
     )
     parser.add_argument("--json", default="benchmarks/results/denoise.json")
     args = parser.parse_args()
-    global ONLY
-    ONLY = tuple(args.only)
+    only = tuple(args.only)
     console = Console()
     console.print(f"synthesising a {args.size}x{args.size} field at SNR {args.snr} ...")
     image, _, _ = synth.synth_field((args.size, args.size), snr=args.snr, seed=0)
@@ -183,17 +189,18 @@ def main() -> None:
         "cpu": platform.processor() or platform.machine(),
     }
     report["reference_s"] = {}
-    for name, (_, reference) in denoisers(noise).items():
+    for name, (_, reference) in denoisers(noise, only).items():
         report["reference_s"][name], _ = _timed(lambda reference=reference: reference(image))
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "image.zarr")
         da.to_zarr(da.from_array(image, chunks=args.chunk), path)
         report["cluster"] = {
-            w: bench_cluster(path, image, noise, w, Path(tmp), args.repeat) for w in args.workers
+            w: bench_cluster(path, image, noise, w, Path(tmp), args.repeat, only)
+            for w in args.workers
         }
     report["array_nlm_cpu"] = bench_array_nlm(image, noise)
     if dispatch.gpu_available():
-        report["gpu"] = bench_gpu(image, noise, args.chunk, args.repeat)
+        report["gpu"] = bench_gpu(image, noise, args.chunk, args.repeat, only)
 
     table = Table(title=f"denoising a {args.size}^2 field ({mpx:.1f} Mpx), chunks {args.chunk}")
     table.add_column("denoiser")

@@ -47,7 +47,7 @@ class _NoCompute(dask.callbacks.Callback):
 
 
 @pytest.mark.parametrize("chunks", CHUNKINGS)
-@pytest.mark.parametrize("size", [3, 5, (3, 7)])
+@pytest.mark.parametrize("size", [3, 5, (3, 7), (5, 1)])
 def test_median_equals_scipy(noisy, chunks, size):
     out = median(da.from_array(noisy, chunks=chunks), size=size).compute()
     expected = ndi.median_filter(noisy.astype(np.float32), size=size, mode="reflect")
