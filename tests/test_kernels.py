@@ -8,10 +8,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import skimage.filters
-import skimage.measure
 import xarray as xr
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from mosaicflow import synth
 from mosaicflow.errors import ConfigError
@@ -84,91 +81,6 @@ def test_otsu_rejects_constant_and_nan():
     image[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         threshold_otsu(da.from_array(image, chunks=5))
-
-
-@pytest.mark.parametrize("connectivity", [1, 2])
-@pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_label_equals_scipy_exactly(field, chunks, connectivity):
-    mask = field[1] > 0  # true particles, incl. touching pairs; 9-px chunks cut every particle
-    expected, n = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
-    out = label(da.from_array(mask, chunks=chunks), connectivity=connectivity).compute()
-    assert out.dtype == np.uint32
-    assert int(out.max()) == n
-    np.testing.assert_array_equal(out, expected)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**16),
-    cy=st.integers(1, 40),
-    cx=st.integers(1, 40),
-    density=st.floats(0.2, 0.7),
-    connectivity=st.sampled_from([1, 2]),
-)
-def test_label_random_masks(seed, cy, cx, density, connectivity):
-    rng = np.random.default_rng(seed)
-    mask = rng.random((61, 47)) < density
-    expected, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
-    out = label(da.from_array(mask, chunks=(cy, cx)), connectivity=connectivity).compute(
-        scheduler="sync"
-    )
-    np.testing.assert_array_equal(out, expected)
-
-
-def test_label_rejects_bad_input():
-    with pytest.raises(TypeError, match="boolean"):
-        label(da.zeros((4, 4), chunks=2, dtype=np.float32))
-    with pytest.raises(ConfigError, match="connectivity"):
-        label(da.zeros((4, 4), chunks=2, dtype=bool), connectivity=3)
-
-
-PROPS = (
-    "label",
-    "num_pixels",
-    "area",
-    "equivalent_diameter_area",
-    "centroid",
-    "bbox",
-    "intensity_mean",
-    "intensity_min",
-    "intensity_max",
-)
-
-
-@pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_regionprops_equal_skimage(field, chunks):
-    image, labels, _ = field
-    spacing = (2.0, 3.5)
-    table = regionprops_table(
-        da.from_array(labels, chunks=chunks), da.from_array(image, chunks=(50, 50)), spacing=spacing
-    ).compute()
-    # float64 intensities: scikit-image accumulates in the image's dtype, we always in float64
-    expected = skimage.measure.regionprops_table(
-        labels, image.astype(np.float64), properties=PROPS, spacing=spacing
-    )
-    assert list(table["label"]) == list(expected["label"])
-    for column, values in expected.items():
-        if np.issubdtype(np.asarray(values).dtype, np.integer):
-            np.testing.assert_array_equal(table[column], values, err_msg=column)
-        else:
-            np.testing.assert_allclose(table[column], values, rtol=1e-9, atol=1e-9, err_msg=column)
-
-
-def test_regionprops_units_from_dataarray(field):
-    labels = field[1]
-    arr = xr.DataArray(
-        da.from_array(labels, chunks=64),
-        dims=("y", "x"),
-        coords={"y": np.arange(labels.shape[0]) * 2.0, "x": np.arange(labels.shape[1]) * 2.0},
-        attrs={"pixel_size_nm": [2.0, 2.0]},
-    )
-    table = regionprops_table(arr).compute()
-    np.testing.assert_allclose(table["area"], table["num_pixels"] * 4.0)
-
-
-def test_regionprops_rejects_float_labels():
-    with pytest.raises(TypeError, match="integer"):
-        regionprops_table(da.zeros((4, 4), chunks=2, dtype=np.float32))
 
 
 def test_building_graphs_computes_nothing(small_grid):

@@ -1,4 +1,5 @@
-"""Command line: ``mosaicflow run`` (the whole job) and ``mosaicflow synth`` (test data)."""
+"""Command line: ``mosaicflow run`` (the whole job), ``mosaicflow synth`` (test data) and
+``mosaicflow classify-train`` (a particle classifier)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         "store": {"chunk": args.chunk},
         "denoise": {"method": args.denoise, "sigma": args.sigma},
         "segment": {"method": "model" if args.model else None, "model": args.model},
+        "classify": {"model": args.classifier},
         "cluster": {"address": args.cluster, "n_workers": args.workers},
     }
     for section, values in overrides.items():
@@ -42,6 +44,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         from mosaicflow.segmentation import read_checkpoint_metadata
 
         read_checkpoint_metadata(config.segment.model)  # a bad checkpoint fails here too
+    if config.classify.model:
+        from mosaicflow.classify import read_header
+
+        read_header(config.classify.model)  # so does a bad classifier file
     client = cluster.connect(
         config.cluster.address,
         n_workers=config.cluster.n_workers,
@@ -75,17 +81,25 @@ def _print_summary(store: Any, console: Console) -> None:
     parts = summary["particles"]
     table.add_row("particles found", str(parts["count"]))
     truth = summary.get("ground_truth")
+
+    def rel(value: float | None) -> str:
+        return "" if value is None else f" ({value:+.1%})"
+
     if truth:
-        table.add_row(
-            "ground-truth particles", f"{truth['true_count']} ({truth['count_error']:+.1%})"
-        )
+        table.add_row("ground-truth particles", f"{truth['true_count']}{rel(truth['count_error'])}")
     if parts["median_nm"] is not None:
         table.add_row("median ECD (nm)", f"{parts['median_nm']:.1f}")
-    if truth:
+    if truth and truth.get("true_median_ecd_nm") is not None:
         table.add_row(
             "ground-truth median ECD (nm)",
-            f"{truth['true_median_ecd_nm']:.1f} ({truth['median_ecd_error']:+.1%})",
+            f"{truth['true_median_ecd_nm']:.1f}{rel(truth['median_ecd_error'])}",
         )
+    classes = summary.get("classes")
+    for row in (classes or {}).get("fractions", []):
+        text = f"{row['fraction']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+        if row.get("adjusted_fraction") is not None:
+            text += f", adjusted {row['adjusted_fraction']:.1%}"
+        table.add_row(f"class {row['class']}", f"{row['count']} ({text})")
     for name, s in summary["stages"].items():
         rate = f"{s['mpx_per_s']:.1f} Mpx/s" if s.get("mpx_per_s") else ""
         table.add_row(f"stage {name}", f"{s['seconds']:.2f} s {rate}".strip())
@@ -158,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="segment with this checkpoint (windowed U-Net/FPN inference) instead of Otsu",
     )
     run.add_argument(
+        "--classifier",
+        default=None,
+        help="classify particles with this random forest (from 'mosaicflow classify-train')",
+    )
+    run.add_argument(
         "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
     )
     run.add_argument("--overwrite", action="store_true", help="replace an existing run store")
@@ -179,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--bit-depth", type=int, choices=(8, 16), default=8)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=_synth)
+    from mosaicflow import cli_classify, cli_synth_hrtem
+
+    cli_synth_hrtem.add_arguments(syn)  # --mode hrtem; --mode sem goes back to _synth
+
+    cli_classify.add_parser(sub)
     return parser
 
 

@@ -90,6 +90,23 @@ class LabelConfig:
 
 
 @dataclass(frozen=True)
+class MeasureConfig:
+    """``halo``: pixels each chunk reads from its neighbours when measuring particles; particles
+    up to about this size are measured by one chunk, larger ones are assembled from pieces
+    (exact either way, slower for giants)."""
+
+    halo: int = 64
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """``model``: a random forest saved by ``mosaicflow classify-train`` (``None``: particles
+    are not classified)."""
+
+    model: str | None = None
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     address: str = "local"
     n_workers: int | None = None
@@ -107,6 +124,8 @@ class Config:
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
@@ -169,6 +188,7 @@ class Config:
                 self.label.connectivity in (1, 2),
                 f"label.connectivity must be 1 or 2, got {self.label.connectivity}",
             ),
+            (self.measure.halo >= 1, f"measure.halo must be >= 1 px, got {self.measure.halo}"),
             (
                 self.synth.rows >= 1 and self.synth.cols >= 1,
                 "synth.rows and synth.cols must be >= 1",
@@ -254,6 +274,8 @@ def _section_class(name: str) -> type:
         "denoise": DenoiseConfig,
         "segment": SegmentConfig,
         "label": LabelConfig,
+        "measure": MeasureConfig,
+        "classify": ClassifyConfig,
         "cluster": ClusterConfig,
     }[name]
 

@@ -29,3 +29,7 @@ class ClusterError(MosaicflowError):
 
 class CheckpointError(MosaicflowError):
     """A checkpoint file is missing, unreadable, or does not fit the architecture it declares."""
+
+
+class ClassifierError(MosaicflowError):
+    """A classifier file, its training data or the table it is applied to is unusable."""

@@ -296,25 +296,58 @@ class Pipeline:
 
         prob = store.read_image("probability")
         cut = int(prob.attrs.get("label_threshold_u8", 128))
-        labels = label(prob >= cut, connectivity=self.config.label.connectivity)
-        labels.attrs.update(prob.attrs)
-        store.write_image(
-            "labels/particles",
-            labels,
-            chunk=self.config.store.chunk,
-            runner=self.runner,
-            label=True,
+        # Step 1's local labels wait in the store, not in worker memory, until step 3.
+        chunk = self.config.store.chunk
+        if "scratch" in store.root:
+            del store.root["scratch"]
+        scratch = store.root.require_group("scratch").create_array(
+            "labels_local",
+            shape=prob.shape,
+            chunks=tuple(c[0] for c in prob.data.chunks),
+            dtype="uint32",
         )
+        labels = label(prob >= cut, connectivity=self.config.label.connectivity, scratch=scratch)
+        labels.attrs.update(prob.attrs)
+        store.write_image("labels/particles", labels, chunk=chunk, runner=self.runner, label=True)
+        del store.root["scratch"]
         return {"pixels": int(prob.size)}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.measure import regionprops_table
+        from mosaicflow.stitch import coverage
 
         labels = store.read_image("labels/particles")
         den = store.read_image("denoised")
-        table = self.runner.compute(regionprops_table(labels, den), "particles")
-        store.write_table("particles", table)
-        return {"pixels": int(labels.size), "n_particles": len(table)}
+        table = regionprops_table(
+            labels,
+            den,
+            extra_intensity={
+                "raw": store.read_image("mosaic"),
+                "probability": store.read_image("probability"),
+            },
+            coverage=coverage(self.tileset, chunks=labels.data.chunks[0][0]),
+            halo=self.config.measure.halo,
+        )
+        table = table.map_partitions(_probability_mean, meta=_probability_mean(table._meta))
+        info: dict[str, Any] = {}
+        if self.config.classify.model:
+            from mosaicflow.classify import forest
+
+            classifier = forest.load(self.config.classify.model)
+            table = forest.predict(table, classifier)
+            info["classifier"] = classifier.summary()
+        path = store.table_path("particles")
+        if store._fs.exists(path):
+            store._fs.rm(path, recursive=True)
+        written = table.to_parquet(
+            path,
+            write_index=False,
+            compute=False,
+            storage_options=store.storage_options or None,
+        )
+        self.runner.compute(written, "particles")
+        n = store.count_rows("particles")
+        return {"pixels": int(labels.size), "n_particles": n, **info}
 
     def _stage_report(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.report import write_report
@@ -377,6 +410,15 @@ def denoise(mosaic: Any, cfg: DenoiseConfig) -> tuple[Any, dict[str, Any]]:
         )
         return out, {"method": "nl_means", "noise_sigma": noise, "h": h}
     return mosaic.astype("float32"), {"method": "none"}
+
+
+def _probability_mean(part: pd.DataFrame) -> pd.DataFrame:
+    """Mean segmentation probability (0..1) from the stored uint8 layer's statistics."""
+    part = part.drop(columns=[f"intensity_{s}_probability" for s in ("std", "min", "max")]).rename(
+        columns={"intensity_mean_probability": "probability_mean"}
+    )
+    part["probability_mean"] = part["probability_mean"] / 255.0
+    return part
 
 
 def to_storage_dtype(image: Any, dtype: Any) -> Any:

@@ -245,10 +245,21 @@ class RunStore:
     def has_table(self, name: str) -> bool:
         return bool(self._fs.exists(self.table_path(name)))
 
+    def count_rows(self, name: str) -> int:
+        """Rows of a stored table, from the Parquet footers (reads no data)."""
+        import pyarrow.dataset as ds
+
+        fs, path = fsspec.core.url_to_fs(self.table_path(name), **self.storage_options)
+        return int(ds.dataset(path, filesystem=fs, format="parquet").count_rows())
+
     def read_table(self, name: str) -> pd.DataFrame:
         if not self.has_table(name):
             raise StoreError(f"run store {self.url!r} has no table {name!r}")
-        return pd.read_parquet(self.table_path(name), storage_options=self.storage_options or None)
+        table = pd.read_parquet(self.table_path(name), storage_options=self.storage_options or None)
+        # A table written by the workers comes in chunk order, one part per chunk.
+        if "label" in table.columns and not table["label"].is_monotonic_increasing:
+            table = table.sort_values("label", ignore_index=True)
+        return table
 
 
 def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:

@@ -8,10 +8,12 @@
    seen too.
 3. Connected components of the pairs give one global particle per component; particles are
    numbered 1..N by their first pixel in raster order, so ids do not depend on the chunking.
-   Each chunk is then labelled again and mapped through the lookup table.
+   Each chunk's stored local labels are then mapped through the lookup table.
 
-Labelling a chunk twice is cheaper than keeping every chunk's labels in cluster memory between
-steps 1 and 3 (scipy labels at hundreds of Mpx/s).
+The local labels of step 1 are stored between the steps: as task results held by the workers
+(the default; distributed spills them to disk under memory pressure), or written to a scratch
+Zarr array (``scratch=``), which keeps worker memory bounded by a chunk whatever the mosaic
+size. The mask is read once.
 """
 
 from __future__ import annotations
@@ -40,14 +42,17 @@ def _label_chunk(block: Any, connectivity: int) -> tuple[np.ndarray, int]:
     return dispatch.to_host(labels).astype(np.uint32, copy=False), int(n)
 
 
-def _chunk_summary(block: Any, connectivity: int, y0: int, x0: int, width: int) -> dict[str, Any]:
+def _chunk_summary(
+    block: Any, connectivity: int, y0: int, x0: int, width: int, scratch: Any = None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Step 1 for one chunk: its local labels (None once written to ``scratch``) and summary."""
     labels, n = _label_chunk(block, connectivity)
     flat = labels.ravel()
-    ids, first = np.unique(flat, return_index=True)
-    keep = ids > 0
-    rows, cols = np.divmod(first[keep], labels.shape[1])
+    fg = np.flatnonzero(flat)
+    _, first = np.unique(flat[fg], return_index=True)
+    rows, cols = np.divmod(fg[first], labels.shape[1])
     first_global = (rows + y0).astype(np.int64) * width + (cols + x0)
-    return {
+    summary = {
         "n": n,
         "top": labels[0].copy(),
         "bottom": labels[-1].copy(),
@@ -55,6 +60,10 @@ def _chunk_summary(block: Any, connectivity: int, y0: int, x0: int, width: int) 
         "right": labels[:, -1].copy(),
         "first": first_global,
     }
+    if scratch is not None:
+        scratch[y0 : y0 + labels.shape[0], x0 : x0 + labels.shape[1]] = labels
+        return None, summary
+    return labels, summary
 
 
 def _face_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
@@ -126,16 +135,48 @@ def _resolve(
 
 
 def _relabel_chunk(
-    block: Any, resolved: tuple[np.ndarray, np.ndarray], i: int, j: int, connectivity: int
-) -> np.ndarray:
+    local: np.ndarray | None,
+    resolved: tuple[np.ndarray, np.ndarray],
+    i: int,
+    j: int,
+    box: tuple[int, int, int, int],
+    scratch: Any,
+    like: Any,
+) -> Any:
+    """Step 3 for one chunk: its stored local labels mapped to the final particle ids."""
     offsets, lut = resolved
-    labels, _ = _label_chunk(block, connectivity)
-    out = lut[labels.astype(np.int64) + np.where(labels > 0, offsets[i, j], 0)]
-    xp = dispatch.array_module(block)
+    if local is None:
+        y0, x0, y1, x1 = box
+        local = np.asarray(scratch[y0:y1, x0:x1])
+    out = lut[local.astype(np.int64) + np.where(local > 0, offsets[i, j], 0)]
+    xp = dispatch.array_module(like)
     return out if xp is np else xp.asarray(out)
 
 
-def label(mask: Any, *, connectivity: int = 1) -> Any:
+def _scratch_array(scratch: Any, data: da.Array) -> Any:
+    """The Zarr array that holds step 1's local labels, created to match ``data``'s chunks."""
+    import zarr
+
+    regular = all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in data.chunks)
+    if not regular:
+        raise ConfigError(
+            f"label: scratch storage needs regular chunks (all equal but the last), got "
+            f"{[sorted(set(c)) for c in data.chunks]}; rechunk the mask first"
+        )
+    chunks = tuple(c[0] for c in data.chunks)
+    if isinstance(scratch, zarr.Array):
+        if scratch.shape != data.shape or tuple(scratch.chunks) != chunks:
+            raise ConfigError(
+                f"label: scratch array has shape {scratch.shape} and chunks {scratch.chunks}, "
+                f"expected {data.shape} and {chunks}"
+            )
+        return scratch
+    return zarr.open_array(
+        str(scratch), mode="w", shape=data.shape, chunks=chunks, dtype="uint32", zarr_format=3
+    )
+
+
+def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     """Label connected particles of a chunked boolean mask; ids independent of the chunking.
 
     Parameters
@@ -145,6 +186,10 @@ def label(mask: Any, *, connectivity: int = 1) -> Any:
     connectivity : {1, 2}
         1: 4-connected (edges), 2: 8-connected (edges and corners), as
         ``scipy.ndimage.generate_binary_structure(2, connectivity)``.
+    scratch : str or zarr.Array, optional
+        Where step 1 stores each chunk's local labels until step 3 reads them back: a path or
+        URL for a new Zarr array (replaced if present), or a uint32 Zarr array with the mask's
+        shape and chunks. Default: held as task results by the workers.
 
     Returns
     -------
@@ -155,37 +200,45 @@ def label(mask: Any, *, connectivity: int = 1) -> Any:
 
     Notes
     -----
-    Steps 1 and 3 are one task per chunk; step 2 is one task on the chunk summaries (edge
-    lines and per-label first pixels), whose size grows with the mosaic's perimeter of chunk
-    faces and the particle count, not with its area.
+    Steps 1 and 3 are one task per chunk and the mask is read once; step 2 is one task on the
+    chunk summaries (edge lines and per-label first pixels), whose size grows with the total
+    length of chunk faces and the particle count, not with the mosaic's area. With ``scratch``
+    a worker holds one chunk at a time; without, the workers hold every chunk's local labels
+    (4 bytes per pixel) until step 3 has run.
     """
     check_2d(mask, "label")
     if connectivity not in (1, 2):
         raise ConfigError(f"label: connectivity must be 1 or 2, got {connectivity!r}")
     data = as_dask(mask)
     if data.dtype != bool:
-        raise TypeError(f"label: mask must be boolean, got dtype {data.dtype}")
+        raise TypeError(
+            f"label: mask must be boolean, got dtype {data.dtype} (threshold the image first, "
+            "e.g. probability >= cut)"
+        )
     width = data.shape[1]
     ystarts = np.cumsum((0, *data.chunks[0]))
     xstarts = np.cumsum((0, *data.chunks[1]))
+    target = None if scratch is None else _scratch_array(scratch, data)
     blocks = data.to_delayed()
-    summaries = [
+    steps = [
         [
-            dask.delayed(_chunk_summary, pure=True)(
-                blocks[i, j], connectivity, int(ystarts[i]), int(xstarts[j]), width
+            dask.delayed(_chunk_summary, pure=True, nout=2)(
+                blocks[i, j], connectivity, int(ystarts[i]), int(xstarts[j]), width, target
             )
             for j in range(blocks.shape[1])
         ]
         for i in range(blocks.shape[0])
     ]
+    summaries = [[step[1] for step in row] for row in steps]
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
     rows = []
     for i in range(blocks.shape[0]):
         row = []
         for j in range(blocks.shape[1]):
+            box = (int(ystarts[i]), int(xstarts[j]), int(ystarts[i + 1]), int(xstarts[j + 1]))
             part = dask.delayed(_relabel_chunk, pure=True)(
-                blocks[i, j], resolved, i, j, connectivity
+                steps[i][j][0], resolved, i, j, box, target, meta
             )
             shape = (data.chunks[0][i], data.chunks[1][j])
             row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))

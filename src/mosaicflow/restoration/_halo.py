@@ -82,22 +82,15 @@ def _axis_piece(offset: int, depth: int) -> slice:
     return slice(None)
 
 
-def _edges(block: Any, dy: int, dx: int) -> dict[tuple[int, int], Any]:
+def edge_bundle(block: Any, dy: int, dx: int) -> dict[tuple[int, int], Any]:
     """The strips and corners of ``block`` that each neighbour needs, keyed by where ``block``
     lies relative to that neighbour."""
     return {(a, b): block[_axis_piece(a, dy), _axis_piece(b, dx)].copy() for (a, b) in _OFFSETS}
 
 
-def _apply(
-    kernel: Callable[..., Any],
-    kwargs: dict[str, Any],
-    dy: int,
-    dx: int,
-    block: Any,
-    neighbours: list[list[Any]],
-) -> Any:
-    """Assemble ``block`` with its neighbours' pieces (None beyond the mosaic), run ``kernel``
-    and cut the result back to the block."""
+def assemble(block: Any, neighbours: list[list[Any]], dy: int, dx: int) -> tuple[Any, int, int]:
+    """``block`` joined with its neighbours' pieces (None beyond the mosaic), and where the
+    block starts inside the result (rows, columns)."""
     xp = dispatch.array_module(block)
     rows = []
     for a in (-1, 0, 1):
@@ -108,6 +101,37 @@ def _apply(
     extended = xp.concatenate(present, axis=0) if len(present) > 1 else present[0]
     top = dy if neighbours[0][1] is not None else 0
     left = dx if neighbours[1][0] is not None else 0
+    return extended, top, left
+
+
+def neighbour_pieces(edges_name: str, i: int, j: int, ny: int, nx: int) -> list[list[Any]]:
+    """Graph references to the pieces chunk ``(i, j)`` needs from its eight neighbours' edge
+    bundles (None where the mosaic ends)."""
+    neighbours: list[list[Any]] = []
+    for a in (-1, 0, 1):
+        row: list[Any] = []
+        for b in (-1, 0, 1):
+            ni, nj = i + a, j + b
+            if (a, b) == (0, 0) or not (0 <= ni < ny and 0 <= nj < nx):
+                row.append(None)
+            else:
+                # The neighbour lies at (a, b) from this chunk: take that piece of it.
+                row.append((operator.getitem, (edges_name, ni, nj), (a, b)))
+        neighbours.append(row)
+    return neighbours
+
+
+def _apply(
+    kernel: Callable[..., Any],
+    kwargs: dict[str, Any],
+    dy: int,
+    dx: int,
+    block: Any,
+    neighbours: list[list[Any]],
+) -> Any:
+    """Assemble ``block`` with its neighbours' pieces, run ``kernel`` and cut the result back
+    to the block."""
+    extended, top, left = assemble(block, neighbours, dy, dx)
     out = kernel(extended, **kwargs)
     return out[top : top + block.shape[0], left : left + block.shape[1]]
 
@@ -127,20 +151,10 @@ def _two_task_halo(
     dsk: dict[Any, Any] = {}
     for i in range(ny):
         for j in range(nx):
-            dsk[(edges_name, i, j)] = (_edges, (data.name, i, j), dy, dx)
+            dsk[(edges_name, i, j)] = (edge_bundle, (data.name, i, j), dy, dx)
     for i in range(ny):
         for j in range(nx):
-            neighbours: list[list[Any]] = []
-            for a in (-1, 0, 1):
-                row: list[Any] = []
-                for b in (-1, 0, 1):
-                    ni, nj = i + a, j + b
-                    if (a, b) == (0, 0) or not (0 <= ni < ny and 0 <= nj < nx):
-                        row.append(None)
-                    else:
-                        # The neighbour lies at (a, b) from this chunk: take that piece of it.
-                        row.append((operator.getitem, (edges_name, ni, nj), (a, b)))
-                neighbours.append(row)
+            neighbours = neighbour_pieces(edges_name, i, j, ny, nx)
             # A missing side neighbour means the mosaic border: no halo there.
             dsk[(name, i, j)] = (_apply, kernel, kwargs, dy, dx, (data.name, i, j), neighbours)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]

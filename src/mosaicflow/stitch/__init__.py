@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mosaicflow.stitch.fuse import fuse, mosaic_shape, pixel_coords
+from mosaicflow.stitch.fuse import coverage, fuse, mosaic_shape, pixel_coords
 
-__all__ = ["fuse", "mosaic_shape", "pixel_coords"]
+__all__ = ["coverage", "fuse", "mosaic_shape", "pixel_coords"]

@@ -150,6 +150,59 @@ def fuse(
     )
 
 
+def _coverage_chunk(
+    region: tuple[int, int, int, int], origins: np.ndarray, tile_shape: tuple[int, int]
+) -> np.ndarray:
+    y0, y1, x0, x1 = region
+    h, w = tile_shape
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for ty, tx in origins:
+        out[max(0, ty - y0) : max(0, ty + h - y0), max(0, tx - x0) : max(0, tx + w - x0)] = True
+    return out
+
+
+def coverage(
+    tileset: TileSet,
+    positions: pd.DataFrame | None = None,
+    *,
+    chunks: int | Sequence[int] = 1024,
+) -> xr.DataArray:
+    """Lazy boolean image of the mosaic: True where some tile was acquired.
+
+    Missing tiles leave holes (False), which the particle table reports as
+    ``touches_uncovered``. Same shape, chunks and coordinates as :func:`fuse`; reads no tile.
+    """
+    positions = tileset.tiles if positions is None else positions
+    origins = _integer_origins(positions)
+    shape = mosaic_shape(tileset, positions)
+    h, w = tileset.tile_shape
+    chunk_tuple = _normalize_chunks(chunks, shape)
+    name = f"coverage-{tokenize(origins, chunk_tuple, tileset.tile_shape)}"
+    ystarts = np.cumsum((0, *chunk_tuple[0]))
+    xstarts = np.cumsum((0, *chunk_tuple[1]))
+    dsk: dict[Any, Any] = {}
+    for bi in range(len(chunk_tuple[0])):
+        y0, y1 = int(ystarts[bi]), int(ystarts[bi + 1])
+        for bj in range(len(chunk_tuple[1])):
+            x0, x1 = int(xstarts[bj]), int(xstarts[bj + 1])
+            hits = (
+                (origins[:, 0] < y1)
+                & (origins[:, 0] + h > y0)
+                & (origins[:, 1] < x1)
+                & (origins[:, 1] + w > x0)
+            )
+            dsk[(name, bi, bj)] = (_coverage_chunk, (y0, y1, x0, x1), origins[hits], (h, w))
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
+    data = da.Array(graph, name, chunk_tuple, meta=np.empty((0, 0), dtype=bool))
+    return xr.DataArray(
+        data,
+        dims=("y", "x"),
+        coords=pixel_coords(shape, tileset.pixel_size_nm),
+        name="coverage",
+        attrs={"pixel_size_nm": list(tileset.pixel_size_nm), "units": "nm"},
+    )
+
+
 def _read_tile_task(path: str, shape: tuple[int, int], dtype: str) -> np.ndarray:
     return read_tile(path, shape=shape, dtype=dtype)
 
