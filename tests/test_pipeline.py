@@ -11,7 +11,7 @@ import pytest
 
 from mosaicflow import cluster, open_run
 from mosaicflow.config import Config
-from mosaicflow.errors import ClusterError, StoreError, TileReadError
+from mosaicflow.errors import ClusterError, ConfigError, StoreError, TileReadError
 from mosaicflow.io.store import RunStore
 from mosaicflow.pipeline import STAGES, Pipeline
 
@@ -219,3 +219,20 @@ def test_model_segmenter_stage(small_grid, client, tmp_path):
     assert max(loads) == 1
     labels = store.read_image("labels/particles").values
     np.testing.assert_array_equal(labels, ndi.label(stored >= 128)[0])
+
+
+def test_dark_polarity_keeps_the_other_side_of_the_otsu_threshold(small_grid, tmp_path):
+    """Bright-field TEM particles are darker than the substrate: ``segment.polarity: dark``."""
+    base = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    bright = Pipeline(base, str(tmp_path / "b.zarr")).run(stop_after="probability")
+    dark_cfg = base.replace("segment", polarity="dark")
+    dark = Pipeline(dark_cfg, str(tmp_path / "d.zarr")).run(stop_after="probability")
+    pb = bright.read_image("probability").values
+    pd_ = dark.read_image("probability").values
+    den = dark.read_image("denoised").values
+    threshold = dark.stages()["probability"]["threshold"]
+    off_threshold = den != threshold
+    np.testing.assert_array_equal(pd_[off_threshold], 255 - pb[off_threshold])
+    assert dark.stages()["probability"]["polarity"] == "dark"
+    with pytest.raises(ConfigError, match="polarity"):
+        base.replace("segment", polarity="grey")

@@ -68,12 +68,15 @@ class DenoiseConfig:
 
 @dataclass(frozen=True)
 class SegmentConfig:
-    """``method``: ``otsu`` (the default baseline) or ``model`` (windowed inference with the
+    """``method``: ``otsu`` (the default baseline; ``polarity`` says whether particles are
+    ``bright`` (SEM backscatter, HAADF) or ``dark`` (bright-field TEM/HRTEM) against the
+    substrate) or ``model`` (windowed inference with the
     checkpoint at ``model``; its window and threshold apply unless ``window`` is set).
     ``resources`` (e.g. ``{GPU: 1}``) sends the model's window tasks only to workers started
     with those Dask resources."""
 
     method: str = "otsu"
+    polarity: str = "bright"
     nbins: int = 256
     model: str | None = None
     window: int | None = None
@@ -182,6 +185,10 @@ class Config:
             (
                 self.segment.window is None or self.segment.window >= 16,
                 f"segment.window must be >= 16 px or empty, got {self.segment.window}",
+            ),
+            (
+                self.segment.polarity in ("bright", "dark"),
+                f"segment.polarity must be 'bright' or 'dark', got {self.segment.polarity!r}",
             ),
             (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
             (

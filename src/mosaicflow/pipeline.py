@@ -249,8 +249,15 @@ class Pipeline:
             from mosaicflow.segmentation import threshold_otsu
 
             threshold = threshold_otsu(den, nbins=self.config.segment.nbins, runner=self.runner)
-            prob = ((den > threshold) * 255).astype("uint8")
-            info = {"segmenter": "otsu", "threshold": threshold, "label_threshold_u8": 128}
+            dark = self.config.segment.polarity == "dark"
+            particles = (den < threshold) if dark else (den > threshold)
+            prob = (particles * 255).astype("uint8")
+            info = {
+                "segmenter": "otsu",
+                "threshold": threshold,
+                "polarity": self.config.segment.polarity,
+                "label_threshold_u8": 128,
+            }
         prob.attrs.update(den.attrs, **info)
         # Resource annotations live on graph layers, which low-level fusion would merge away.
         routed = self.config.segment.method == "model" and bool(self.config.segment.resources)

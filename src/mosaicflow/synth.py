@@ -29,6 +29,7 @@ __all__ = [
     "tile_name",
     "truth_labels",
     "write_maps_grid",
+    "write_tile",
 ]
 
 SHAPES: tuple[str, ...] = ("sphere", "rod", "cube")
@@ -836,6 +837,37 @@ def _quantise(image: np.ndarray, bit_depth: int) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, top).astype(dtype)
 
 
+def write_tile(
+    folder: Path,
+    row: int,
+    col: int,
+    image: np.ndarray,
+    *,
+    origin_px: tuple[int, int],
+    stage_error_px: Sequence[float],
+    pixel_m: float,
+    bit_depth: int,
+) -> Path:
+    """Quantise one tile and write it as ``Tile_RRR-CCC-*.tif`` with FEI/Thermo metadata whose
+    stage position is the tile centre plus the stage error (see ``docs/GRID_FORMAT.md``)."""
+    tile_h, tile_w = image.shape
+    oy, ox = origin_px
+    stage_y0, stage_x0 = STAGE_ORIGIN_M
+    centre_y = oy + (tile_h - 1) / 2.0 + float(stage_error_px[0])
+    centre_x = ox + (tile_w - 1) / 2.0 + float(stage_error_px[1])
+    ini = _fei_ini(
+        pixel_m, stage_y0 - centre_y * pixel_m, stage_x0 + centre_x * pixel_m, tile_h, tile_w
+    )
+    path = Path(folder) / tile_name(row, col)
+    tifffile.imwrite(
+        path,
+        _quantise(image, bit_depth),
+        photometric="minisblack",
+        extratags=[(FEI_TAG, "s", 0, ini, True)],
+    )
+    return path
+
+
 def write_maps_grid(
     out_dir: str | Path,
     *,
@@ -1024,7 +1056,6 @@ def write_maps_grid(
     ) * float(stage_error_px)
     pixel_m = pixel_size_nm * 1e-9
     vignette = _vignette(tile_h, tile_w, vignetting) if vignetting else None
-    stage_y0, stage_x0 = STAGE_ORIGIN_M
     tile_paths: list[Path] = []
     entries: list[dict[str, object]] = []
     for r, c in tiles_todo:
@@ -1042,19 +1073,17 @@ def write_maps_grid(
             img, sigma=sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
         )
         img = img * gain + offset
-        centre_y = oy + (tile_h - 1) / 2.0 + float(stage_err[r - 1, c - 1, 0])
-        centre_x = ox + (tile_w - 1) / 2.0 + float(stage_err[r - 1, c - 1, 1])
-        ini = _fei_ini(
-            pixel_m, stage_y0 - centre_y * pixel_m, stage_x0 + centre_x * pixel_m, tile_h, tile_w
+        path = write_tile(
+            folder,
+            r,
+            c,
+            img,
+            origin_px=(oy, ox),
+            stage_error_px=stage_err[r - 1, c - 1],
+            pixel_m=pixel_m,
+            bit_depth=bit_depth,
         )
-        name = tile_name(r, c)
-        path = folder / name
-        tifffile.imwrite(
-            path,
-            _quantise(img, bit_depth),
-            photometric="minisblack",
-            extratags=[(FEI_TAG, "s", 0, ini, True)],
-        )
+        name = path.name
         tile_paths.append(path)
         entries.append({"row": r, "col": c, "file": name})
         done += 1

@@ -12,21 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import tifffile
 import zarr
 
 from mosaicflow.errors import ConfigError, MosaicflowError
 from mosaicflow.synth import (
-    FEI_TAG,
     GRID_FORMAT,
     LABEL_CHUNKS,
-    STAGE_ORIGIN_M,
     GridTruth,
-    _fei_ini,
-    _quantise,
     _vignette,
     add_noise,
-    tile_name,
+    write_tile,
 )
 
 __all__ = [
@@ -1223,7 +1218,6 @@ def write_hrtem_grid(
     ) * float(stage_error_px)
     pixel_m = pixel_size_nm * 1e-9
     vignette = _vignette(tile_h, tile_w, vignetting) if vignetting else None
-    stage_y0, stage_x0 = STAGE_ORIGIN_M
     paths: list[Path] = []
     entries: list[dict[str, object]] = []
     for done, (r, c) in enumerate(tiles_all, start=1):
@@ -1238,19 +1232,17 @@ def write_hrtem_grid(
             img, sigma=sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
         )
         img = img * gain + offset
-        centre_y = oy + (tile_h - 1) / 2.0 + float(stage_err[r - 1, c - 1, 0])
-        centre_x = ox + (tile_w - 1) / 2.0 + float(stage_err[r - 1, c - 1, 1])
-        ini = _fei_ini(
-            pixel_m, stage_y0 - centre_y * pixel_m, stage_x0 + centre_x * pixel_m, tile_h, tile_w
+        path = write_tile(
+            out,
+            r,
+            c,
+            img,
+            origin_px=(oy, ox),
+            stage_error_px=stage_err[r - 1, c - 1],
+            pixel_m=pixel_m,
+            bit_depth=bit_depth,
         )
-        name = tile_name(r, c)
-        path = out / name
-        tifffile.imwrite(
-            path,
-            _quantise(img, bit_depth),
-            photometric="minisblack",
-            extratags=[(FEI_TAG, "s", 0, ini, True)],
-        )
+        name = path.name
         paths.append(path)
         entries.append({"row": r, "col": c, "file": name})
         if progress is not None:

@@ -29,6 +29,7 @@ import pandas as pd
 import scipy.ndimage as ndi
 import xarray as xr
 from dask.delayed import Delayed, delayed
+from dask.graph_manipulation import clone
 from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
@@ -389,6 +390,14 @@ def regionprops_table(
     grid = _Grid(labels.chunks, depth)
     arrays = {k: as_dask(img).rechunk(labels.chunks) for k, img in images.items()}
     names = list(arrays)
+    # A stencil holds every input chunk from its edge task until its own measuring task: a band
+    # of chunk rows, growing with the mosaic's width. Where an input is a plain read (its chunk
+    # tasks and one source key, e.g. a stored image), the edge tasks read their own copy, so
+    # each read is released at once and worker memory stays a few chunks per worker.
+    sources = {
+        k: clone(a, assume_layers=False) if len(a.__dask_graph__()) <= a.npartitions + 1 else a
+        for k, a in arrays.items()
+    }
     token = tokenize(*(arrays[k].name for k in names), depth, settings)
     ny, nx = labels.numblocks
     dsk: dict[Any, Any] = {}
@@ -397,7 +406,7 @@ def regionprops_table(
             for j in range(nx):
                 dsk[(f"props-edges-{k}-{token}", i, j)] = (
                     edge_bundle,
-                    (arrays[k].name, i, j),
+                    (sources[k].name, i, j),
                     depth,
                     depth,
                 )
@@ -417,7 +426,9 @@ def regionprops_table(
             )
             parts.append(key)
     graph = HighLevelGraph.from_collections(
-        f"props-chunk-{token}", dsk, dependencies=[arrays[k] for k in names]
+        f"props-chunk-{token}",
+        dsk,
+        dependencies=[arrays[k] for k in names] + [sources[k] for k in names],
     )
     tables = []
     for key in parts:

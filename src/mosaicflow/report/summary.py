@@ -118,7 +118,13 @@ def shape_statistics(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def compare_with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
-    """Found particles against a synthetic ground truth (counts and median ECD)."""
+    """Found particles against a synthetic ground truth (counts and median ECD).
+
+    Truth rows of class ``empty`` (HRTEM synthetic data: carbon patches, not particles) are
+    not counted as particles.
+    """
+    if "class" in truth:
+        truth = truth[truth["class"] != "empty"]
     found_median = float(np.median(table[ECD])) if len(table) else float("nan")
     true_median = float(np.median(truth["ecd_nm"])) if len(truth) else float("nan")
     return {
