@@ -273,18 +273,24 @@ def measure(
         ).reshape(n, len(FOURIER_COLUMNS))
         for i, c in enumerate(FOURIER_COLUMNS):
             cols[c] = fourier[:, i]
-    index = np.arange(1, n + 1)
     images = {}
     if intensity is not None and "intensity_mean" in wanted:
         images[""] = intensity
     for name, img in (extras or {}).items():
         images[f"_{name}"] = img
-    for suffix, img in images.items():
-        img = np.asarray(img, dtype=np.float64)
-        cols[f"intensity_mean{suffix}"] = np.asarray(ndi.mean(img, local, index))
-        cols[f"intensity_std{suffix}"] = np.sqrt(np.asarray(ndi.variance(img, local, index)))
-        cols[f"intensity_min{suffix}"] = np.asarray(ndi.minimum(img, local, index), float)
-        cols[f"intensity_max{suffix}"] = np.asarray(ndi.maximum(img, local, index), float)
+    if images:
+        # Statistics over the particles' own pixels only, grouped once by particle.
+        order = np.argsort(idx, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(npx)[:-1]))
+        for suffix, img in images.items():
+            vals = np.asarray(img).ravel()[flat].astype(np.float64)
+            mean = np.bincount(idx, vals, minlength=n) / npx
+            dev = vals - mean[idx]
+            sorted_vals = vals[order]
+            cols[f"intensity_mean{suffix}"] = mean
+            cols[f"intensity_std{suffix}"] = np.sqrt(np.bincount(idx, dev * dev, minlength=n) / npx)
+            cols[f"intensity_min{suffix}"] = np.minimum.reduceat(sorted_vals, starts)
+            cols[f"intensity_max{suffix}"] = np.maximum.reduceat(sorted_vals, starts)
     h, w = image_shape
     cols["touches_edge"] = (gb[:, 0] == 0) | (gb[:, 1] == 0) | (gb[:, 2] == h) | (gb[:, 3] == w)
     if near_uncovered is not None and near_uncovered.any():
