@@ -236,3 +236,30 @@ def test_dark_polarity_keeps_the_other_side_of_the_otsu_threshold(small_grid, tm
     assert dark.stages()["probability"]["polarity"] == "dark"
     with pytest.raises(ConfigError, match="polarity"):
         base.replace("segment", polarity="grey")
+
+
+@pytest.mark.cluster
+def test_run_applies_a_saved_classifier_on_the_cluster(small_grid, client, tmp_path):
+    """classify-train's file, given as classify.model, classifies every particle of a run; the
+    stage records the classifier and the report shows its class fractions."""
+    from mosaicflow.classify import load, predict, train
+
+    first = _run(small_grid.folder, tmp_path / "a.zarr", 256)
+    table = first.read_table("particles")
+    big = table["equivalent_diameter_area"] > table["equivalent_diameter_area"].median()
+    labels = np.where(big, "large", "small")  # one class per row
+    model = tmp_path / "forest.joblib"
+    train(table, labels, n_estimators=50, cv=3, n_jobs=1).save(model)
+
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    config = config.replace("classify", model=str(model))
+    store = Pipeline(config, str(tmp_path / "b.zarr"), client=client).run()
+    classified = store.read_table("particles")
+    assert {"class", "class_probability", "proba_large", "proba_small"} <= set(classified)
+    expected = predict(table, load(model))  # the same forest on the in-memory table
+    np.testing.assert_array_equal(classified["class"], expected["class"])
+    info = store.stages()["particles"]["classifier"]
+    assert info["classes"] == ["large", "small"] and len(info["confusion"]) == 2
+    summary = json.loads((tmp_path / "b.zarr" / "report" / "summary.json").read_text())
+    fractions = {row["class"]: row["count"] for row in summary["classes"]["fractions"]}
+    assert fractions == classified["class"].value_counts().to_dict()
