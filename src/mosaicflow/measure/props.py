@@ -194,6 +194,22 @@ def _chunk_task(
     return _chunk_table(extended, i, j, grid, settings)
 
 
+def _rows_of(result: tuple[pd.DataFrame, Any, Any]) -> pd.DataFrame:
+    return result[0]
+
+
+def _giant_inputs_of(
+    result: tuple[pd.DataFrame, list[tuple[Any, ...]], np.ndarray],
+) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+    return result[1], result[2]
+
+
+def _giants_from(
+    inputs: list[tuple[list[tuple[Any, ...]], np.ndarray]], grid: _Grid, settings: dict[str, Any]
+) -> pd.DataFrame:
+    return _giants([p for p, _ in inputs], [m for _, m in inputs], grid, settings)
+
+
 def _giants(
     pieces: list[list[tuple[Any, ...]]],
     measured: list[np.ndarray],
@@ -410,7 +426,7 @@ def regionprops_table(
                     depth,
                     depth,
                 )
-    parts, pieces, owned = [], [], []
+    parts, pieces = [], []
     for i in range(ny):
         for j in range(nx):
             key = (f"props-chunk-{token}", i, j)
@@ -433,10 +449,11 @@ def regionprops_table(
     tables = []
     for key in parts:
         result: Any = Delayed(key, graph, layer=key[0])
-        tables.append(result[0])
-        pieces.append(result[1])
-        owned.append(result[2])
-    giants = delayed(_giants, pure=True)(pieces, owned, grid, settings)
+        tables.append(delayed(_rows_of, pure=True)(result))
+        # The giant task waits for every chunk: it must hold only the small part of each
+        # chunk's result, never the chunk's rows (which go to their partition at once).
+        pieces.append(delayed(_giant_inputs_of, pure=True)(result))
+    giants = delayed(_giants_from, pure=True)(pieces, grid, settings)
     return dd.from_delayed([*tables, giants], meta=empty_table(columns), verify_meta=False)
 
 
