@@ -30,6 +30,7 @@ __all__ = [
     "truth_labels",
     "write_maps_grid",
     "write_tile",
+    "write_tiles",
 ]
 
 SHAPES: tuple[str, ...] = ("sphere", "rod", "cube")
@@ -868,6 +869,103 @@ def write_tile(
     return path
 
 
+def write_tiles(
+    folder: Path,
+    render: Callable[[int, int], np.ndarray],
+    *,
+    rows: int,
+    cols: int,
+    tile_shape: tuple[int, int],
+    step: tuple[int, int],
+    overlap: float,
+    missing: Iterable[tuple[int, int]] = (),
+    pixel_size_nm: float,
+    bit_depth: int,
+    seed: int,
+    stage_error_px: float,
+    noise_sigma: float,
+    mean_level: float,
+    shot_fraction: float,
+    gain_sigma: float,
+    offset_sigma: float,
+    vignetting: float,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Path], Path, Path]:
+    """Cut a clean field into a Maps-like grid: what every synthetic grid writer shares.
+
+    ``render(oy, ox)`` returns the clean tile whose top-left pixel is ``(oy, ox)`` in the field.
+    Each tile gets vignetting, noise, its own gain and offset, a stage error and FEI metadata
+    (:func:`write_tile`); ``ground_truth/tile_origins.csv`` and ``mosaicflow-grid.json`` are
+    written too. Random streams are keyed by tile, so a missing tile changes no other.
+    Returns the tile paths, the origins CSV and the grid JSON.
+    """
+    tile_h, tile_w = tile_shape
+    step_y, step_x = step
+    missing = set(missing)
+    grid_tiles = [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]
+    origins = pd.DataFrame(
+        {
+            "row": [r for r, _ in grid_tiles],
+            "col": [c for _, c in grid_tiles],
+            "y_px": [float((r - 1) * step_y) for r, _ in grid_tiles],
+            "x_px": [float((c - 1) * step_x) for _, c in grid_tiles],
+        }
+    )
+    gt_dir = Path(folder) / "ground_truth"
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    origins_csv = gt_dir / "tile_origins.csv"
+    origins.to_csv(origins_csv, index=False)
+    # Stage errors drawn for every tile, missing or not, so removing a tile changes no other.
+    stage_err = np.random.default_rng([seed, _STREAM_STAGE]).normal(
+        0.0, 1.0, size=(rows, cols, 2)
+    ) * float(stage_error_px)
+    pixel_m = pixel_size_nm * 1e-9
+    vignette = _vignette(tile_h, tile_w, vignetting) if vignetting else None
+    present = [rc for rc in grid_tiles if rc not in missing]
+    tile_paths: list[Path] = []
+    entries: list[dict[str, object]] = []
+    for done, (r, c) in enumerate(present, start=1):
+        oy, ox = (r - 1) * step_y, (c - 1) * step_x
+        rng = np.random.default_rng([seed, _STREAM_TILE, r, c])
+        gain = 1.0 + gain_sigma * float(rng.normal())
+        offset = offset_sigma * float(rng.normal())
+        img = render(oy, ox)
+        if vignette is not None:
+            img = img * vignette
+        img = add_noise(
+            img, sigma=noise_sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
+        )
+        path = write_tile(
+            Path(folder),
+            r,
+            c,
+            img * gain + offset,
+            origin_px=(oy, ox),
+            stage_error_px=stage_err[r - 1, c - 1],
+            pixel_m=pixel_m,
+            bit_depth=bit_depth,
+        )
+        tile_paths.append(path)
+        entries.append({"row": r, "col": c, "file": path.name})
+        if progress is not None:
+            progress(done, len(present))
+    grid = {
+        "format": GRID_FORMAT,
+        "rows": rows,
+        "cols": cols,
+        "tile_height": tile_h,
+        "tile_width": tile_w,
+        "overlap": overlap,
+        "pixel_size_nm": pixel_size_nm,
+        "bit_depth": bit_depth,
+        "tiles": entries,
+        "missing": [[r, c] for r, c in sorted(missing)],
+    }
+    grid_json = Path(folder) / "mosaicflow-grid.json"
+    grid_json.write_text(json.dumps(grid, indent=2) + "\n")
+    return tile_paths, origins_csv, grid_json
+
+
 def write_maps_grid(
     out_dir: str | Path,
     *,
@@ -1039,71 +1137,30 @@ def write_maps_grid(
     particles_csv = gt_dir / "particles.csv"
     truth.to_csv(particles_csv, index=False, float_format="%.6f")
 
-    origins = pd.DataFrame(
-        {
-            "row": [r for r, _ in tiles_todo],
-            "col": [c for _, c in tiles_todo],
-            "y_px": [float((r - 1) * step_y) for r, _ in tiles_todo],
-            "x_px": [float((c - 1) * step_x) for _, c in tiles_todo],
-        }
+    tile_paths, origins_csv, grid_json = write_tiles(
+        folder,
+        lambda oy, ox: (
+            render_substrate(oy, ox, tile_h, tile_w, seed=seed, appearance=app)
+            + _render_parts(index, oy, ox, tile_h, tile_w, app)[0]
+        ),
+        rows=rows,
+        cols=cols,
+        tile_shape=(tile_h, tile_w),
+        step=(step_y, step_x),
+        overlap=overlap,
+        missing=missing,
+        pixel_size_nm=pixel_size_nm,
+        bit_depth=bit_depth,
+        seed=seed,
+        stage_error_px=stage_error_px,
+        noise_sigma=sigma,
+        mean_level=mean_level,
+        shot_fraction=shot_fraction,
+        gain_sigma=gain_sigma,
+        offset_sigma=offset_sigma,
+        vignetting=vignetting,
+        progress=None if progress is None else (lambda k, _n: progress(done + k, total)),
     )
-    origins_csv = gt_dir / "tile_origins.csv"
-    origins.to_csv(origins_csv, index=False)
-
-    # Stage errors drawn for every tile, missing or not, so removing a tile changes no other.
-    stage_err = np.random.default_rng([seed, _STREAM_STAGE]).normal(
-        0.0, 1.0, size=(rows, cols, 2)
-    ) * float(stage_error_px)
-    pixel_m = pixel_size_nm * 1e-9
-    vignette = _vignette(tile_h, tile_w, vignetting) if vignetting else None
-    tile_paths: list[Path] = []
-    entries: list[dict[str, object]] = []
-    for r, c in tiles_todo:
-        if (r, c) in missing:
-            continue
-        oy, ox = (r - 1) * step_y, (c - 1) * step_x
-        rng = np.random.default_rng([seed, _STREAM_TILE, r, c])
-        gain = 1.0 + gain_sigma * float(rng.normal())
-        offset = offset_sigma * float(rng.normal())
-        signal, _ = _render_parts(index, oy, ox, tile_h, tile_w, app)
-        img = render_substrate(oy, ox, tile_h, tile_w, seed=seed, appearance=app) + signal
-        if vignette is not None:
-            img = img * vignette
-        img = add_noise(
-            img, sigma=sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
-        )
-        img = img * gain + offset
-        path = write_tile(
-            folder,
-            r,
-            c,
-            img,
-            origin_px=(oy, ox),
-            stage_error_px=stage_err[r - 1, c - 1],
-            pixel_m=pixel_m,
-            bit_depth=bit_depth,
-        )
-        name = path.name
-        tile_paths.append(path)
-        entries.append({"row": r, "col": c, "file": name})
-        done += 1
-        if progress is not None:
-            progress(done, total)
-
-    grid = {
-        "format": GRID_FORMAT,
-        "rows": rows,
-        "cols": cols,
-        "tile_height": tile_h,
-        "tile_width": tile_w,
-        "overlap": overlap,
-        "pixel_size_nm": pixel_size_nm,
-        "bit_depth": bit_depth,
-        "tiles": entries,
-        "missing": [[r, c] for r, c in sorted(missing)],
-    }
-    grid_json = folder / "mosaicflow-grid.json"
-    grid_json.write_text(json.dumps(grid, indent=2) + "\n")
     return GridTruth(
         folder=folder,
         grid_json=grid_json,

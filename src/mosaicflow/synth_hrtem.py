@@ -4,7 +4,6 @@ exact ground truth (see ``docs/SYNTH_HRTEM.md``)."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -16,12 +15,10 @@ import zarr
 
 from mosaicflow.errors import ConfigError, MosaicflowError
 from mosaicflow.synth import (
-    GRID_FORMAT,
     LABEL_CHUNKS,
     GridTruth,
-    _vignette,
     add_noise,
-    write_tile,
+    write_tiles,
 )
 
 __all__ = [
@@ -1201,67 +1198,26 @@ def write_hrtem_grid(
     particles_csv = gt_dir / "particles.csv"
     truth.to_csv(particles_csv, index=False, float_format="%.6f")
 
-    tiles_all = [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]
-    origins = pd.DataFrame(
-        {
-            "row": [r for r, _ in tiles_all],
-            "col": [c for _, c in tiles_all],
-            "y_px": [float((r - 1) * step_y) for r, _ in tiles_all],
-            "x_px": [float((c - 1) * step_x) for _, c in tiles_all],
-        }
+    paths, origins_csv, grid_json = write_tiles(
+        out,
+        lambda oy, ox: clean[oy : oy + tile_h, ox : ox + tile_w],
+        rows=rows,
+        cols=cols,
+        tile_shape=(tile_h, tile_w),
+        step=(step_y, step_x),
+        overlap=overlap,
+        pixel_size_nm=pixel_size_nm,
+        bit_depth=bit_depth,
+        seed=seed,
+        stage_error_px=stage_error_px,
+        noise_sigma=sigma,
+        mean_level=mean_level,
+        shot_fraction=shot_fraction,
+        gain_sigma=gain_sigma,
+        offset_sigma=offset_sigma,
+        vignetting=vignetting,
+        progress=progress,
     )
-    origins_csv = gt_dir / "tile_origins.csv"
-    origins.to_csv(origins_csv, index=False)
-
-    stage_err = np.random.default_rng([seed, _STREAM_STAGE]).normal(
-        0.0, 1.0, size=(rows, cols, 2)
-    ) * float(stage_error_px)
-    pixel_m = pixel_size_nm * 1e-9
-    vignette = _vignette(tile_h, tile_w, vignetting) if vignetting else None
-    paths: list[Path] = []
-    entries: list[dict[str, object]] = []
-    for done, (r, c) in enumerate(tiles_all, start=1):
-        oy, ox = (r - 1) * step_y, (c - 1) * step_x
-        rng = np.random.default_rng([seed, _STREAM_TILE, r, c])
-        gain = 1.0 + gain_sigma * float(rng.normal())
-        offset = offset_sigma * float(rng.normal())
-        img = clean[oy : oy + tile_h, ox : ox + tile_w]
-        if vignette is not None:
-            img = img * vignette
-        img = add_noise(
-            img, sigma=sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
-        )
-        img = img * gain + offset
-        path = write_tile(
-            out,
-            r,
-            c,
-            img,
-            origin_px=(oy, ox),
-            stage_error_px=stage_err[r - 1, c - 1],
-            pixel_m=pixel_m,
-            bit_depth=bit_depth,
-        )
-        name = path.name
-        paths.append(path)
-        entries.append({"row": r, "col": c, "file": name})
-        if progress is not None:
-            progress(done, len(tiles_all))
-
-    grid = {
-        "format": GRID_FORMAT,
-        "rows": rows,
-        "cols": cols,
-        "tile_height": tile_h,
-        "tile_width": tile_w,
-        "overlap": overlap,
-        "pixel_size_nm": pixel_size_nm,
-        "bit_depth": bit_depth,
-        "tiles": entries,
-        "missing": [],
-    }
-    grid_json = out / "mosaicflow-grid.json"
-    grid_json.write_text(json.dumps(grid, indent=2) + "\n")
     return GridTruth(
         folder=out,
         grid_json=grid_json,
