@@ -19,7 +19,7 @@ Each original is measured as one label image (every polygon rasterised with
 Particles cut by the image border, and particles that kept less than 80 % of their own
 polygon after overlaps, are left out: their outline is not their shape.
 
-Synthetic data (``--synthetic N``): ``mosaicflow.synth_hrtem.particle_crops(N, seed=...)``,
+Synthetic data (``--synthetic N``): ``mosaicflow.synth.hrtem.particle_crops(N, seed=...)``,
 five classes, plain stratified 5-fold cross-validation (each crop its own particle).
 Groschner et al. (2021) reached 86 % balanced accuracy on real HRTEM.
 
@@ -50,11 +50,11 @@ from skimage.draw import polygon
 from mosaicflow.classify import (
     DEFAULT_FEATURES,
     FOURIER_COLUMNS,
+    HU_COLUMNS,
     ParticleClassifier,
     features_from_crops,
     train,
 )
-from mosaicflow.classify.forest import HU_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "real" / "tem_nanoshapes_coco"
@@ -300,9 +300,9 @@ def run_real(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def run_synthetic(args: argparse.Namespace, console: Console) -> dict[str, Any] | None:
     try:
-        synth_hrtem = importlib.import_module("mosaicflow.synth_hrtem")
+        synth_hrtem = importlib.import_module("mosaicflow.synth.hrtem")
     except ModuleNotFoundError:
-        console.print("synthetic: mosaicflow.synth_hrtem is not available; skipped")
+        console.print("synthetic: mosaicflow.synth.hrtem is not available; skipped")
         return None
     t0 = time.perf_counter()
     images, masks, classes = synth_hrtem.particle_crops(args.synthetic, seed=args.seed)

@@ -58,15 +58,15 @@ def denoisers(
     nlm = {"patch_size": 5, "patch_distance": 6, "h": 0.8 * noise, "sigma": noise}
     table = {
         "gaussian sigma=2": (
-            lambda a: restoration.gaussian(a, sigma=2.0),
+            lambda a: restoration.gaussian_filter(a, sigma=2.0),
             lambda x: ndi.gaussian_filter(x, 2.0),
         ),
         "median 3x3": (
-            lambda a: restoration.median(a, size=3),
+            lambda a: restoration.median_filter(a, size=3),
             lambda x: ndi.median_filter(x, 3),
         ),
         "nl_means p5 d6": (
-            lambda a: restoration.nl_means(a, **nlm),
+            lambda a: restoration.denoise_nl_means(a, **nlm),
             lambda x: skimage.restoration.denoise_nl_means(
                 x, fast_mode=True, preserve_range=True, **nlm
             ),

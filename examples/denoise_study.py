@@ -41,11 +41,11 @@ def denoised(image: da.Array, method: str, noise: float) -> da.Array:
     if method == "none":
         return image
     if method == "gaussian":
-        return restoration.gaussian(image, sigma=1.0)
+        return restoration.gaussian_filter(image, sigma=1.0)
     if method == "median":
-        return restoration.median(image, size=3)
+        return restoration.median_filter(image, size=3)
     h = max(0.8 * noise, 1e-6)
-    return restoration.nl_means(image, patch_size=5, patch_distance=6, h=h, sigma=noise)
+    return restoration.denoise_nl_means(image, patch_size=5, patch_distance=6, h=h, sigma=noise)
 
 
 def particle_scores(truth: np.ndarray, found: np.ndarray) -> dict[str, float]:

@@ -153,9 +153,9 @@ def test_denoise_stage_methods_and_storage_policy(small_grid, tmp_path, denoise,
         noise = restoration.estimate_sigma(mosaic)
         assert meta["noise_sigma"] == pytest.approx(noise)
         assert meta["h"] == pytest.approx(0.8 * noise)
-        expected = restoration.nl_means(mosaic, h=meta["h"], sigma=noise).values
+        expected = restoration.denoise_nl_means(mosaic, h=meta["h"], sigma=noise).values
     else:
-        expected = restoration.median(mosaic, size=3).values
+        expected = restoration.median_filter(mosaic, size=3).values
     if store_dtype == "input":
         assert stored.dtype == mosaic.dtype == np.uint8
         info = np.iinfo(np.uint8)

@@ -9,6 +9,7 @@ from mosaicflow.errors import ClusterError
 
 
 def default_workers() -> int:
+    """Local workers by default: one per core, at most 8."""
     return max(1, min(os.cpu_count() or 1, 8))
 
 

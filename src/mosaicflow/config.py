@@ -18,6 +18,8 @@ import yaml
 from mosaicflow.errors import ConfigError
 
 ENV_PREFIX = "MOSAICFLOW_"
+#: Store chunk side in pixels: a 1024x1024 uint8 chunk is 1 MiB, a few per task fit any worker.
+DEFAULT_CHUNK_PX = 1024
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,13 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    chunk: int = 1024
+    """``chunk``: side of the store's square chunks in pixels (also the Dask chunk of every
+    stage)."""
+
+    chunk: int = DEFAULT_CHUNK_PX
 
 
+#: The denoisers ``mosaicflow.restoration.denoise`` runs by name (each but ``none`` is a filter).
 DENOISE_METHODS = ("gaussian", "median", "nl_means", "none")
 
 
@@ -89,6 +95,8 @@ class SegmentConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
+    """``connectivity``: 1 (4-connected) or 2 (8-connected), as in ``skimage.measure.label``."""
+
     connectivity: int = 1
 
 
@@ -104,13 +112,18 @@ class MeasureConfig:
 @dataclass(frozen=True)
 class ClassifyConfig:
     """``model``: a random forest saved by ``mosaicflow classify-train`` (``None``: particles
-    are not classified)."""
+    are not classified). ``trust_pickle``: also read a classifier file of the old pickle-based
+    format, which can run code when loaded: only for files whose origin you trust."""
 
     model: str | None = None
+    trust_pickle: bool = False
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """``address``: ``local`` (a LocalCluster of ``n_workers`` processes) or a scheduler
+    address such as ``tcp://host:8786``."""
+
     address: str = "local"
     n_workers: int | None = None
     threads_per_worker: int = 1
@@ -215,10 +228,12 @@ class Config:
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dictionaries (YAML- and JSON-ready)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Build from nested mappings; unknown sections or keys are errors."""
         sections = {f.name: f for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -243,6 +258,7 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> Config:
+        """Read a YAML file of sections (see :meth:`from_dict`)."""
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
@@ -253,7 +269,7 @@ class Config:
         return cls.from_dict(data)
 
     def with_env(self, environ: Mapping[str, str] | None = None) -> Config:
-        """This configuration with ``MOSAICFLOW_SECTION__KEY`` variables applied."""
+        """A copy with the ``MOSAICFLOW_SECTION__KEY`` variables of ``environ`` applied."""
         environ = os.environ if environ is None else environ
         data = self.to_dict()
         for name, raw in environ.items():
@@ -293,6 +309,12 @@ def _coerce(section: str, key: str, annotation: Any, value: Any) -> Any:
         if "None" in text:
             return None
         raise ConfigError(f"{section}.{key} may not be empty")
+    if text.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{section}.{key}: expected true or false, got {value!r}")
     try:
         if text.startswith("int"):
             return int(value)

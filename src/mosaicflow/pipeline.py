@@ -7,11 +7,7 @@ stages already marked done; a failed or interrupted stage is simply run again.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,53 +19,13 @@ import pandas as pd
 from rich.console import Console
 
 from mosaicflow import __version__
-from mosaicflow.config import Config, DenoiseConfig, SynthConfig
-from mosaicflow.errors import StoreError
+from mosaicflow.config import Config
+from mosaicflow.errors import ConfigError, StoreError
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import TileSet, read_tileset
 from mosaicflow.runner import Runner
 
 STAGES = ("tiles", "mosaic", "denoised", "probability", "labels", "particles", "report")
-
-
-def synthesize(folder: str | os.PathLike[str], settings: SynthConfig) -> Any:
-    """Write the synthetic Maps-like grid described by ``settings`` into ``folder``."""
-    from mosaicflow import synth
-
-    s = settings
-    return synth.write_maps_grid(
-        Path(folder),
-        rows=s.rows,
-        cols=s.cols,
-        tile_shape=(s.tile_height, s.tile_width),
-        overlap=s.overlap,
-        stage_error_px=s.stage_error_px,
-        pixel_size_nm=s.pixel_size_nm,
-        snr=s.snr,
-        bit_depth=s.bit_depth,
-        seed=s.seed,
-    )
-
-
-def default_input(config: Config, *, console: Console | None = None) -> Path:
-    """The built-in synthetic grid for ``config.synth``, written once into the temp folder.
-
-    The folder name carries a hash of the synth settings, so the same settings reuse the same
-    (deterministic) files, and a half-written folder is never reused.
-    """
-    settings = dataclasses.asdict(config.synth)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    folder = Path(tempfile.gettempdir()) / f"mosaicflow-default-grid-{digest}"
-    done = folder / ".complete"
-    if done.exists():
-        return folder
-    if console is not None:
-        console.print(
-            f"Synthesizing the default {config.synth.rows}x{config.synth.cols} grid in {folder}"
-        )
-    synthesize(folder, config.synth)
-    done.write_text("ok\n")
-    return folder
 
 
 def _tileset_from_store(store: RunStore) -> TileSet:
@@ -141,9 +97,11 @@ class Pipeline:
         self.runner = Runner(client, console=console)
         self.store: RunStore | None = None
         self._tileset: TileSet | None = None
+        self._checked = False
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], out: str, **kwargs: Any) -> Pipeline:
+        """A pipeline for the YAML configuration at ``path`` (environment variables applied)."""
         return cls(Config.from_yaml(path).with_env(), out, **kwargs)
 
     # -- helpers --------------------------------------------------------------------------
@@ -151,23 +109,50 @@ class Pipeline:
         if self.console is not None:
             self.console.print(message)
 
-    def _open_store(self) -> RunStore:
-        probe = RunStore(self.out, mode="a") if self.resume or self.overwrite else None
-        if probe is None:
-            import fsspec
+    def preflight(self) -> None:
+        """Check everything a run needs before any heavy work or cluster start.
 
-            fs, path = fsspec.core.url_to_fs(self.out)
-            if fs.exists(path.rstrip("/") + "/zarr.json"):
+        Reads the tile headers once (the ``tiles`` stage reuses them), the checkpoint's and the
+        classifier's headers, and checks the output: a run store made with ``resume`` or
+        ``overwrite`` where one exists, never a folder or store mosaicflow did not make, never
+        the input folder or a path inside it. Raises a :class:`MosaicflowError` naming the
+        file or option at fault; writes nothing.
+        """
+        self._check_output()
+        cfg = self.config
+        if cfg.input is not None and self._tileset is None:
+            self._tileset = read_tileset(cfg.input)
+        if cfg.segment.method == "model" and cfg.segment.model:
+            from mosaicflow.segmentation import read_checkpoint_metadata
+
+            read_checkpoint_metadata(cfg.segment.model)
+        if cfg.classify.model:
+            from mosaicflow.classify import check_loadable
+
+            check_loadable(cfg.classify.model, trust_pickle=cfg.classify.trust_pickle)
+        self._checked = True
+
+    def _check_output(self) -> None:
+        if self.config.input is not None and "://" not in self.out:
+            out = Path(self.out).expanduser().resolve()
+            given = Path(self.config.input).expanduser().resolve()
+            source = given.parent if given.is_file() else given
+            if out == source or source in out.parents or out in source.parents:
                 raise StoreError(
-                    f"run store {self.out!r} already exists: pass resume=True (--resume) to "
-                    "continue it or overwrite=True (--overwrite) to replace it"
+                    f"--out {self.out!r} overlaps the input {str(given)!r}: mosaicflow never "
+                    "writes into its input; choose an output outside the acquisition folder"
                 )
-            if fs.exists(path) and fs.ls(path):
-                raise StoreError(f"output path {self.out!r} exists and is not a run store")
-        if self.overwrite:
-            store = RunStore(self.out, mode="w")
-        else:
-            store = probe or RunStore(self.out, mode="a")
+        exists = RunStore.check_target(self.out, replace=self.overwrite)
+        if exists and not (self.resume or self.overwrite):
+            raise StoreError(
+                f"run store {self.out!r} already exists: pass resume=True (--resume) to "
+                "continue it or overwrite=True (--overwrite) to replace it"
+            )
+
+    def _open_store(self) -> RunStore:
+        if not self._checked:
+            self._check_output()
+        store = RunStore(self.out, mode="w" if self.overwrite else "a")
         current = self.config.to_dict()
         stored = store.meta.get("config")
         if stored is not None:
@@ -189,10 +174,13 @@ class Pipeline:
     def _input_folder(self) -> Path:
         if self.config.input:
             return Path(self.config.input)
+        from mosaicflow.synth.default import default_input
+
         return default_input(self.config, console=self.console)
 
     @property
     def tileset(self) -> TileSet:
+        """The run's tile set (from preflight, the tiles stage, or the store when resuming)."""
         if self._tileset is None:
             assert self.store is not None
             self._tileset = _tileset_from_store(self.store)
@@ -201,7 +189,8 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------
     def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
         folder = self._input_folder()
-        tileset = read_tileset(folder)
+        # Headers read by preflight() are not read again.
+        tileset = self._tileset if self._tileset is not None else read_tileset(folder)
         store.write_table("tiles", tileset.tiles)
         truth = folder / "ground_truth" / "particles.csv"
         if truth.exists():
@@ -233,11 +222,25 @@ class Pipeline:
         return {"pixels": int(mosaic.size), "shape": list(mosaic.shape)}
 
     def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow import restoration
+
+        cfg = self.config.denoise
         mosaic = store.read_image("mosaic")
-        den, info = denoise(mosaic, self.config.denoise)
+        by_method: dict[str, dict[str, Any]] = {
+            "gaussian": {"sigma": cfg.sigma},
+            "median": {"size": cfg.size},
+            "nl_means": {
+                "patch_size": cfg.patch_size,
+                "patch_distance": cfg.patch_distance,
+                "h": cfg.h,
+                "sigma": cfg.noise_sigma,
+            },
+            "none": {},
+        }
+        den, info = restoration.denoise(mosaic, method=cfg.method, **by_method[cfg.method])
         den.attrs.update(mosaic.attrs)
-        if self.config.denoise.store_dtype == "input":
-            den = to_storage_dtype(den, mosaic.dtype)
+        if cfg.store_dtype == "input":
+            den = restoration.to_storage_dtype(den, mosaic.dtype)
         store.write_image("denoised", den, chunk=self.config.store.chunk, runner=self.runner)
         return {"pixels": int(mosaic.size), "dtype": str(den.dtype), **info}
 
@@ -275,7 +278,7 @@ class Pipeline:
         path = str(Path(str(cfg.model)).expanduser().resolve())
         meta = read_checkpoint_metadata(path)
         if self.client is not None:
-            from mosaicflow.segmentation import register_model_plugin
+            from mosaicflow.segmentation._plugin import register_model_plugin
 
             register_model_plugin(self.client, path)  # one load per worker, at most
         prob = predict(
@@ -305,9 +308,8 @@ class Pipeline:
         cut = int(prob.attrs.get("label_threshold_u8", 128))
         # Step 1's local labels wait in the store, not in worker memory, until step 3.
         chunk = self.config.store.chunk
-        if "scratch" in store.root:
-            del store.root["scratch"]
-        scratch = store.root.require_group("scratch").create_array(
+        store.remove_scratch()
+        scratch = store.scratch_array(
             "labels_local",
             shape=prob.shape,
             chunks=tuple(c[0] for c in prob.data.chunks),
@@ -316,7 +318,7 @@ class Pipeline:
         labels = label(prob >= cut, connectivity=self.config.label.connectivity, scratch=scratch)
         labels.attrs.update(prob.attrs)
         store.write_image("labels/particles", labels, chunk=chunk, runner=self.runner, label=True)
-        del store.root["scratch"]
+        store.remove_scratch()
         return {"pixels": int(prob.size)}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
@@ -337,22 +339,14 @@ class Pipeline:
         )
         table = table.map_partitions(_probability_mean, meta=_probability_mean(table._meta))
         info: dict[str, Any] = {}
-        if self.config.classify.model:
-            from mosaicflow.classify import forest
+        cfg = self.config.classify
+        if cfg.model:
+            from mosaicflow.classify import load, predict
 
-            classifier = forest.load(self.config.classify.model)
-            table = forest.predict(table, classifier)
+            classifier = load(cfg.model, trust_pickle=cfg.trust_pickle)
+            table = predict(table, classifier)
             info["classifier"] = classifier.summary()
-        path = store.table_path("particles")
-        if store._fs.exists(path):
-            store._fs.rm(path, recursive=True)
-        written = table.to_parquet(
-            path,
-            write_index=False,
-            compute=False,
-            storage_options=store.storage_options or None,
-        )
-        self.runner.compute(written, "particles")
+        store.write_table("particles", table, runner=self.runner)
         n = store.count_rows("particles")
         return {"pixels": int(labels.size), "n_particles": n, **info}
 
@@ -363,10 +357,21 @@ class Pipeline:
         return {"pixels": 0, "n_particles": summary["particles"]["count"]}
 
     # -- driver ---------------------------------------------------------------------------
-    def run(self, *, stop_after: str | None = None) -> RunStore:
-        """Run (or resume) every stage; returns the store. Raises on the first failed stage."""
+    def run(self, *, client: Any = None, stop_after: str | None = None) -> RunStore:
+        """Run (or resume) every stage; returns the store. Raises on the first failed stage.
+
+        Parameters
+        ----------
+        client : distributed.Client, optional
+            Where to compute (replaces the one given to the constructor).
+        stop_after : str, optional
+            Last stage to run, one of :data:`STAGES`.
+        """
         if stop_after is not None and stop_after not in STAGES:
-            raise ValueError(f"stop_after must be one of {STAGES}, got {stop_after!r}")
+            raise ConfigError(f"stop_after must be one of {STAGES}, got {stop_after!r}")
+        if client is not None:
+            self.client = client
+            self.runner = Runner(client, console=self.console)
         store = self.store = self._open_store()
         if self.client is not None:
             self._say(f"Dask dashboard: {self.client.dashboard_link}")
@@ -395,30 +400,6 @@ class Pipeline:
         return store
 
 
-def denoise(mosaic: Any, cfg: DenoiseConfig) -> tuple[Any, dict[str, Any]]:
-    """The configured denoiser applied to ``mosaic`` (lazy float32), and what was used."""
-    from mosaicflow import restoration
-
-    if cfg.method == "gaussian":
-        return restoration.gaussian(mosaic, sigma=cfg.sigma), {"method": "gaussian"}
-    if cfg.method == "median":
-        return restoration.median(mosaic, size=cfg.size), {"method": "median"}
-    if cfg.method == "nl_means":
-        noise = cfg.noise_sigma
-        if noise is None:
-            noise = restoration.estimate_sigma(mosaic)
-        h = cfg.h if cfg.h is not None else max(0.8 * noise, 1e-6)
-        out = restoration.nl_means(
-            mosaic,
-            patch_size=cfg.patch_size,
-            patch_distance=cfg.patch_distance,
-            h=h,
-            sigma=noise,
-        )
-        return out, {"method": "nl_means", "noise_sigma": noise, "h": h}
-    return mosaic.astype("float32"), {"method": "none"}
-
-
 def _probability_mean(part: pd.DataFrame) -> pd.DataFrame:
     """Mean segmentation probability (0..1) from the stored uint8 layer's statistics."""
     part = part.drop(columns=[f"intensity_{s}_probability" for s in ("std", "min", "max")]).rename(
@@ -426,14 +407,3 @@ def _probability_mean(part: pd.DataFrame) -> pd.DataFrame:
     )
     part["probability_mean"] = part["probability_mean"] / 255.0
     return part
-
-
-def to_storage_dtype(image: Any, dtype: Any) -> Any:
-    """Round and clip a float image into an integer ``dtype`` (float dtypes: float32)."""
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.integer):
-        return image.astype(np.float32)
-    info = np.iinfo(dtype)
-    out = image.round().clip(info.min, info.max).astype(dtype)
-    out.attrs.update(image.attrs)
-    return out

@@ -1,22 +1,22 @@
-"""Particle classification: features, a random forest on the particle table, class fractions."""
+"""Particle classification: features, a random forest on the particle table, class fractions.
+
+Modules: ``model`` (the classifier object and its features), ``train``, ``predict``,
+``labels`` (training labels from a file), ``fileformat`` (save/load: a file that never runs
+code when read) with ``forest_arrays`` (the forest as plain arrays), ``metrics`` (class
+fractions and their intervals), ``crops`` (table rows for hand-picked crops).
+"""
 
 from __future__ import annotations
 
 from mosaicflow.classify.crops import features_from_crops
-from mosaicflow.classify.features import FOURIER_COLUMNS, fourier_features, radial_profile
-from mosaicflow.classify.forest import (
-    DEFAULT_FEATURES,
-    SHAPE_FEATURES,
-    ClassifierError,
-    ParticleClassifier,
-    add_derived_features,
-    feret_ratio,
-    labels_from_file,
+from mosaicflow.classify.fileformat import (
+    FORMAT_VERSION,
+    check_loadable,
     load,
-    predict,
     read_header,
-    train,
+    save,
 )
+from mosaicflow.classify.labels import labels_from_file
 from mosaicflow.classify.metrics import (
     UNCLASSIFIED,
     adjusted_fractions,
@@ -24,10 +24,26 @@ from mosaicflow.classify.metrics import (
     class_fractions,
     wilson_interval,
 )
+from mosaicflow.classify.model import (
+    DEFAULT_FEATURES,
+    DERIVED_FEATURES,
+    HU_COLUMNS,
+    SHAPE_FEATURES,
+    ParticleClassifier,
+    add_derived_features,
+    feret_ratio,
+)
+from mosaicflow.classify.predict import output_columns, predict
+from mosaicflow.classify.train import train
+from mosaicflow.errors import ClassifierError
+from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features, radial_profile
 
 __all__ = [
     "DEFAULT_FEATURES",
+    "DERIVED_FEATURES",
+    "FORMAT_VERSION",
     "FOURIER_COLUMNS",
+    "HU_COLUMNS",
     "SHAPE_FEATURES",
     "UNCLASSIFIED",
     "ClassifierError",
@@ -35,15 +51,18 @@ __all__ = [
     "add_derived_features",
     "adjusted_fractions",
     "balanced_accuracy_from_confusion",
+    "check_loadable",
     "class_fractions",
     "features_from_crops",
     "feret_ratio",
     "fourier_features",
     "labels_from_file",
     "load",
+    "output_columns",
     "predict",
     "radial_profile",
     "read_header",
+    "save",
     "train",
     "wilson_interval",
 ]

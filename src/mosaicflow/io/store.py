@@ -10,7 +10,7 @@ after every chunk it writes is written.
 from __future__ import annotations
 
 import datetime as _dt
-import math
+from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
@@ -20,76 +20,93 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
+from mosaicflow.io.ome import OME_VERSION, write_multiscale
 from mosaicflow.runner import Runner
 
 IMAGES = ("mosaic", "denoised", "probability")
 LABELS = ("particles",)
-OME_VERSION = "0.5"
+#: Marks a run store's root group (attributes ``mosaicflow.format``).
+RUN_FORMAT = "mosaicflow-run/1"
+#: The entries a run writes at the root of its store; nothing else is ever removed.
+RUN_ENTRIES = frozenset({"zarr.json", *IMAGES, "labels", "tables", "report", "scratch"})
+
+
+def _root_attrs(fs: Any, path: str) -> dict[str, Any] | None:
+    """The ``mosaicflow`` attributes of the Zarr group at ``path``, or None if it is not a run
+    store (no group, unreadable metadata, or no attributes of ours)."""
+    import json
+
+    meta_path = path.rstrip("/") + "/zarr.json"
+    try:
+        if not fs.exists(meta_path):
+            return None
+        with fs.open(meta_path, "rb") as fh:
+            meta = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes", {}).get("mosaicflow") if isinstance(meta, dict) else None
+    if not isinstance(attrs, dict):
+        return None
+    # Stores written before the format marker carry the run's version and stage record.
+    if attrs.get("format") == RUN_FORMAT or {"version", "stages"} <= set(attrs):
+        return attrs
+    return None
 
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def _write_block(block: np.ndarray, target: zarr.Array, block_info: Any = None) -> np.ndarray:
-    loc = block_info[0]["array-location"]
-    target[tuple(slice(a, b) for a, b in loc)] = block
-    return np.ones((1,) * block.ndim, dtype=np.uint8)
-
-
-def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: str) -> None:
-    """Write a Dask array into a Zarr array chunk by chunk, on the workers.
-
-    The Dask chunks must equal the Zarr chunks (the last ones may be shorter), so that no two
-    tasks write the same Zarr chunk.
-    """
-    expected = da.core.normalize_chunks(target.chunks, arr.shape)
-    if arr.chunks != expected:
-        arr = arr.rechunk(target.chunks)
-    markers = da.map_blocks(
-        _write_block,
-        arr,
-        target=target,
-        chunks=tuple((1,) * len(c) for c in arr.chunks),
-        dtype=np.uint8,
-        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
-    )
-    written = runner.compute(markers, description)
-    if int(np.asarray(written).sum()) != arr.npartitions:
-        raise StoreError(
-            f"{description}: only {int(written.sum())} of {arr.npartitions} chunks written"
-        )
-
-
-def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
-    return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
-
-
 class RunStore:
     """One run's Zarr v3 group (local path or fsspec URL such as ``s3://bucket/run.zarr``).
+
+    The store is the only door to a run's files: the pipeline, the command line and the report
+    read and write through its methods, never through its file system.
 
     Parameters
     ----------
     url : str
         Where the store lives.
     mode : {"r", "a", "w"}
-        ``"w"`` creates (replacing any existing store), ``"a"`` opens or creates, ``"r"`` reads.
+        ``"r"`` reads a run store; ``"a"`` opens one or creates one where nothing is (a missing
+        path or an empty folder); ``"w"`` creates one, replacing a run store already there.
     storage_options : dict, optional
         Passed to fsspec for remote stores.
+
+    Raises
+    ------
+    StoreError
+        ``url`` holds something mosaicflow did not make (a folder of other files, another
+        program's Zarr store); it is never written into or deleted. Or, with ``"r"``, there is no
+        run store at ``url``.
+
+    Notes
+    -----
+    A run store is recognised by the ``mosaicflow`` attributes of its root group, written when
+    the store is created. Replacing one (``mode="w"``) removes only the entries a run writes
+    (:data:`RUN_ENTRIES`) and refuses if anything else lies beside them.
     """
 
     def __init__(
         self, url: str, *, mode: str = "a", storage_options: dict[str, Any] | None = None
     ) -> None:
-        self.url = str(url)
+        if mode not in ("r", "a", "w"):
+            raise StoreError(f"run store mode must be 'r', 'a' or 'w', got {mode!r}")
+        self.url = str(url).rstrip("/")
         self.storage_options = storage_options or {}
-        fs, _ = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self._fs = fs
-        if mode == "r" and not self._exists():
+        self._path = path
+        state = self._state()
+        if state == "foreign":
+            raise StoreError(self._foreign_message())
+        if mode == "r" and state != "run":
             raise StoreError(f"run store {self.url!r} does not exist")
-        if mode == "w" and self._exists():
-            fs.rm(self.url, recursive=True)
+        if mode == "w" and state == "run":
+            self._clear()
+            state = "empty"
         kwargs: dict[str, Any] = {"zarr_format": 3}
         if self.storage_options:
             kwargs["storage_options"] = self.storage_options
@@ -99,9 +116,79 @@ class RunStore:
             raise StoreError(
                 f"run store {self.url!r}: cannot open as a Zarr v3 group ({exc})"
             ) from exc
+        if state == "empty":
+            self.root.attrs["mosaicflow"] = {"format": RUN_FORMAT}
 
-    def _exists(self) -> bool:
-        return bool(self._fs.exists(self.url.rstrip("/") + "/zarr.json"))
+    @classmethod
+    def check_target(
+        cls, url: str, *, replace: bool, storage_options: dict[str, Any] | None = None
+    ) -> bool:
+        """Check, without writing anything, that a run may write to ``url``.
+
+        Returns whether a run store is already there. Raises :class:`StoreError` where the
+        constructor would (something else is there), and where ``replace`` is set and the run
+        store holds entries a run does not write.
+        """
+        probe = cls.__new__(cls)
+        probe.url = str(url).rstrip("/")
+        probe.storage_options = storage_options or {}
+        probe._fs, probe._path = fsspec.core.url_to_fs(probe.url, **probe.storage_options)
+        state = probe._state()
+        if state == "foreign":
+            raise StoreError(probe._foreign_message())
+        if state == "run" and replace:
+            probe._foreign_entries(raise_error=True)
+        return state == "run"
+
+    @classmethod
+    def is_run_store(cls, url: str, *, storage_options: dict[str, Any] | None = None) -> bool:
+        """Whether ``url`` holds a run store that mosaicflow made."""
+        fs, path = fsspec.core.url_to_fs(str(url).rstrip("/"), **(storage_options or {}))
+        return _root_attrs(fs, path) is not None
+
+    def _state(self) -> str:
+        """``"run"`` (a run store), ``"empty"`` (nothing there) or ``"foreign"`` (anything else)."""
+        if _root_attrs(self._fs, self._path) is not None:
+            return "run"
+        if not self._fs.exists(self._path):
+            return "empty"
+        if self._fs.isfile(self._path) or self._fs.ls(self._path, detail=False):
+            return "foreign"
+        return "empty"
+
+    def _foreign_message(self) -> str:
+        if self._fs.isfile(self._path):
+            return f"output path {self.url!r} is a file, not a run store; choose another --out"
+        if self._fs.exists(self._path + "/zarr.json"):
+            return (
+                f"output path {self.url!r} is a Zarr store that mosaicflow did not make; it is "
+                "left untouched: choose another --out"
+            )
+        names = sorted(e.rsplit("/", 1)[-1] for e in self._fs.ls(self._path, detail=False))
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        return (
+            f"output path {self.url!r} is a folder that is not a run store (it holds "
+            f"{len(names)} entries: {shown}); mosaicflow never writes into or deletes it: "
+            "choose another --out"
+        )
+
+    def _foreign_entries(self, *, raise_error: bool) -> dict[str, str]:
+        """The store's root entries by name; with ``raise_error``, refuse any a run does not
+        write."""
+        entries = {e.rsplit("/", 1)[-1]: e for e in self._fs.ls(self._path, detail=False)}
+        foreign = sorted(set(entries) - RUN_ENTRIES)
+        if foreign and raise_error:
+            raise StoreError(
+                f"run store {self.url!r} also holds entries a run does not write "
+                f"({', '.join(foreign)}); it is not replaced: move them away or choose "
+                "another --out"
+            )
+        return entries
+
+    def _clear(self) -> None:
+        entries = self._foreign_entries(raise_error=True)
+        for name in RUN_ENTRIES & set(entries):
+            self._fs.rm(entries[name], recursive=True)
 
     # -- run attributes -------------------------------------------------------------------
     @property
@@ -110,14 +197,17 @@ class RunStore:
         return dict(self.root.attrs.get("mosaicflow", {}))
 
     def update_meta(self, **values: Any) -> None:
+        """Merge ``values`` into the ``mosaicflow`` attributes."""
         meta = self.meta
         meta.update(values)
         self.root.attrs["mosaicflow"] = meta
 
     def stages(self) -> dict[str, dict[str, Any]]:
+        """Each stage's recorded status, timings and details."""
         return dict(self.meta.get("stages", {}))
 
     def stage_done(self, stage: str) -> bool:
+        """Whether ``stage`` is recorded as done."""
         return self.stages().get(stage, {}).get("status") == "done"
 
     def set_stage(self, stage: str, status: str, **info: Any) -> None:
@@ -134,73 +224,18 @@ class RunStore:
         name: str,
         image: xr.DataArray,
         *,
-        chunk: int = 1024,
+        chunk: int = DEFAULT_CHUNK_PX,
         runner: Runner | None = None,
         label: bool = False,
     ) -> None:
-        """Write ``image`` as an OME-Zarr multiscale image at ``name`` (e.g. ``labels/particles``).
-
-        Level 0 is written from the Dask graph by the workers, then each further level is
-        computed from the stored level above (2x2 mean for images, every second pixel for
-        labels, which keeps label values intact).
-        """
-        runner = runner or Runner()
-        data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
-        pixel = [float(v) for v in image.attrs.get("pixel_size_nm", (1.0, 1.0))]
-        origin = [
-            float(image["y"][0]) if image.sizes["y"] else 0.0,
-            float(image["x"][0]) if image.sizes["x"] else 0.0,
-        ]
+        """Write ``image`` as an OME-Zarr multiscale image at ``name`` (e.g. ``labels/particles``),
+        replacing any earlier one; see :func:`mosaicflow.io.ome.write_multiscale`."""
         if name in self.root:
             del self.root[name]
         group = self.root.require_group(name)
-        levels = _levels_for(data.shape, chunk)
-        datasets = []
-        for level in range(levels):
-            if level:
-                prev = da.from_zarr(group[str(level - 1)])
-                if label:
-                    data = prev[::2, ::2]
-                else:
-                    data = da.coarsen(
-                        np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True
-                    )
-                    data = _cast_like(data, prev.dtype)
-            target = group.create_array(
-                str(level),
-                shape=data.shape,
-                chunks=(min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1),
-                dtype=data.dtype,
-                fill_value=0,
-                dimension_names=("y", "x"),
-                overwrite=True,
-            )
-            store_array(data, target, runner, f"{name}[{level}]" if level else name)
-            scale = [p * 2**level for p in pixel]
-            shift = [o + (s - p) / 2 for o, s, p in zip(origin, scale, pixel, strict=True)]
-            datasets.append(
-                {
-                    "path": str(level),
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": scale},
-                        {"type": "translation", "translation": shift},
-                    ],
-                }
-            )
-        ome: dict[str, Any] = {
-            "version": OME_VERSION,
-            "multiscales": [
-                {
-                    "name": name.split("/")[-1],
-                    "axes": [
-                        {"name": "y", "type": "space", "unit": "nanometer"},
-                        {"name": "x", "type": "space", "unit": "nanometer"},
-                    ],
-                    "datasets": datasets,
-                    "type": "nearest" if label else "mean",
-                }
-            ],
-        }
+        ome = write_multiscale(
+            group, image, name=name, chunk=chunk, runner=runner or Runner(), label=label
+        )
         if label:
             ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../denoised"}}
             labels_group = self.root.require_group("labels")
@@ -212,7 +247,34 @@ class RunStore:
         group.attrs.update({"ome": ome, "mosaicflow": dict(image.attrs)})
 
     def has_image(self, name: str) -> bool:
+        """Whether image ``name`` (e.g. ``"mosaic"``, ``"labels/particles"``) has a level 0."""
         return name in self.root and "0" in self.root[name]
+
+    def image_levels(self, name: str) -> list[int]:
+        """Pyramid levels of image ``name`` both declared in its metadata and stored."""
+        if name not in self.root:
+            return []
+        group: Any = self.root[name]
+        try:
+            declared = group.attrs["ome"]["multiscales"][0]["datasets"]
+        except (KeyError, IndexError):
+            declared = [{"path": "0"}]
+        paths = {str(d.get("path")) for d in declared}
+        return sorted(int(p) for p in paths & set(group.array_keys()) if p.isdigit())
+
+    def open_level(self, name: str, level: int = 0) -> zarr.Array:
+        """The stored Zarr array of one pyramid level, for windowed reads without Dask."""
+        if not self.has_image(name) or str(level) not in self.root[name]:
+            raise StoreError(f"run store {self.url!r} has no level {level} of image {name!r}")
+        return self.root[name][str(level)]
+
+    def image_transform(self, name: str, level: int = 0) -> tuple[list[float], list[float]]:
+        """``(scale, translation)`` in nm of one level, from its OME-Zarr metadata."""
+        if not self.has_image(name):
+            raise StoreError(f"run store {self.url!r} has no image {name!r}")
+        group: Any = self.root[name]
+        ds = group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
+        return list(ds[0]["scale"]), list(ds[1]["translation"])
 
     def read_image(self, name: str, level: int = 0) -> xr.DataArray:
         """Return level ``level`` of the stored image ``name`` as a Dask-backed DataArray."""
@@ -220,8 +282,7 @@ class RunStore:
             raise StoreError(f"run store {self.url!r} has no image {name!r}")
         group: Any = self.root[name]
         arr = da.from_zarr(group[str(level)])
-        ms = group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
-        scale, shift = ms[0]["scale"], ms[1]["translation"]
+        scale, shift = self.image_transform(name, level)
         coords = {
             "y": shift[0] + np.arange(arr.shape[0]) * scale[0],
             "x": shift[1] + np.arange(arr.shape[1]) * scale[1],
@@ -232,41 +293,115 @@ class RunStore:
             arr, dims=("y", "x"), coords=coords, name=name.split("/")[-1], attrs=attrs
         )
 
+    # -- scratch --------------------------------------------------------------------------
+    def scratch_array(
+        self, name: str, *, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: Any
+    ) -> zarr.Array:
+        """A fresh array ``scratch/<name>`` for a stage's intermediate data (replaces any old)."""
+        group = self.root.require_group("scratch")
+        if name in group:
+            del group[name]
+        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype)
+
+    def remove_scratch(self) -> None:
+        """Delete ``scratch/`` and everything in it."""
+        if "scratch" in self.root:
+            del self.root["scratch"]
+
     # -- tables ---------------------------------------------------------------------------
     def table_path(self, name: str) -> str:
-        return f"{self.url.rstrip('/')}/tables/{name}.parquet"
+        """URL of table ``name`` (a Parquet file, or a folder of parts written by workers)."""
+        return f"{self.url}/tables/{name}.parquet"
 
-    def write_table(self, name: str, table: pd.DataFrame) -> str:
+    def write_table(self, name: str, table: Any, *, runner: Runner | None = None) -> str:
+        """Write a pandas DataFrame (one file) or a Dask DataFrame (one part per partition,
+        written by the workers through ``runner``), replacing any earlier table ``name``."""
+        self.remove_table(name)
         path = self.table_path(name)
-        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        table.to_parquet(path, index=False, storage_options=self.storage_options or None)
+        options = self.storage_options or None
+        if isinstance(table, pd.DataFrame):
+            self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            table.to_parquet(path, index=False, storage_options=options)
+        else:
+            written = table.to_parquet(
+                path, write_index=False, compute=False, storage_options=options
+            )
+            (runner or Runner()).compute(written, name)
         return path
 
     def has_table(self, name: str) -> bool:
+        """Whether table ``name`` is stored."""
         return bool(self._fs.exists(self.table_path(name)))
+
+    def remove_table(self, name: str) -> None:
+        """Delete table ``name`` if it is stored."""
+        path = self.table_path(name)
+        if self._fs.exists(path):
+            self._fs.rm(path, recursive=True)
+
+    def _dataset(self, name: str) -> Any:
+        import pyarrow.dataset as ds
+
+        if not self.has_table(name):
+            raise StoreError(f"run store {self.url!r} has no table {name!r}")
+        fs, path = fsspec.core.url_to_fs(self.table_path(name), **self.storage_options)
+        return ds.dataset(path, filesystem=fs, format="parquet")
+
+    def table_columns(self, name: str) -> list[str]:
+        """Column names of table ``name``, from its Parquet schema (reads no data)."""
+        return list(self._dataset(name).schema.names)
 
     def count_rows(self, name: str) -> int:
         """Rows of a stored table, from the Parquet footers (reads no data)."""
-        import pyarrow.dataset as ds
+        return int(self._dataset(name).count_rows())
 
-        fs, path = fsspec.core.url_to_fs(self.table_path(name), **self.storage_options)
-        return int(ds.dataset(path, filesystem=fs, format="parquet").count_rows())
+    def read_table(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Table ``name`` as pandas, sorted by ``label`` where it has one.
 
-    def read_table(self, name: str) -> pd.DataFrame:
+        ``columns`` reads only those (each must exist), which keeps a million-row table with a
+        hundred columns small in memory.
+        """
         if not self.has_table(name):
             raise StoreError(f"run store {self.url!r} has no table {name!r}")
-        table = pd.read_parquet(self.table_path(name), storage_options=self.storage_options or None)
+        table = pd.read_parquet(
+            self.table_path(name),
+            columns=None if columns is None else list(columns),
+            storage_options=self.storage_options or None,
+        )
         # A table written by the workers comes in chunk order, one part per chunk.
         if "label" in table.columns and not table["label"].is_monotonic_increasing:
             table = table.sort_values("label", ignore_index=True)
         return table
 
+    # -- report files ---------------------------------------------------------------------
+    def report_path(self, name: str) -> str:
+        """URL of file ``name`` of the run's report."""
+        return f"{self.url}/report/{name}"
 
-def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return da.clip(da.round(data), info.min, info.max).astype(dtype)
-    return data.astype(dtype)
+    def clear_report(self) -> None:
+        """Remove the report folder (a rerun must not leave an earlier run's figures behind)."""
+        path = f"{self.url}/report"
+        if self._fs.exists(path):
+            self._fs.rm(path, recursive=True)
+
+    def write_report_file(self, name: str, data: bytes | str) -> str:
+        """Write ``report/<name>`` (bytes, or text as UTF-8); returns its URL."""
+        path = self.report_path(name)
+        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        payload = data.encode() if isinstance(data, str) else data
+        with self._fs.open(path, "wb") as fh:
+            fh.write(payload)
+        return path
+
+    def read_report_json(self, name: str) -> Any:
+        """Parse ``report/<name>`` as JSON."""
+        import json
+
+        path = self.report_path(name)
+        if not self._fs.exists(path):
+            raise StoreError(f"run store {self.url!r} has no report file {name!r}")
+        with self._fs.open(path, "rb") as fh:
+            return json.loads(fh.read())
 
 
 def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.Dataset:

@@ -1,15 +1,18 @@
 """Measurement kernel: one table row per particle of an in-memory label array (no Dask here).
 
-Geometry comes from ``skimage.measure.regionprops`` on the particles' own pixels (so values equal
-scikit-image's whole-image table), computed in pixels and scaled by an isotropic pixel size;
-intensity statistics are ``scipy.ndimage`` reductions over the labelled pixels; the derived shape
-descriptors and the Fourier features are ours.
+Every column is computed for all particles at once from their own pixels (``np.bincount`` by
+particle): moments, scikit-image's 4-connected perimeter and the intensity statistics; only the
+convex hull (solidity, convex area, Feret diameters), the Hu invariants and the Fourier features
+are computed particle by particle. The values equal scikit-image's whole-image table; they are
+computed in pixels and scaled by an isotropic pixel size as :data:`LENGTH_COLUMNS`,
+:data:`AREA_COLUMNS` and :data:`PER_LENGTH_COLUMNS` say. This module is the one home of the
+table's column names, groups and units.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,8 +22,22 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours, moments_hu
 from skimage.morphology import convex_hull_image
 
-from mosaicflow.classify.features import FOURIER_COLUMNS, fourier_features
+from mosaicflow.errors import ConfigError
+from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features
 
+#: Identity, size, position and bounding box (pixels, end exclusive) of every particle.
+BASE_COLUMNS: tuple[str, ...] = (
+    "label",
+    "num_pixels",
+    "area",
+    "equivalent_diameter_area",
+    "centroid-0",
+    "centroid-1",
+    "bbox-0",
+    "bbox-1",
+    "bbox-2",
+    "bbox-3",
+)
 #: Geometry columns, in table order, with scikit-image's names where they exist.
 SHAPE_COLUMNS: tuple[str, ...] = (
     "perimeter",
@@ -38,21 +55,33 @@ SHAPE_COLUMNS: tuple[str, ...] = (
     "boundary_area_ratio",
     *(f"moments_hu-{k}" for k in range(7)),
 )
-BASE_COLUMNS: tuple[str, ...] = (
-    "label",
-    "num_pixels",
-    "area",
-    "equivalent_diameter_area",
-    "centroid-0",
-    "centroid-1",
-    "bbox-0",
-    "bbox-1",
-    "bbox-2",
-    "bbox-3",
-)
 INTENSITY_STATS: tuple[str, ...] = ("mean", "std", "min", "max")
+#: Statistics of the intensity image over each particle's pixels.
+INTENSITY_COLUMNS: tuple[str, ...] = tuple(f"intensity_{s}" for s in INTENSITY_STATS)
 FLAG_COLUMNS: tuple[str, ...] = ("touches_edge", "touches_uncovered", "touches_chunk")
-#: Columns whose unit is a length (scaled by the pixel size) or an area (by its square).
+#: The column groups, in table order.
+GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "basic": BASE_COLUMNS,
+    "shape": SHAPE_COLUMNS,
+    "intensity": INTENSITY_COLUMNS,
+    "features": FOURIER_COLUMNS,
+    "flags": FLAG_COLUMNS,
+}
+#: The group names; all of them are the default ``properties`` (the whole table).
+PROPERTY_GROUPS: tuple[str, ...] = tuple(GROUP_COLUMNS)
+#: Columns that are mosaicflow's own: scikit-image has no property of that name.
+OWN_COLUMNS: tuple[str, ...] = (
+    "feret_diameter_min",
+    "circularity",
+    "aspect_ratio",
+    "roundness",
+    "boundary_area_ratio",
+    *FOURIER_COLUMNS,
+    *FLAG_COLUMNS,
+)
+#: Columns whose unit is a length (scaled by the pixel size), an area (by its square) or the
+#: inverse of a length (divided by the pixel size). Centroids are positions:
+#: ``origin + px * pixel size``.
 LENGTH_COLUMNS = frozenset(
     {
         "perimeter",
@@ -64,24 +93,79 @@ LENGTH_COLUMNS = frozenset(
     }
 )
 AREA_COLUMNS = frozenset({"area", "area_convex"})
+PER_LENGTH_COLUMNS = frozenset({"boundary_area_ratio"})
 INTEGER_COLUMNS = frozenset({"num_pixels", "bbox-0", "bbox-1", "bbox-2", "bbox-3"})
 
 
-def table_columns(
-    *, shape: bool, intensity: bool, extras: Sequence[str], features: bool
-) -> list[str]:
-    """The table's columns, in order, for the chosen groups."""
+def extra_intensity_columns(name: str) -> list[str]:
+    """Columns of the extra intensity image ``name``: ``intensity_<stat>_<name>``."""
+    return [f"{c}_{name}" for c in INTENSITY_COLUMNS]
+
+
+def _skimage_properties() -> dict[str, tuple[str, ...]]:
+    props: dict[str, list[str]] = {}
+    for column in (*BASE_COLUMNS, *SHAPE_COLUMNS, *INTENSITY_COLUMNS):
+        if column not in OWN_COLUMNS:
+            # scikit-image names the k-th element of an array property ``<name>-<k>``.
+            props.setdefault(column.split("-")[0], []).append(column)
+    return {name: tuple(columns) for name, columns in props.items()}
+
+
+#: The scikit-image properties the kernel computes, each with the columns it becomes in
+#: ``skimage.measure.regionprops_table`` of a 2-D image, in scikit-image's order.
+SKIMAGE_PROPERTIES: dict[str, tuple[str, ...]] = _skimage_properties()
+
+
+def table_columns(groups: Collection[str], *, intensity: bool, extras: Sequence[str]) -> list[str]:
+    """The table's columns, in table order, for a selection of :data:`GROUP_COLUMNS`.
+
+    ``basic``, the flags and the statistics of the ``extras`` images are always in; the
+    ``intensity`` and ``features`` groups only with an intensity image.
+    """
     cols = list(BASE_COLUMNS)
-    if shape:
+    if "shape" in groups:
         cols += SHAPE_COLUMNS
-    if intensity:
-        cols += [f"intensity_{s}" for s in INTENSITY_STATS]
+    if intensity and "intensity" in groups:
+        cols += INTENSITY_COLUMNS
     for name in extras:
-        cols += [f"intensity_{s}_{name}" for s in INTENSITY_STATS]
-    if intensity and features:
+        cols += extra_intensity_columns(name)
+    if intensity and "features" in groups:
         cols += FOURIER_COLUMNS
     cols += FLAG_COLUMNS
     return cols
+
+
+def property_columns(properties: Any, *, intensity: bool, extras: Sequence[str]) -> list[str]:
+    """The columns that ``properties`` names, in order; ``properties`` as in
+    :func:`mosaicflow.measure.regionprops_table` (whose ConfigError this raises)."""
+    names = [properties] if isinstance(properties, str) else list(properties)
+    if not names:
+        raise ConfigError("regionprops_table: properties is empty; name at least one property")
+    if all(isinstance(name, str) and name in GROUP_COLUMNS for name in names):
+        return table_columns(names, intensity=intensity, extras=extras)
+    extra_columns = [c for name in extras for c in extra_intensity_columns(name)]
+    every = table_columns(GROUP_COLUMNS, intensity=True, extras=extras)
+    vocabulary: dict[str, tuple[str, ...]] = {c: (c,) for c in every}
+    vocabulary.update(SKIMAGE_PROPERTIES)
+    vocabulary.update(GROUP_COLUMNS)
+    vocabulary["intensity"] = (*INTENSITY_COLUMNS, *extra_columns)
+    unknown = [name for name in names if not isinstance(name, str) or name not in vocabulary]
+    if unknown:
+        raise ConfigError(
+            f"regionprops_table: unknown or uncomputable properties {unknown}; valid names are "
+            f"the scikit-image properties {list(SKIMAGE_PROPERTIES)}, the groups "
+            f"{list(PROPERTY_GROUPS)}, mosaicflow's own columns "
+            f"{[*OWN_COLUMNS, *extra_columns]} and any single column of the table (such as "
+            "'centroid-0')"
+        )
+    columns = list(dict.fromkeys(c for name in names for c in vocabulary[name]))
+    need_image = [c for c in columns if c in INTENSITY_COLUMNS or c in FOURIER_COLUMNS]
+    if need_image and not intensity:
+        raise ConfigError(
+            f"regionprops_table: {need_image} are measured on an intensity image; pass "
+            "intensity_image"
+        )
+    return columns
 
 
 def empty_table(columns: Sequence[str]) -> pd.DataFrame:
@@ -208,9 +292,7 @@ def measure(
 ) -> pd.DataFrame:
     """Rows for the particles ``keep`` (label values), each wholly inside ``labels``.
 
-    Moments, perimeters and intensity statistics are computed for all particles at once from
-    their pixels (``np.bincount`` by particle); only the convex hull (solidity, Feret
-    diameters) and the Fourier features are computed particle by particle.
+    Only what the ``columns`` need is computed (see the module docstring for how).
 
     Parameters
     ----------
@@ -225,7 +307,8 @@ def measure(
     origin : (float, float)
         Physical coordinate of the image's pixel (0, 0); centroids are ``origin + px * spacing``.
     columns : sequence of str
-        The columns wanted (from :func:`table_columns`).
+        The columns wanted, in order: any of :data:`GROUP_COLUMNS`' columns and, for each
+        ``extras`` image, its :func:`extra_intensity_columns`.
     intensity, extras : ndarray, optional
         Intensity windows aligned with ``labels``.
     near_uncovered : ndarray of bool, optional
@@ -257,40 +340,43 @@ def measure(
     cx_l = np.bincount(idx, lx, minlength=n) / npx
     y0, x0 = origin_px
     s = float(spacing)
+    # Values in pixel units; _physical scales them at the end.
     cols: dict[str, Any] = {"label": keep.astype(np.uint32), "num_pixels": npx.astype(np.int64)}
-    cols["area"] = npx * s * s
-    cols["equivalent_diameter_area"] = np.sqrt(4.0 * npx / np.pi) * s
+    cols["area"] = npx
+    cols["equivalent_diameter_area"] = np.sqrt(4.0 * npx / np.pi)
     cols["centroid-0"] = origin[0] + (cy_l + box[:, 0] + y0) * s
     cols["centroid-1"] = origin[1] + (cx_l + box[:, 1] + x0) * s
     gb = box + np.array([y0, x0, y0, x0])
     for i in range(4):
         cols[f"bbox-{i}"] = gb[:, i]
-    if "perimeter" in wanted:
-        _shape_columns(cols, local, slices, idx, ly - cy_l[idx], lx - cx_l[idx], npx, s, wanted)
-    if intensity is not None and FOURIER_COLUMNS[0] in wanted:
+    if wanted.intersection(SHAPE_COLUMNS):
+        cols.update(_shape_columns(local, slices, idx, ly - cy_l[idx], lx - cx_l[idx], npx, wanted))
+    if intensity is not None and wanted.intersection(FOURIER_COLUMNS):
         fourier = np.array(
             [fourier_features(intensity[sl], local[sl] == k + 1) for k, sl in enumerate(slices)]
         ).reshape(n, len(FOURIER_COLUMNS))
         for i, c in enumerate(FOURIER_COLUMNS):
             cols[c] = fourier[:, i]
     images = {}
-    if intensity is not None and "intensity_mean" in wanted:
-        images[""] = intensity
+    if intensity is not None and wanted.intersection(INTENSITY_COLUMNS):
+        images[INTENSITY_COLUMNS] = intensity
     for name, img in (extras or {}).items():
-        images[f"_{name}"] = img
+        names = tuple(extra_intensity_columns(name))
+        if wanted.intersection(names):
+            images[names] = img
     if images:
         # Statistics over the particles' own pixels only, grouped once by particle.
         order = np.argsort(idx, kind="stable")
         starts = np.concatenate(([0], np.cumsum(npx)[:-1]))
-        for suffix, img in images.items():
+        for (c_mean, c_std, c_min, c_max), img in images.items():
             vals = np.asarray(img).ravel()[flat].astype(np.float64)
             mean = np.bincount(idx, vals, minlength=n) / npx
             dev = vals - mean[idx]
             sorted_vals = vals[order]
-            cols[f"intensity_mean{suffix}"] = mean
-            cols[f"intensity_std{suffix}"] = np.sqrt(np.bincount(idx, dev * dev, minlength=n) / npx)
-            cols[f"intensity_min{suffix}"] = np.minimum.reduceat(sorted_vals, starts)
-            cols[f"intensity_max{suffix}"] = np.maximum.reduceat(sorted_vals, starts)
+            cols[c_mean] = mean
+            cols[c_std] = np.sqrt(np.bincount(idx, dev * dev, minlength=n) / npx)
+            cols[c_min] = np.minimum.reduceat(sorted_vals, starts)
+            cols[c_max] = np.maximum.reduceat(sorted_vals, starts)
     h, w = image_shape
     cols["touches_edge"] = (gb[:, 0] == 0) | (gb[:, 1] == 0) | (gb[:, 2] == h) | (gb[:, 3] == w)
     if near_uncovered is not None and near_uncovered.any():
@@ -306,80 +392,85 @@ def measure(
         )
     else:
         cols["touches_chunk"] = np.zeros(n, dtype=bool)
-    table = pd.DataFrame({c: cols[c] for c in columns})
+    table = pd.DataFrame({c: _physical(c, cols[c], s) for c in columns})
     return table.astype(empty_table(columns).dtypes.to_dict())
 
 
+def _physical(column: str, values: np.ndarray, s: float) -> np.ndarray:
+    """``values`` of ``column``, in pixel units, in the units of a pixel of size ``s``."""
+    if column in LENGTH_COLUMNS:
+        return values * s
+    if column in AREA_COLUMNS:
+        return values * s * s
+    if column in PER_LENGTH_COLUMNS:
+        return values / s
+    return values
+
+
 def _shape_columns(
-    cols: dict[str, Any],
     local: np.ndarray,
     slices: list[Any],
     idx: np.ndarray,
     dy: np.ndarray,
     dx: np.ndarray,
     npx: np.ndarray,
-    s: float,
     wanted: set[str],
-) -> None:
-    """Shape columns of every particle, from central moments, perimeters and convex hulls."""
+) -> dict[str, np.ndarray]:
+    """The shape columns of every particle, in pixel units, from central moments, perimeters
+    and convex hulls; perimeters, hulls and Hu invariants only where ``wanted`` needs them."""
     n = len(npx)
 
     def mu(p: int, q: int) -> np.ndarray:
         return np.bincount(idx, dy**p * dx**q, minlength=n)
 
     m = {(p, q): mu(p, q) for p in range(4) for q in range(4) if 2 <= p + q <= 3}
-    mu0 = npx.astype(np.float64)
+    area = npx.astype(np.float64)
     # scikit-image's inertia tensor: [[mu02, -mu11], [-mu11, mu20]] / mu00.
-    a = m[(0, 2)] / mu0
-    b = -m[(1, 1)] / mu0
-    c = m[(2, 0)] / mu0
+    a = m[(0, 2)] / area
+    b = -m[(1, 1)] / area
+    c = m[(2, 0)] / area
     tensor = np.stack([np.stack([a, b], -1), np.stack([b, c], -1)], -2)
     eig = np.clip(np.linalg.eigvalsh(tensor), 0, None)  # ascending per particle
     l1, l2 = eig[:, 1], eig[:, 0]
     major = 4 * np.sqrt(l1)
     minor = 4 * np.sqrt(l2)
+    out: dict[str, np.ndarray] = {"axis_major_length": major, "axis_minor_length": minor}
     with np.errstate(divide="ignore", invalid="ignore"):
-        ecc = np.where(l1 == 0, 0.0, np.sqrt(1 - l2 / l1))
-        orientation = np.where(
+        out["eccentricity"] = np.where(l1 == 0, 0.0, np.sqrt(1 - l2 / l1))
+        out["orientation"] = np.where(
             a - c == 0, np.where(b < 0, np.pi / 4, -np.pi / 4), 0.5 * np.arctan2(-2 * b, c - a)
         )
-    perimeter = perimeters(local, n)
-    area = mu0
-    hull_area = np.empty(n)
-    fmax = np.empty(n)
-    fmin = np.empty(n)
-    need_feret = "feret_diameter_max" in wanted or "feret_diameter_min" in wanted
-    for k, sl in enumerate(slices):
-        convex = convex_hull_image(local[sl] == k + 1)
-        hull_area[k] = np.sum(convex)
-        if need_feret:
-            fmax[k], fmin[k] = feret_diameters(convex)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        values = {
-            "perimeter": perimeter * s,
-            "feret_diameter_max": fmax * s,
-            "feret_diameter_min": fmin * s,
-            "axis_major_length": major * s,
-            "axis_minor_length": minor * s,
-            "orientation": orientation,
-            "eccentricity": ecc,
-            "solidity": area / hull_area,
-            "area_convex": hull_area * s * s,
+        out["aspect_ratio"] = np.where(minor > 0, major / minor, np.nan)
+        out["roundness"] = np.where(major > 0, 4 * area / (np.pi * major**2), np.nan)
+        if wanted & {"perimeter", "circularity", "boundary_area_ratio"}:
+            perimeter = perimeters(local, n)
+            out["perimeter"] = perimeter
             # ImageJ: 4 pi A / P^2, capped at 1 (digitised outlines of small discs exceed it).
-            "circularity": np.where(
+            out["circularity"] = np.where(
                 perimeter > 0, np.minimum(1.0, 4 * np.pi * area / perimeter**2), np.nan
-            ),
-            "aspect_ratio": np.where(minor > 0, major / minor, np.nan),
-            "roundness": np.where(major > 0, 4 * area / (np.pi * major**2), np.nan),
-            "boundary_area_ratio": perimeter / area / s,
-        }
-    if "moments_hu-0" in wanted:
+            )
+            out["boundary_area_ratio"] = perimeter / area
+    need_feret = bool(wanted & {"feret_diameter_max", "feret_diameter_min"})
+    if need_feret or wanted & {"solidity", "area_convex"}:
+        hull_area = np.empty(n)
+        fmax = np.empty(n)
+        fmin = np.empty(n)
+        for k, sl in enumerate(slices):
+            convex = convex_hull_image(local[sl] == k + 1)
+            hull_area[k] = np.sum(convex)
+            if need_feret:
+                fmax[k], fmin[k] = feret_diameters(convex)
+        out.update(
+            solidity=area / hull_area,
+            area_convex=hull_area,
+            feret_diameter_max=fmax,
+            feret_diameter_min=fmin,
+        )
+    if any(col.startswith("moments_hu-") for col in wanted):
         nu = np.full((n, 4, 4), np.nan)
         for (p, q), v in m.items():
-            nu[:, p, q] = v / mu0 ** ((p + q) / 2 + 1)
+            nu[:, p, q] = v / area ** ((p + q) / 2 + 1)
         hu = np.array([moments_hu(nu[k]) for k in range(n)]).reshape(n, 7)
         for i in range(7):
-            values[f"moments_hu-{i}"] = hu[:, i]
-    for col in SHAPE_COLUMNS:
-        if col in wanted:
-            cols[col] = values[col]
+            out[f"moments_hu-{i}"] = hu[:, i]
+    return out

@@ -27,7 +27,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from mosaicflow import dispatch
-from mosaicflow._arrays import as_dask, check_2d, like_input
+from mosaicflow._shared.arrays import as_dask, check_2d, like_input
 from mosaicflow.errors import ConfigError
 
 
@@ -179,13 +179,20 @@ def _scratch_array(scratch: Any, data: da.Array) -> Any:
 def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     """Label connected particles of a chunked boolean mask; ids independent of the chunking.
 
+    The chunked counterpart of ``scipy.ndimage.label`` and ``skimage.measure.label`` on the
+    whole mask.
+
     Parameters
     ----------
-    mask : dask.array.Array or xarray.DataArray of bool
-        Foreground pixels.
+    mask : dask.array.Array, xarray.DataArray or numpy.ndarray of bool
+        Foreground pixels, 2-D.
     connectivity : {1, 2}
-        1: 4-connected (edges), 2: 8-connected (edges and corners), as
-        ``scipy.ndimage.generate_binary_structure(2, connectivity)``.
+        Which neighbours join two foreground pixels into one particle, with the meaning of
+        ``skimage.measure.label``'s ``connectivity``: the largest number of orthogonal hops
+        from a pixel to a neighbour. 1: 4-connected (the pixels sharing an edge); 2:
+        8-connected (edges and corners). In ``scipy.ndimage.label`` terms it is
+        ``structure=scipy.ndimage.generate_binary_structure(2, connectivity)``: 1 is SciPy's
+        default cross, 2 the full 3x3 square.
     scratch : str or zarr.Array, optional
         Where step 1 stores each chunk's local labels until step 3 reads them back: a path or
         URL for a new Zarr array (replaced if present), or a uint32 Zarr array with the mask's
@@ -193,10 +200,19 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
 
     Returns
     -------
-    Same type as ``mask``
+    Same type as ``mask`` (a Dask array for NumPy input)
         uint32 labels, 0 = background, lazy. Particles are numbered 1..N in raster order of
-        their first pixel, so the result equals ``scipy.ndimage.label`` on the whole image
-        exactly (scipy numbers in the same order).
+        their first pixel, so the result equals ``scipy.ndimage.label(mask, structure)`` on
+        the whole image exactly, and ``skimage.measure.label(mask, connectivity=connectivity)``
+        up to the numbering of the particles (tested for both connectivities).
+
+    Raises
+    ------
+    ConfigError
+        ``connectivity`` other than 1 or 2, or ``scratch`` with irregular chunks or the wrong
+        shape.
+    TypeError
+        ``mask`` is not boolean.
 
     Notes
     -----
@@ -205,6 +221,27 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     length of chunk faces and the particle count, not with the mosaic's area. With ``scratch``
     a worker holds one chunk at a time; without, the workers hold every chunk's local labels
     (4 bytes per pixel) until step 3 has run.
+
+    Examples
+    --------
+    Two squares that touch only at a corner, cut by a chunk border:
+
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import scipy.ndimage as ndi
+    >>> mask = np.zeros((4, 4), dtype=bool)
+    >>> mask[:2, :2] = mask[2:, 2:] = True
+    >>> label(da.from_array(mask, chunks=2), connectivity=1).compute()
+    array([[1, 1, 0, 0],
+           [1, 1, 0, 0],
+           [0, 0, 2, 2],
+           [0, 0, 2, 2]], dtype=uint32)
+    >>> eight = label(da.from_array(mask, chunks=2), connectivity=2).compute()
+    >>> int(eight.max())
+    1
+    >>> structure = ndi.generate_binary_structure(2, 2)
+    >>> bool((eight == ndi.label(mask, structure=structure)[0]).all())
+    True
     """
     check_2d(mask, "label")
     if connectivity not in (1, 2):

@@ -34,21 +34,23 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
 from mosaicflow import dispatch
-from mosaicflow._arrays import as_dask, check_2d
+from mosaicflow._shared.arrays import as_dask, check_2d, pixel_grid
+from mosaicflow._shared.halo import assemble, edge_bundle, neighbour_pieces
 from mosaicflow.errors import ConfigError
 from mosaicflow.measure._kernel import (
+    PROPERTY_GROUPS,
     SHAPE_COLUMNS,
     empty_table,
     measure,
-    table_columns,
+    property_columns,
 )
-from mosaicflow.restoration._halo import assemble, edge_bundle, neighbour_pieces
 
 #: Default halo (pixels per side): particles up to about this size are measured by their owner
 #: chunk alone; larger ones take the assembly path.
 DEFAULT_HALO = 64
 
-PROPERTY_GROUPS = ("basic", "shape", "intensity", "features", "flags")
+# Prefix of the names under which the extra intensity images travel with the labels.
+_EXTRA = "extra:"
 
 
 def _near_uncovered(coverage: np.ndarray) -> np.ndarray:
@@ -107,6 +109,31 @@ class _Grid:
         )
 
 
+def _measure(
+    labels: np.ndarray,
+    keep: np.ndarray,
+    origin_px: tuple[int, int],
+    images: Mapping[str, np.ndarray],
+    near: np.ndarray | None,
+    grid: _Grid,
+    settings: dict[str, Any],
+) -> pd.DataFrame:
+    """The kernel on a window of the label image at ``origin_px``, with its images cut alike."""
+    return measure(
+        labels,
+        keep,
+        origin_px=origin_px,
+        image_shape=grid.shape,
+        spacing=settings["spacing"],
+        origin=settings["origin"],
+        columns=settings["columns"],
+        intensity=images.get("intensity"),
+        extras={k[len(_EXTRA) :]: v for k, v in images.items() if k.startswith(_EXTRA)},
+        near_uncovered=near,
+        chunk_starts=(grid.ys, grid.xs),
+    )
+
+
 def _chunk_table(
     blocks: dict[str, Any],
     i: int,
@@ -150,19 +177,7 @@ def _chunk_table(
     core_local = local.reshape(lab.shape)[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
     in_core = np.bincount(core_local.ravel(), minlength=len(ids) + 1)[1:] > 0
     giant_piece = in_core & ((~whole) | (whole & ~in_core_first & ~owner_sees))
-    table = measure(
-        lab,
-        ids[owned],
-        origin_px=(ey0, ex0),
-        image_shape=grid.shape,
-        spacing=settings["spacing"],
-        origin=settings["origin"],
-        columns=columns,
-        intensity=images.get("intensity"),
-        extras={k[len("extra:") :]: v for k, v in images.items() if k.startswith("extra:")},
-        near_uncovered=near,
-        chunk_starts=(grid.ys, grid.xs),
-    )
+    table = _measure(lab, ids[owned], (ey0, ex0), images, near, grid, settings)
     pieces = []
     core_near = None if near is None else near[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
     core_images = {k: v[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0] for k, v in images.items()}
@@ -247,33 +262,20 @@ def _giants(
                 images[name][sl][mask] = crop[mask]
             if near is not None:
                 near[sl] |= near_crop & mask
-        tables.append(
-            measure(
-                lab,
-                np.array([value], dtype=np.uint32),
-                origin_px=(y0, x0),
-                image_shape=grid.shape,
-                spacing=settings["spacing"],
-                origin=settings["origin"],
-                columns=columns,
-                intensity=images.get("intensity"),
-                extras={k[6:]: v for k, v in images.items() if k.startswith("extra:")},
-                near_uncovered=near,
-                chunk_starts=(grid.ys, grid.xs),
-            )
-        )
+        keep = np.array([value], dtype=np.uint32)
+        tables.append(_measure(lab, keep, (y0, x0), images, near, grid, settings))
     return pd.concat(tables, ignore_index=True) if tables else empty_table(columns)
 
 
 def _spacing_origin(
     label_image: Any, spacing: float | Sequence[float] | None
 ) -> tuple[float, tuple[float, float]]:
+    """The isotropic pixel size and the physical position of pixel (0, 0)."""
     origin = (0.0, 0.0)
     if isinstance(label_image, xr.DataArray):
-        if spacing is None and "pixel_size_nm" in label_image.attrs:
-            spacing = tuple(label_image.attrs["pixel_size_nm"])
-        if label_image.sizes["y"] and label_image.sizes["x"] and "y" in label_image.coords:
-            origin = (float(label_image["y"][0]), float(label_image["x"][0]))
+        stored, origin = pixel_grid(label_image)
+        if spacing is None:
+            spacing = stored
     if spacing is None:
         return 1.0, origin
     values = np.atleast_1d(np.asarray(spacing, dtype=np.float64))
@@ -289,36 +291,21 @@ def _spacing_origin(
     return float(values[0]), origin
 
 
-def _columns(properties: Sequence[str] | None, intensity: bool, extras: Sequence[str]) -> list[str]:
-    groups = set(PROPERTY_GROUPS if properties is None else properties)
-    unknown = groups - set(PROPERTY_GROUPS)
-    if unknown:
-        raise ConfigError(
-            f"regionprops_table: unknown property group(s) {sorted(unknown)}; "
-            f"choose from {list(PROPERTY_GROUPS)}"
-        )
-    cols = table_columns(
-        shape="shape" in groups,
-        intensity=intensity and "intensity" in groups,
-        extras=list(extras),
-        features="features" in groups,
-    )
-    if "intensity" not in groups:
-        cols = [c for c in cols if not c.startswith("intensity_") or c.count("_") > 1]
-    return cols
-
-
 def regionprops_table(
     label_image: Any,
     intensity_image: Any = None,
+    properties: Sequence[str] | None = PROPERTY_GROUPS,
     *,
-    properties: Sequence[str] | None = None,
     spacing: float | Sequence[float] | None = None,
     extra_intensity: Mapping[str, Any] | None = None,
     coverage: Any = None,
     halo: int = DEFAULT_HALO,
 ) -> Any:
     """One row per particle of a label image, with scikit-image's column names.
+
+    The chunked counterpart of ``skimage.measure.regionprops_table``: for the properties both
+    compute, the same columns in the same order with the same values (integers identical,
+    floats to about 1e-15), whatever the chunking.
 
     Parameters
     ----------
@@ -327,13 +314,35 @@ def regionprops_table(
         :func:`mosaicflow.measure.label` gives).
     intensity_image : same shape, optional
         Intensities for ``intensity_mean/std/min/max`` and the Fourier features.
-    properties : sequence of {"basic", "shape", "intensity", "features", "flags"}, optional
-        Column groups (default: all). ``basic`` (label, num_pixels, area,
-        equivalent_diameter_area, centroid-0/1, bbox-0..3) and the flags are always present.
+    properties : sequence of str, optional
+        What to measure (``None``: the default), each name one of:
+
+        * a scikit-image property the kernel computes (``label``, ``num_pixels``, ``area``,
+          ``equivalent_diameter_area``, ``centroid``, ``bbox``, ``perimeter``,
+          ``feret_diameter_max``, ``axis_major_length``, ``axis_minor_length``,
+          ``orientation``, ``eccentricity``, ``solidity``, ``area_convex``, ``moments_hu``,
+          ``intensity_mean``, ``intensity_std``, ``intensity_min``, ``intensity_max``),
+          expanded into its columns exactly as scikit-image does (``centroid`` into
+          ``centroid-0``, ``centroid-1``; ``bbox`` into ``bbox-0..3``; ``moments_hu`` into
+          ``moments_hu-0..6``);
+        * one of mosaicflow's own columns (``feret_diameter_min``, ``circularity``,
+          ``aspect_ratio``, ``roundness``, ``boundary_area_ratio``, the Fourier features, the
+          flags, ``intensity_<stat>_<name>`` of an ``extra_intensity`` image) or any single
+          column of the table (``centroid-0``);
+        * a column group of :data:`PROPERTY_GROUPS`: ``basic`` (``label`` to ``bbox-3`` below),
+          ``shape``, ``intensity`` (with the ``extra_intensity`` statistics), ``features``,
+          ``flags``.
+
+        The columns come in the order named, each once, as in scikit-image. A list of group
+        names only keeps the groups' own rule: the columns in table order, ``basic``, the
+        ``extra_intensity`` statistics and the flags always in, ``intensity`` and ``features``
+        only with an ``intensity_image``. The default, every group, is the whole table.
     spacing : float or (float, float), optional
-        Pixel size (square pixels). Defaults to a DataArray's ``pixel_size_nm`` attribute (the
-        table is then in nm, nm^2 and, for centroids, the image's own coordinates) or 1 (pixels,
-        as scikit-image).
+        Pixel size (square pixels): lengths are scaled by it and areas by its square, as
+        scikit-image's ``spacing``, and so are centroids (``px * spacing``, also as
+        scikit-image); ``bbox`` stays in pixels. For a DataArray it defaults to its
+        ``pixel_size_nm`` attribute, and centroids are then in the DataArray's own coordinates
+        (``origin + px * spacing``, nm in the mosaic frame); otherwise it defaults to 1 (pixels).
     extra_intensity : mapping of str to image, optional
         More intensity images: ``name`` adds ``intensity_mean_<name>`` and std/min/max.
     coverage : boolean image, optional
@@ -346,21 +355,39 @@ def regionprops_table(
     Returns
     -------
     pandas.DataFrame for NumPy input, else dask.dataframe.DataFrame
-        Columns ``label``, ``num_pixels``, ``area``, ``equivalent_diameter_area``,
-        ``centroid-0/1``, ``bbox-0..3`` (pixels, end exclusive), shape columns (``perimeter``,
-        ``feret_diameter_max/min``, ``axis_major/minor_length``, ``orientation``,
-        ``eccentricity``, ``solidity``, ``area_convex``, ``circularity`` (ImageJ: 4 pi A / P^2,
-        capped at 1), ``aspect_ratio`` (major / minor axis), ``roundness`` (4 A / (pi major^2)),
-        ``boundary_area_ratio`` (P / A), ``moments_hu-0..6``), intensity statistics, Fourier
-        features (``fft_mean``, ``fft_std``, ``fft_com``, ``real_mean``, ``real_std``, see
-        :mod:`mosaicflow.classify.features`) and the flags ``touches_edge``,
-        ``touches_uncovered``, ``touches_chunk`` (diagnostic). The Dask DataFrame has one
+        One row per particle, sorted by label for NumPy input; the Dask DataFrame has one
         partition per chunk (the particles it owns, by label) plus one for assembled giants.
+        The whole table (definitions and units: ``docs/MEASURE.md``): :data:`PROPERTY_GROUPS`'
+        columns, i.e. ``label`` to ``bbox-3`` (pixels, end exclusive), the shape columns
+        (scikit-image's, the Feret minimum, ImageJ's ``circularity``, ``aspect_ratio``,
+        ``roundness``, ``boundary_area_ratio``, ``moments_hu-0..6``), the intensity statistics,
+        the Fourier features of :mod:`mosaicflow.measure.features` and the flags
+        ``touches_edge``, ``touches_uncovered``, ``touches_chunk`` (diagnostic).
+
+    Raises
+    ------
+    ConfigError
+        A property name that is none of the above (the message lists the valid ones), an
+        intensity column without ``intensity_image``, anisotropic ``spacing``, images of
+        different shapes, ``halo`` below 1.
+    TypeError
+        A label image without an integer dtype.
 
     Notes
     -----
     Memory per task: one chunk plus its halo, for each image. The giant task holds the pieces
     of the particles larger than the halo allows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> labels = np.zeros((6, 8), dtype=np.uint32)
+    >>> labels[1:4, 1:3] = 1
+    >>> labels[2:5, 4:8] = 2
+    >>> regionprops_table(labels, properties=["label", "area", "centroid"])
+       label  area  centroid-0  centroid-1
+    0      1   6.0         2.0         1.5
+    1      2  12.0         3.0         5.5
     """
     check_2d(label_image, "regionprops_table")
     raw = label_image.data if isinstance(label_image, xr.DataArray) else label_image
@@ -372,22 +399,30 @@ def regionprops_table(
         )
     s, origin = _spacing_origin(label_image, spacing)
     extras = dict(extra_intensity or {})
-    columns = _columns(properties, intensity_image is not None, list(extras))
-    settings = {"spacing": s, "origin": origin, "columns": columns}
+    for name in extras:
+        if not name.isidentifier():
+            raise ConfigError(f"regionprops_table: extra intensity name {name!r} is not a word")
+    columns = property_columns(
+        PROPERTY_GROUPS if properties is None else properties,
+        intensity=intensity_image is not None,
+        extras=list(extras),
+    )
+    # The label is always measured (the NumPy table is sorted by it) and left out at the end
+    # where it was not asked for.
+    internal = columns if "label" in columns else ["label", *columns]
+    settings = {"spacing": s, "origin": origin, "columns": internal}
     images: dict[str, Any] = {"labels": label_image}
     if intensity_image is not None:
         images["intensity"] = intensity_image
     for name, img in extras.items():
-        if not name.isidentifier():
-            raise ConfigError(f"regionprops_table: extra intensity name {name!r} is not a word")
-        images[f"extra:{name}"] = img
+        images[f"{_EXTRA}{name}"] = img
     if coverage is not None:
         images["coverage"] = coverage
     shapes = {k: tuple(getattr(v, "shape", ())) for k, v in images.items()}
     for k, shp in shapes.items():
         if shp != shapes["labels"]:
-            raise ValueError(
-                f"regionprops_table: {k.replace('extra:', '')} image shape {shp} != label_image "
+            raise ConfigError(
+                f"regionprops_table: {k.removeprefix(_EXTRA)} image shape {shp} != label_image "
                 f"shape {shapes['labels']}"
             )
     if not isinstance(raw, da.Array):
@@ -398,7 +433,8 @@ def regionprops_table(
         table, pieces, measured = _chunk_table(in_memory, 0, 0, grid, settings)
         giants = _giants([pieces], [measured], grid, settings)
         out = pd.concat([table, giants], ignore_index=True) if len(giants) else table
-        return out.sort_values("label", ignore_index=True)
+        out = out.sort_values("label", ignore_index=True)
+        return out if internal is columns else out[columns]
     if int(halo) < 1:
         raise ConfigError(f"regionprops_table: halo must be >= 1 px, got {halo!r}")
     labels = as_dask(label_image)
@@ -454,7 +490,8 @@ def regionprops_table(
         # chunk's result, never the chunk's rows (which go to their partition at once).
         pieces.append(delayed(_giant_inputs_of, pure=True)(result))
     giants = delayed(_giants_from, pure=True)(pieces, grid, settings)
-    return dd.from_delayed([*tables, giants], meta=empty_table(columns), verify_meta=False)
+    out = dd.from_delayed([*tables, giants], meta=empty_table(internal), verify_meta=False)
+    return out if internal is columns else out[columns]
 
 
 __all__ = ["DEFAULT_HALO", "PROPERTY_GROUPS", "SHAPE_COLUMNS", "regionprops_table"]

@@ -24,31 +24,27 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from skimage.segmentation import find_boundaries
 
+from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
-from mosaicflow.report.plots import SINGLE_COLOR, UNMATCHED_COLOR, class_colors
+from mosaicflow.report.plots import (
+    SINGLE_COLOR,
+    UNCLASSIFIED_COLOR,
+    UNMATCHED_COLOR,
+    class_colors,
+)
 
 LABELS = "labels/particles"
-NO_CLASS_COLOR = "#555555"
-"""Outline colour of a particle whose class is missing in a classified table."""
 
 
 # -- reading the pyramid -------------------------------------------------------------------
 def available_levels(store: RunStore, name: str) -> list[int]:
     """Pyramid levels of image ``name`` that are both declared and stored, finest first."""
-    if name not in store.root:
-        return []
-    group: Any = store.root[name]
-    try:
-        declared = group.attrs["ome"]["multiscales"][0]["datasets"]
-    except (KeyError, IndexError):
-        declared = [{"path": "0"}]
-    paths = {str(d.get("path")) for d in declared}
-    members = set(group.array_keys())
-    return sorted(int(p) for p in paths & members if p.isdigit())
+    return store.image_levels(name)
 
 
 def level_shape(store: RunStore, name: str, level: int = 0) -> tuple[int, int]:
-    shape = store.root[name][str(level)].shape
+    """Shape of one stored pyramid level."""
+    shape = store.open_level(name, level).shape
     return int(shape[0]), int(shape[1])
 
 
@@ -81,7 +77,7 @@ def read_downsampled(
     usable = [lv for lv in levels if 2**lv <= factor]
     level = max(usable)
     step = factor // 2**level
-    arr: Any = store.root[name][str(level)]
+    arr: Any = store.open_level(name, level)
     return np.asarray(arr[::step, ::step]), level, step
 
 
@@ -90,7 +86,7 @@ def read_window(
 ) -> np.ndarray:
     """Full-resolution window ``[y0:y0+h, x0:x0+w]`` of image ``name``, padded by ``margin``
     pixels on each side where the image extends (edge-replicated where it does not)."""
-    arr: Any = store.root[name]["0"]
+    arr: Any = store.open_level(name, 0)
     big_h, big_w = int(arr.shape[0]), int(arr.shape[1])
     ya, xa = max(0, y0 - margin), max(0, x0 - margin)
     yb, xb = min(big_h, y0 + h + margin), min(big_w, x0 + w + margin)
@@ -165,12 +161,12 @@ def class_colors_for_labels(
         legend = [("particle", SINGLE_COLOR)]
         codes = np.zeros(labels.size, dtype=np.intp)
     else:
-        hexes = [*class_colors(class_names), NO_CLASS_COLOR]
+        hexes = [*class_colors(class_names), UNCLASSIFIED_COLOR]
         legend = list(zip(class_names, hexes, strict=False))
         codes = np.asarray(class_codes, dtype=np.intp)
         codes = np.where(codes >= 0, codes, len(class_names))
         if (codes == len(class_names)).any():
-            legend.append(("no class", NO_CLASS_COLOR))
+            legend.append(("no class", UNCLASSIFIED_COLOR))
     hexes.append(UNMATCHED_COLOR)
     lut = np.full(top + 1, len(hexes) - 1, dtype=np.intp)
     lut[labels] = codes
@@ -222,7 +218,7 @@ def outline_rgb(
         Outline pixels drawn.
     """
     if image is None and labels is None:
-        raise ValueError("outline_rgb: give an image, a label image or both")
+        raise ConfigError("outline_rgb: give an image, a label image or both")
     shape = image.shape if image is not None else np.asarray(labels).shape
     if image is not None:
         rgb = grey_rgb(image, limits if limits is not None else contrast_limits(image))
@@ -339,14 +335,8 @@ def particle_centres_px(table: pd.DataFrame, store: RunStore) -> np.ndarray | No
         return np.column_stack([cy - 0.5, cx - 0.5])
     if "centroid-0" in table and "centroid-1" in table:
         for name in ("mosaic", LABELS):
-            if name in store.root:
-                ds = store.root[name].attrs["ome"]["multiscales"][0]["datasets"][0]
-                scale, shift = (
-                    t[k]
-                    for t, k in zip(
-                        ds["coordinateTransformations"], ("scale", "translation"), strict=True
-                    )
-                )
+            if store.has_image(name):
+                scale, shift = store.image_transform(name)
                 cy = (table["centroid-0"].to_numpy(np.float64) - shift[0]) / scale[0]
                 cx = (table["centroid-1"].to_numpy(np.float64) - shift[1]) / scale[1]
                 return np.column_stack([cy, cx])
@@ -446,9 +436,9 @@ def crop_rgb(
     """Full-resolution outlines over ``crop`` (read with a 1-pixel margin so that outlines at
     the window's edge are those of the whole label image)."""
     img = lab = None
-    if image in store.root and available_levels(store, image):
+    if available_levels(store, image):
         img = read_window(store, image, crop.y0, crop.x0, crop.h, crop.w)
-    if LABELS in store.root and available_levels(store, LABELS):
+    if available_levels(store, LABELS):
         lab_m = read_window(store, LABELS, crop.y0, crop.x0, crop.h, crop.w, margin=1)
         boundary = find_boundaries(lab_m, mode="inner")[1:-1, 1:-1]
         lab = lab_m[1:-1, 1:-1]

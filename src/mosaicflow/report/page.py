@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mosaicflow.measure._kernel import FLAG_COLUMNS
+
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222;
        padding: 0 1em; }
@@ -108,7 +110,7 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
 
     p = summary["particles"]
     rows: list[tuple[Any, ...]] = [("particles", p["count"])]
-    for flag in ("touches_edge", "touches_uncovered", "touches_chunk"):
+    for flag in FLAG_COLUMNS:
         if flag in p:
             rows.append((flag.replace("_", " "), p[flag]))
     parts.append("<h2 id='particles'>Particles</h2>" + table(("", "count"), rows))

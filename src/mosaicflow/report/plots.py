@@ -22,6 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from mosaicflow.classify.metrics import UNCLASSIFIED
+
 # Distinct colours that stay visible on grey SEM/TEM images (no grey, black or white).
 # Saturated colours that stay visible on grey SEM/TEM images, on bright and on dark
 # particles (no white, black, grey or pastel).
@@ -57,7 +59,7 @@ def class_colors(names: Sequence[str]) -> list[str]:
     out = []
     i = 0
     for name in names:
-        if name == "unclassified":
+        if name == UNCLASSIFIED:
             out.append(UNCLASSIFIED_COLOR)
         else:
             out.append(PALETTE[i % len(PALETTE)])
@@ -391,14 +393,4 @@ def plot_class_fractions(
     ax.set_ylim(0, 1.0)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    return fig
-
-
-def plot_message(title: str, text: str) -> Figure:
-    """A placeholder figure that says why a plot is missing."""
-    fig = Figure(figsize=(6, 3), dpi=100)
-    ax = fig.add_subplot()
-    ax.set_axis_off()
-    ax.set_title(title)
-    _no_data(ax, text)
     return fig

@@ -11,45 +11,25 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 
-from mosaicflow.errors import StoreError
+from mosaicflow.classify.metrics import UNCLASSIFIED
 from mosaicflow.io.store import RunStore
 
 ECD = "equivalent_diameter_area"
 """Column of the equivalent circular diameter (nm), the report's size measure."""
 
-UNCLASSIFIED = "unclassified"
 """Class the classifier gives particles it cannot classify (non-finite features)."""
 
 
 # -- reading -------------------------------------------------------------------------------
-def table_columns(store: RunStore, name: str) -> list[str]:
-    """Column names of the stored table ``name`` (a Parquet file or directory), from its schema.
-
-    Raises
-    ------
-    StoreError
-        The store has no such table.
-    """
-    if not store.has_table(name):
-        raise StoreError(f"run store {store.url!r} has no table {name!r}")
-    fs = store._fs
-    path = fs._strip_protocol(store.table_path(name))
-    return list(pads.dataset(path, filesystem=fs, format="parquet").schema.names)
-
-
 def read_columns(store: RunStore, name: str, columns: Iterable[str]) -> pd.DataFrame:
     """The columns of table ``name`` among ``columns`` that exist (others are skipped).
 
     Only these columns are read from the Parquet file(s), which keeps a million-row table with
     a hundred columns at a few tens of MB.
     """
-    available = set(table_columns(store, name))
-    wanted = list(dict.fromkeys(c for c in columns if c in available))
-    return pd.read_parquet(
-        store.table_path(name), columns=wanted, storage_options=store.storage_options or None
-    )
+    available = set(store.table_columns(name))
+    return store.read_table(name, columns=[c for c in dict.fromkeys(columns) if c in available])
 
 
 # -- statistics ----------------------------------------------------------------------------
@@ -81,7 +61,8 @@ def size_statistics(ecd_nm: np.ndarray) -> dict[str, float | None]:
     }
 
 
-SHAPE_COLUMNS = ("circularity", "aspect_ratio", "solidity", "eccentricity")
+#: The shape columns the summary reports (median and 10th/90th percentiles).
+SUMMARY_SHAPE_COLUMNS = ("circularity", "aspect_ratio", "solidity", "eccentricity")
 
 
 def shape_statistics(table: pd.DataFrame) -> dict[str, Any]:
@@ -92,7 +73,7 @@ def shape_statistics(table: pd.DataFrame) -> dict[str, Any]:
     column with no finite entry; columns absent from the table are absent from the result.
     """
     out: dict[str, Any] = {}
-    for col in SHAPE_COLUMNS:
+    for col in SUMMARY_SHAPE_COLUMNS:
         if col not in table:
             continue
         values = table[col].to_numpy(dtype=np.float64, na_value=np.nan)

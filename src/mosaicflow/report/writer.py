@@ -10,11 +10,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mosaicflow.io.store import RunStore
+from mosaicflow.measure._kernel import FLAG_COLUMNS
 from mosaicflow.report import overlay, plots
 from mosaicflow.report.page import FigureEntry, render_page
 from mosaicflow.report.summary import (
     ECD,
-    SHAPE_COLUMNS,
+    SUMMARY_SHAPE_COLUMNS,
     class_summary,
     classify_info,
     compare_with_truth,
@@ -25,16 +26,14 @@ from mosaicflow.report.summary import (
     shape_statistics,
     size_statistics,
     stage_timings,
-    table_columns,
     truth_class_fractions,
 )
 
-FLAG_COLUMNS = ("touches_edge", "touches_uncovered", "touches_chunk")
 BBOX = ("bbox-0", "bbox-1", "bbox-2", "bbox-3")
 TABLE_COLUMNS = (
     "label",
     ECD,
-    *SHAPE_COLUMNS,
+    *SUMMARY_SHAPE_COLUMNS,
     "class",
     "num_pixels",
     "area",
@@ -49,23 +48,17 @@ TABLE_COLUMNS = (
 class _Writer:
     def __init__(self, store: RunStore, *, clear: bool) -> None:
         self.store = store
-        self.fs = store._fs
-        self.base = store.url.rstrip("/") + "/report"
-        if clear and self.fs.exists(self.base):
-            # A rerun must not leave figures of an earlier run (e.g. other crops) behind.
-            self.fs.rm(self.base, recursive=True)
-        self.fs.makedirs(self.base, exist_ok=True)
+        if clear:
+            store.clear_report()
         self.figures: list[FigureEntry] = []
 
     def figure(self, key: str, fig: Figure, title: str, caption: str, *, dpi: float = 100) -> None:
         name = f"{key}.png"
-        with self.fs.open(f"{self.base}/{name}", "wb") as fh:
-            fh.write(plots.png_bytes(fig, dpi=dpi))
+        self.store.write_report_file(name, plots.png_bytes(fig, dpi=dpi))
         self.figures.append(FigureEntry(key, name, title, caption))
 
     def text(self, name: str, text: str) -> None:
-        with self.fs.open(f"{self.base}/{name}", "w") as fh:
-            fh.write(text)
+        self.store.write_report_file(name, text)
 
 
 def write_report(
@@ -119,7 +112,7 @@ def write_report(
     out = _Writer(store, clear=True)
     meta = store.meta
     notes: list[str] = []
-    available = set(table_columns(store, "particles"))
+    available = set(store.table_columns("particles"))
     table = read_columns(store, "particles", TABLE_COLUMNS)
     n = len(table)
     ecd = table[ECD].to_numpy(dtype=np.float64) if ECD in table else np.empty(0)

@@ -76,13 +76,16 @@ def denoise_nl_means(
     """
     if not fast_mode:
         raise ConfigError(
-            "nl_means: fast_mode=False has no GPU implementation; use fast_mode=True or CPU chunks"
+            "denoise_nl_means: fast_mode=False has no GPU implementation; use fast_mode=True or "
+            "CPU chunks"
         )
     if channel_axis is not None or image.ndim != 2:
-        raise ConfigError(f"nl_means: expected a 2-D single-channel image, got {image.shape}")
+        raise ConfigError(
+            f"denoise_nl_means: expected a 2-D single-channel image, got {image.shape}"
+        )
     xp = dispatch.array_module(image)
     if xp.issubdtype(image.dtype, xp.integer) and not preserve_range:
-        raise ConfigError("nl_means: integer images need preserve_range=True on this path")
+        raise ConfigError("denoise_nl_means: integer images need preserve_range=True on this path")
     s = patch_size + 1 if patch_size % 2 == 0 else patch_size
     o, d = s // 2, int(patch_distance)
     x = image.astype(xp.float64)

@@ -6,8 +6,9 @@ import math
 from typing import Any
 
 from mosaicflow import dispatch
-from mosaicflow._arrays import as_dask, check_2d, like_input
-from mosaicflow.restoration._halo import MAX_HALO_PX, blockwise_exact, positive_number
+from mosaicflow._shared.arrays import as_dask, check_2d, like_input
+from mosaicflow._shared.halo import MAX_HALO_PX, blockwise_exact
+from mosaicflow._shared.validate import positive_number
 
 
 def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) -> Any:
@@ -18,7 +19,7 @@ def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) ->
     )
 
 
-def gaussian(
+def gaussian_filter(
     image: Any,
     *,
     sigma: float = 1.0,
@@ -26,11 +27,11 @@ def gaussian(
     mode: str = "reflect",
     max_halo: int = MAX_HALO_PX,
 ) -> Any:
-    """Gaussian filter of a chunked image, equal to ``scipy.ndimage.gaussian_filter`` on the whole.
+    """Gaussian filter, equal to ``scipy.ndimage.gaussian_filter`` on the whole image.
 
     Parameters
     ----------
-    image : dask.array.Array or xarray.DataArray
+    image : dask.array.Array, xarray.DataArray or numpy.ndarray
         2-D image; NumPy or CuPy chunks.
     sigma : float
         Standard deviation in pixels (> 0).
@@ -44,8 +45,9 @@ def gaussian(
 
     Returns
     -------
-    Same type as ``image``
-        float32, lazy.
+    Same type as ``image`` (a Dask array for NumPy input)
+        float32, lazy; a DataArray gets ``attrs["denoise"] = {"method": "gaussian", "sigma":
+        sigma}``.
 
     Notes
     -----
@@ -53,15 +55,15 @@ def gaussian(
     ``(chunk + 2 * halo)^2 * 4`` bytes. Chunks smaller than the halo are merged by Dask.
     Integer inputs keep their values (no rescaling).
     """
-    check_2d(image, "gaussian")
-    sigma = positive_number(sigma, "gaussian", "sigma")
-    truncate = positive_number(truncate, "gaussian", "truncate")
+    check_2d(image, "gaussian_filter")
+    sigma = positive_number(sigma, "gaussian_filter", "sigma")
+    truncate = positive_number(truncate, "gaussian_filter", "truncate")
     depth = math.ceil(truncate * sigma)
     out = blockwise_exact(
         as_dask(image),
         _gaussian_kernel,
         (depth, depth),
-        what="gaussian",
+        what="gaussian_filter",
         max_halo=max_halo,
         sigma=sigma,
         truncate=truncate,

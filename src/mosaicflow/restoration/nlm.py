@@ -5,22 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from mosaicflow import dispatch
-from mosaicflow._arrays import as_dask, check_2d, like_input
+from mosaicflow._shared.arrays import as_dask, check_2d, like_input
+from mosaicflow._shared.halo import MAX_HALO_PX, blockwise_exact
+from mosaicflow._shared.validate import odd_int, positive_number
 from mosaicflow.errors import ConfigError
-from mosaicflow.restoration._halo import (
-    MAX_HALO_PX,
-    blockwise_exact,
-    odd_int,
-    positive_number,
-)
 
 
 def _nl_means_kernel(
     block: Any, *, patch_size: int, patch_distance: int, h: float, fast_mode: bool, sigma: float
 ) -> Any:
-    denoise = dispatch.get("denoise_nl_means", block)
+    nlm = dispatch.get("denoise_nl_means", block)
     xp = dispatch.array_module(block)
-    out = denoise(
+    out = nlm(
         block.astype(xp.float32, copy=False),
         patch_size=patch_size,
         patch_distance=patch_distance,
@@ -38,7 +34,7 @@ def nl_means_halo(patch_size: int, patch_distance: int) -> int:
     return int(patch_distance) + int(patch_size) // 2
 
 
-def nl_means(
+def denoise_nl_means(
     image: Any,
     *,
     patch_size: int = 5,
@@ -52,7 +48,7 @@ def nl_means(
 
     Parameters
     ----------
-    image : dask.array.Array or xarray.DataArray
+    image : dask.array.Array, xarray.DataArray or numpy.ndarray
         2-D image; NumPy chunks run scikit-image's Cython kernel, CuPy chunks mosaicflow's
         array-API implementation of the same fast mode (:mod:`._nlm_array`).
     patch_size : int
@@ -74,53 +70,45 @@ def nl_means(
 
     Returns
     -------
-    Same type as ``image``
+    Same type as ``image`` (a Dask array for NumPy input)
         float32, lazy. Integer inputs keep their values (scikit-image's ``preserve_range=True``),
-        so ``h`` and ``sigma`` are in grey levels.
+        so ``h`` and ``sigma`` are in grey levels. A DataArray gets ``attrs["denoise"]``: the
+        method (``"nl_means"``) and the parameters used.
 
     Notes
     -----
     Each output pixel depends on pixels up to ``patch_distance + patch_size // 2`` away: that is
     the halo. The cost is ``(2 patch_distance + 1)^2 / 2`` shifted patch comparisons per pixel.
     """
-    check_2d(image, "nl_means")
-    patch_size = odd_int(patch_size, "nl_means", "patch_size")
+    check_2d(image, "denoise_nl_means")
+    patch_size = odd_int(patch_size, "denoise_nl_means", "patch_size")
     if (
         not isinstance(patch_distance, int)
         or isinstance(patch_distance, bool)
         or (patch_distance < 1)
     ):
         raise ConfigError(
-            f"nl_means: patch_distance must be an integer >= 1, got {patch_distance!r}"
+            f"denoise_nl_means: patch_distance must be an integer >= 1, got {patch_distance!r}"
         )
-    h = positive_number(h, "nl_means", "h")
-    sigma = positive_number(sigma, "nl_means", "sigma", allow_zero=True)
+    h = positive_number(h, "denoise_nl_means", "h")
+    sigma = positive_number(sigma, "denoise_nl_means", "sigma", allow_zero=True)
     if not isinstance(fast_mode, bool):
-        raise ConfigError(f"nl_means: fast_mode must be True or False, got {fast_mode!r}")
+        raise ConfigError(f"denoise_nl_means: fast_mode must be True or False, got {fast_mode!r}")
     data = as_dask(image)
     if patch_size > min(data.shape):
         raise ConfigError(
-            f"nl_means: patch_size {patch_size} is larger than the image {tuple(data.shape)}"
+            f"denoise_nl_means: patch_size {patch_size} is larger than the image "
+            f"{tuple(data.shape)}"
         )
     halo = nl_means_halo(patch_size, patch_distance)
-    out = blockwise_exact(
-        data,
-        _nl_means_kernel,
-        (halo, halo),
-        what="nl_means",
-        max_halo=max_halo,
-        patch_size=patch_size,
-        patch_distance=patch_distance,
-        h=h,
-        fast_mode=fast_mode,
-        sigma=sigma,
-    )
     params = {
-        "method": "nl_means",
         "patch_size": patch_size,
         "patch_distance": patch_distance,
         "h": h,
         "sigma": sigma,
         "fast_mode": fast_mode,
     }
-    return like_input(image, out, name="denoised", denoise=params)
+    out = blockwise_exact(
+        data, _nl_means_kernel, (halo, halo), what="denoise_nl_means", max_halo=max_halo, **params
+    )
+    return like_input(image, out, name="denoised", denoise={"method": "nl_means", **params})

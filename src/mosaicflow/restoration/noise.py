@@ -9,7 +9,7 @@ import dask
 import numpy as np
 
 from mosaicflow import dispatch
-from mosaicflow._arrays import as_dask, check_2d
+from mosaicflow._shared.arrays import as_dask, check_2d
 from mosaicflow.errors import ConfigError
 
 # Daubechies-2 high-pass decomposition filter, from its closed form.

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from mosaicflow.errors import CheckpointError
 from mosaicflow.segmentation.models import (
-    CheckpointError,
     CheckpointMeta,
     build_model,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
 )
-from mosaicflow.segmentation.predict import WindowedPredictor, importance_map, predict, window_grid
+from mosaicflow.segmentation.predict import WindowedPredictor, predict
 from mosaicflow.segmentation.threshold import histogram, threshold_otsu
+from mosaicflow.segmentation.windows import importance_map, window_grid
 
 # importing these pulls in distributed, so they load on first use
 _LAZY = {"ModelPlugin", "register_model_plugin"}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from mosaicflow.segmentation.models import CheckpointError
+from mosaicflow.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
@@ -50,6 +50,23 @@ class ModuleSource:
 
 
 def checkpoint_source(path: str | os.PathLike[str]) -> CheckpointSource:
+    """The source of the checkpoint at ``path``, pinned to the file's current version.
+
+    Parameters
+    ----------
+    path : path-like
+        The checkpoint file; made absolute.
+
+    Returns
+    -------
+    CheckpointSource
+        The absolute path and a token ``"path:mtime_ns:size"``.
+
+    Raises
+    ------
+    CheckpointError
+        The file does not exist.
+    """
     resolved = Path(path).resolve()
     try:
         st = resolved.stat()
@@ -59,7 +76,18 @@ def checkpoint_source(path: str | os.PathLike[str]) -> CheckpointSource:
 
 
 def resolve_device(device: Any) -> torch.device:
-    """``"auto"`` is CUDA when torch sees a GPU in this process, else the CPU."""
+    """The torch device a device setting names, in this process.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` (or ``None``) is CUDA when torch sees a GPU in this process, else the CPU;
+        anything else is passed to ``torch.device``.
+
+    Returns
+    -------
+    torch.device
+    """
     import torch
 
     if device is None or device == "auto":
@@ -98,6 +126,30 @@ class ModelCache:
         device: torch.device,
         channels_last: bool = False,
     ) -> Any:
+        """The ready-to-run model of ``source``, loaded or prepared on the first request.
+
+        Parameters
+        ----------
+        source : CheckpointSource or ModuleSource
+            Where the model comes from; its token is part of the cache key.
+        module : torch.nn.Module, callable or None
+            The bare module of a ``ModuleSource`` (a copy is prepared; the caller's module is
+            left alone); ignored for a ``CheckpointSource``.
+        device : torch.device
+            Where the model runs.
+        channels_last : bool
+            Convert the model to ``torch.channels_last`` memory format.
+
+        Returns
+        -------
+        torch.nn.Module or callable
+            The model in eval mode on ``device`` (a plain callable as given).
+
+        Raises
+        ------
+        CheckpointError
+            The checkpoint is unreadable, or changed since its source was made.
+        """
         key = (source.token, str(device), bool(channels_last))
         with self._lock:
             model = self._models.get(key)
@@ -115,6 +167,7 @@ class ModelCache:
             return model
 
     def clear(self) -> None:
+        """Drop every cached model."""
         with self._lock:
             self._models.clear()
 
@@ -152,25 +205,48 @@ class ModelPlugin(WorkerPlugin):
         self.cache: ModelCache = _UNSET
 
     def setup(self, worker: Any) -> None:
+        """Make the worker's cache and load the ``preload`` checkpoints into it."""
         self.cache = ModelCache()
         for path in self.preload:
             self.cache.get(checkpoint_source(path), None, resolve_device(self.device))
 
     def teardown(self, worker: Any) -> None:
+        """Drop the worker's cached models."""
         self.cache.clear()
 
 
 def register_model_plugin(
     client: Any, *checkpoints: str | os.PathLike[str], device: str = "auto"
 ) -> ModelPlugin:
-    """Register :class:`ModelPlugin` on every worker of ``client``, preloading ``checkpoints``."""
+    """Register :class:`ModelPlugin` on every worker of ``client``, preloading ``checkpoints``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster's client.
+    *checkpoints : path-like
+        Checkpoints each worker loads when it starts (workers that join later too).
+    device : str
+        Where the preloaded models go: ``"auto"`` (CUDA when the worker sees a GPU) or a torch
+        device.
+
+    Returns
+    -------
+    ModelPlugin
+        The registered plugin.
+    """
     plugin = ModelPlugin(preload=[str(Path(p).resolve()) for p in checkpoints], device=device)
     client.register_plugin(plugin, name=PLUGIN_NAME)
     return plugin
 
 
 def get_cache() -> ModelCache:
-    """The model cache of the current worker's plugin, else this process's cache."""
+    """The model cache of the current worker's :class:`ModelPlugin`, else this process's cache.
+
+    Returns
+    -------
+    ModelCache
+    """
     if "distributed" in sys.modules:
         from distributed import get_worker
 

@@ -49,11 +49,30 @@ class CheckpointMeta:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
+        """The metadata as the JSON object stored in the file (keys sorted)."""
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str) -> CheckpointMeta:
-        known = {f for f in cls.__dataclass_fields__}
+        """The metadata read from a file's JSON object, validated.
+
+        Parameters
+        ----------
+        data : dict
+            The decoded JSON object.
+        where : str
+            Names the file in error messages.
+
+        Returns
+        -------
+        CheckpointMeta
+
+        Raises
+        ------
+        CheckpointError
+            Unknown keys, no ``arch``, or an invalid value.
+        """
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError(f"{where}: unknown metadata keys {unknown}")
@@ -112,6 +131,11 @@ def build_model(
     in_channels, classes : int
         Input channels (1 for a grey-level mosaic) and output channels.
 
+    Returns
+    -------
+    torch.nn.Module
+        The smp model, in eval mode, on the CPU.
+
     Raises
     ------
     ConfigError
@@ -131,7 +155,9 @@ def build_model(
     return model.eval()
 
 
-def _fit_weights(model: torch.nn.Module, state: dict[str, Any], meta: CheckpointMeta, where: str):
+def _fit_weights(
+    model: torch.nn.Module, state: dict[str, Any], meta: CheckpointMeta, where: str
+) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -182,6 +208,14 @@ def save_checkpoint(
     -------
     Path
         The written file.
+
+    Raises
+    ------
+    ConfigError
+        Invalid metadata (architecture, channels, window, threshold, activation,
+        normalisation) or format.
+    CheckpointError
+        ``model``'s weights do not fit the declared architecture, encoder and channels.
     """
     import mosaicflow
 
@@ -284,12 +318,37 @@ def _read(path: Path, *, weights: bool) -> tuple[CheckpointMeta, dict[str, Any] 
 
 
 def read_checkpoint_metadata(path: str | os.PathLike[str]) -> CheckpointMeta:
-    """The metadata of a checkpoint (for safetensors, without reading the weights)."""
+    """The metadata of a checkpoint (for safetensors, without reading the weights).
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    CheckpointMeta
+
+    Raises
+    ------
+    CheckpointError
+        Missing, truncated or foreign file; metadata missing or invalid.
+    """
     return _read(Path(path), weights=False)[0]
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Rebuild the model a checkpoint describes and load its weights (CPU, eval mode).
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    Checkpoint
+        The model, its metadata and the path.
 
     Raises
     ------

@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 import skimage.filters
 
-from mosaicflow._arrays import as_dask
+from mosaicflow._shared.arrays import as_dask
 from mosaicflow.errors import ConfigError
 from mosaicflow.runner import Runner
 
@@ -28,7 +28,7 @@ def histogram(
     lo, hi = runner.compute(da.stack([data.min(), data.max()]), "range")
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError("histogram: the image contains NaN or infinite values")
+        raise ConfigError("histogram: the image contains NaN or infinite values")
     counts, edges = da.histogram(data, bins=nbins, range=(lo, hi))
     counts = np.asarray(runner.compute(counts, "histogram"))
     centers = (edges[:-1] + edges[1:]) / 2
@@ -49,5 +49,5 @@ def threshold_otsu(image: Any, *, nbins: int = 256, runner: Runner | None = None
         raise ConfigError(f"threshold_otsu: nbins must be >= 2, got {nbins}")
     counts, centers = histogram(image, nbins=nbins, runner=runner)
     if np.count_nonzero(counts) < 2:
-        raise ValueError("threshold_otsu: the image is constant, no threshold can be found")
+        raise ConfigError("threshold_otsu: the image is constant, no threshold can be found")
     return float(skimage.filters.threshold_otsu(hist=(counts, centers)))

@@ -18,6 +18,8 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
+from mosaicflow.config import DEFAULT_CHUNK_PX
+from mosaicflow.errors import ConfigError
 from mosaicflow.io.tiles import TileSet, read_tile
 
 
@@ -77,7 +79,7 @@ def fuse(
     tileset: TileSet,
     positions: pd.DataFrame | None = None,
     *,
-    chunks: int | Sequence[int] = 1024,
+    chunks: int | Sequence[int] = DEFAULT_CHUNK_PX,
 ) -> xr.DataArray:
     """Fuse a tile set into a lazy mosaic.
 
@@ -103,7 +105,7 @@ def fuse(
     """
     positions = tileset.tiles if positions is None else positions
     if len(positions) != len(tileset.tiles):
-        raise ValueError(
+        raise ConfigError(
             f"positions has {len(positions)} rows, the tile set {len(tileset.tiles)} tiles"
         )
     origins = _integer_origins(positions)
@@ -165,7 +167,7 @@ def coverage(
     tileset: TileSet,
     positions: pd.DataFrame | None = None,
     *,
-    chunks: int | Sequence[int] = 1024,
+    chunks: int | Sequence[int] = DEFAULT_CHUNK_PX,
 ) -> xr.DataArray:
     """Lazy boolean image of the mosaic: True where some tile was acquired.
 

@@ -1,0 +1,67 @@
+"""Accepting a Dask array or an xarray.DataArray and returning the same kind."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from mosaicflow.config import DEFAULT_CHUNK_PX
+from mosaicflow.errors import ConfigError
+
+
+def as_dask(image: Any) -> da.Array:
+    """The Dask array behind ``image`` (a Dask array, a DataArray, or an in-memory array)."""
+    data = image.data if isinstance(image, xr.DataArray) else image
+    if isinstance(data, da.Array):
+        return data
+    return da.from_array(np.asarray(data), chunks=DEFAULT_CHUNK_PX)
+
+
+def like_input(image: Any, result: da.Array, *, name: str, **attrs: Any) -> Any:
+    """Wrap ``result`` like ``image``: a DataArray keeps dims, coords and attrs (plus ``attrs``)."""
+    if isinstance(image, xr.DataArray):
+        return xr.DataArray(
+            result, dims=image.dims, coords=image.coords, name=name, attrs={**image.attrs, **attrs}
+        )
+    return result
+
+
+def check_2d(image: Any, what: str) -> None:
+    if getattr(image, "ndim", None) != 2:
+        raise ConfigError(
+            f"{what}: expected a 2-D image, got shape {getattr(image, 'shape', None)}"
+        )
+
+
+def pixel_grid(image: xr.DataArray) -> tuple[tuple[float, float] | None, tuple[float, float]]:
+    """The one reading of a DataArray's geometry: ``(pixel size, origin)`` in nm, ``(y, x)``.
+
+    The pixel size is ``attrs["pixel_size_nm"]`` (as stored in the OME-Zarr metadata; ``None``
+    when absent), the origin the first ``y``/``x`` coordinate (``0`` for an empty axis or no
+    coordinate), so a sliced DataArray keeps its place in the mosaic. Where both exist, the
+    coordinate step must equal the pixel size.
+
+    Raises
+    ------
+    ConfigError
+        The coordinates' step disagrees with ``attrs["pixel_size_nm"]``.
+    """
+    size = image.attrs.get("pixel_size_nm")
+    spacing = None if size is None else (float(size[0]), float(size[1]))
+    origin = [0.0, 0.0]
+    for axis, dim in enumerate(("y", "x")):
+        if dim not in image.coords or not image.sizes.get(dim):
+            continue
+        coord = image[dim].values
+        origin[axis] = float(coord[0])
+        if spacing is not None and coord.size > 1:
+            step = float(coord[1] - coord[0])
+            if not np.isclose(step, spacing[axis], rtol=1e-6, atol=0):
+                raise ConfigError(
+                    f"image {image.name!r}: {dim} coordinates step {step:g} nm but "
+                    f"attrs['pixel_size_nm'] says {spacing[axis]:g} nm"
+                )
+    return spacing, (origin[0], origin[1])

@@ -1,0 +1,38 @@
+"""Command line: ``mosaicflow run`` (the whole job), ``mosaicflow synth`` (test data) and
+``mosaicflow classify-train`` (a particle classifier). One module per command; this one builds
+the parser and turns mosaicflow's errors into one red line and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from mosaicflow.cli import classify, run, synth
+from mosaicflow.errors import MosaicflowError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mosaicflow`` parser with one subcommand per module of this package."""
+    parser = argparse.ArgumentParser(prog="mosaicflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run.add_parser(sub)
+    synth.add_parser(sub)
+    classify.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a mosaicflow error)."""
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False)
+    try:
+        return int(args.func(args, console))
+    except MosaicflowError as exc:
+        console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}", soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""``mosaicflow run``: the whole job, from a tile set (or the built-in default) to the report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mosaicflow.config import DEFAULT_CHUNK_PX, DENOISE_METHODS
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``run`` subcommand to an ``add_subparsers()`` object."""
+    run = subparsers.add_parser(
+        "run", help="run the whole job (default input: a synthetic Maps-like grid)"
+    )
+    run.add_argument(
+        "input",
+        nargs="?",
+        help="acquisition folder or YAML config (default: built-in synthetic grid)",
+    )
+    run.add_argument("--out", required=True, help="run store path or URL (e.g. run.zarr)")
+    run.add_argument(
+        "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
+    )
+    run.add_argument(
+        "--workers", type=int, default=None, help="local workers (default: cores, max 8)"
+    )
+    run.add_argument(
+        "--chunk",
+        type=int,
+        default=None,
+        help=f"store chunk size in px (default {DEFAULT_CHUNK_PX})",
+    )
+    run.add_argument(
+        "--denoise",
+        choices=DENOISE_METHODS,
+        default=None,
+        help="denoiser (default gaussian); nl_means estimates the noise over the mosaic",
+    )
+    run.add_argument(
+        "--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)"
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="segment with this checkpoint (windowed U-Net/FPN inference) instead of Otsu",
+    )
+    run.add_argument(
+        "--classifier",
+        default=None,
+        help="classify particles with this random forest (from 'mosaicflow classify-train')",
+    )
+    run.add_argument(
+        "--trust-classifier-pickle",
+        action="store_true",
+        default=None,
+        help="read a --classifier file of the old pickle-based format (it can run code when "
+        "loaded: only for files whose origin you trust)",
+    )
+    run.add_argument(
+        "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run store (only a store mosaicflow made is ever replaced)",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=main)
+    return run
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The run's configuration: YAML or defaults, then the options given, then the environment."""
+    from mosaicflow.config import Config
+
+    if args.input and Path(args.input).suffix.lower() in (".yaml", ".yml"):
+        config = Config.from_yaml(args.input)
+    else:
+        config = Config(input=args.input)
+    overrides: dict[str, dict[str, Any]] = {
+        "store": {"chunk": args.chunk},
+        "denoise": {"method": args.denoise, "sigma": args.sigma},
+        "segment": {"method": "model" if args.model else None, "model": args.model},
+        "classify": {"model": args.classifier, "trust_pickle": args.trust_classifier_pickle},
+        "cluster": {"address": args.cluster, "n_workers": args.workers},
+    }
+    for section, values in overrides.items():
+        values = {k: v for k, v in values.items() if v is not None}
+        if values:
+            config = config.replace(section, **values)
+    return config.with_env()
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """Handle ``mosaicflow run``: check everything, start the cluster, run, print a summary."""
+    from mosaicflow import cluster
+    from mosaicflow.pipeline import Pipeline
+
+    config = config_from_args(args)
+    pipeline = Pipeline(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        console=None if args.quiet else console,
+    )
+    pipeline.preflight()  # bad input, files or store fail here, before any cluster starts
+    client = cluster.connect(
+        config.cluster.address,
+        n_workers=config.cluster.n_workers,
+        threads_per_worker=config.cluster.threads_per_worker,
+        memory_limit=config.cluster.memory_limit,
+    )
+    try:
+        store = pipeline.run(client=client)
+    finally:
+        cluster.close(client)
+    print_summary(store, console)
+    return 0
+
+
+def print_summary(store: Any, console: Console) -> None:
+    """The run's key figures from its ``report/summary.json``, and where its outputs are."""
+    summary = store.read_report_json("summary.json")
+    table = Table(title="mosaicflow run", show_header=True)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    parts = summary["particles"]
+    table.add_row("particles found", str(parts["count"]))
+    truth = summary.get("ground_truth")
+
+    def rel(value: float | None) -> str:
+        return "" if value is None else f" ({value:+.1%})"
+
+    if truth:
+        table.add_row("ground-truth particles", f"{truth['true_count']}{rel(truth['count_error'])}")
+    if parts["median_nm"] is not None:
+        table.add_row("median ECD (nm)", f"{parts['median_nm']:.1f}")
+    if truth and truth.get("true_median_ecd_nm") is not None:
+        table.add_row(
+            "ground-truth median ECD (nm)",
+            f"{truth['true_median_ecd_nm']:.1f}{rel(truth['median_ecd_error'])}",
+        )
+    classes = summary.get("classes")
+    for row in (classes or {}).get("fractions", []):
+        text = f"{row['fraction']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+        if row.get("adjusted_fraction") is not None:
+            text += f", adjusted {row['adjusted_fraction']:.1%}"
+        table.add_row(f"class {row['class']}", f"{row['count']} ({text})")
+    for name, s in summary["stages"].items():
+        rate = f"{s['mpx_per_s']:.1f} Mpx/s" if s.get("mpx_per_s") else ""
+        table.add_row(f"stage {name}", f"{s['seconds']:.2f} s {rate}".strip())
+    console.print(table)
+    console.print(f"Run store: {store.url}")
+    console.print(f"Particle table: {store.table_path('particles')}")
+    console.print(f"Report: {store.report_path('index.html')}")

@@ -1,0 +1,122 @@
+"""OME-Zarr multiscale images: level 0 written chunk by chunk by the workers, each further level
+computed from the stored level above, and the NGFF ``multiscales`` metadata for them."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+import zarr
+
+from mosaicflow._shared.arrays import pixel_grid
+from mosaicflow.errors import StoreError
+from mosaicflow.runner import Runner
+
+OME_VERSION = "0.5"
+
+
+def _write_block(block: np.ndarray, target: zarr.Array, block_info: Any = None) -> np.ndarray:
+    loc = block_info[0]["array-location"]
+    target[tuple(slice(a, b) for a, b in loc)] = block
+    return np.ones((1,) * block.ndim, dtype=np.uint8)
+
+
+def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: str) -> None:
+    """Write a Dask array into a Zarr array chunk by chunk, on the workers.
+
+    The Dask chunks must equal the Zarr chunks (the last ones may be shorter), so that no two
+    tasks write the same Zarr chunk.
+    """
+    expected = da.core.normalize_chunks(target.chunks, arr.shape)
+    if arr.chunks != expected:
+        arr = arr.rechunk(target.chunks)
+    markers = da.map_blocks(
+        _write_block,
+        arr,
+        target=target,
+        chunks=tuple((1,) * len(c) for c in arr.chunks),
+        dtype=np.uint8,
+        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
+    )
+    written = runner.compute(markers, description)
+    if int(np.asarray(written).sum()) != arr.npartitions:
+        raise StoreError(
+            f"{description}: only {int(written.sum())} of {arr.npartitions} chunks written"
+        )
+
+
+def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
+    return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
+
+
+def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return da.clip(da.round(data), info.min, info.max).astype(dtype)
+    return data.astype(dtype)
+
+
+def write_multiscale(
+    group: zarr.Group, image: xr.DataArray, *, name: str, chunk: int, runner: Runner, label: bool
+) -> dict[str, Any]:
+    """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata.
+
+    ``name`` (e.g. ``labels/particles``) names the progress bars; its last part names the
+    multiscale.
+
+    Level 0 is written from the Dask graph by the workers, then each further level is computed
+    from the stored level above (2x2 mean for images, every second pixel for labels, which keeps
+    label values intact), until a level fits one chunk.
+    """
+    data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
+    spacing, origin = pixel_grid(image)
+    pixel = list(spacing or (1.0, 1.0))
+    levels = _levels_for(data.shape, chunk)
+    datasets = []
+    for level in range(levels):
+        if level:
+            prev = da.from_zarr(group[str(level - 1)])
+            if label:
+                data = prev[::2, ::2]
+            else:
+                data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
+                data = _cast_like(data, prev.dtype)
+        target = group.create_array(
+            str(level),
+            shape=data.shape,
+            chunks=(min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1),
+            dtype=data.dtype,
+            fill_value=0,
+            dimension_names=("y", "x"),
+            overwrite=True,
+        )
+        store_array(data, target, runner, f"{name}[{level}]" if level else name)
+        scale = [p * 2**level for p in pixel]
+        shift = [o + (s - p) / 2 for o, s, p in zip(origin, scale, pixel, strict=True)]
+        datasets.append(
+            {
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": scale},
+                    {"type": "translation", "translation": shift},
+                ],
+            }
+        )
+    ome: dict[str, Any] = {
+        "version": OME_VERSION,
+        "multiscales": [
+            {
+                "name": name.split("/")[-1],
+                "axes": [
+                    {"name": "y", "type": "space", "unit": "nanometer"},
+                    {"name": "x", "type": "space", "unit": "nanometer"},
+                ],
+                "datasets": datasets,
+                "type": "nearest" if label else "mean",
+            }
+        ],
+    }
+    return ome

@@ -1,0 +1,57 @@
+"""Tile-set reading (positions, bad input) and the run store (OME-Zarr images, tables)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from mosaicflow import open_run
+from mosaicflow.errors import StoreError
+from mosaicflow.io import RunStore
+
+
+def test_store_image_roundtrip_and_ome(tmp_path):
+    store = RunStore(str(tmp_path / "run.zarr"), mode="w")
+    data = np.arange(300 * 260, dtype=np.uint16).reshape(300, 260)
+    image = xr.DataArray(
+        da.from_array(data, chunks=64),
+        dims=("y", "x"),
+        coords={"y": np.arange(300) * 2.0, "x": np.arange(260) * 2.0},
+        attrs={"pixel_size_nm": [2.0, 2.0]},
+    )
+    store.write_image("mosaic", image, chunk=64)
+    back = store.read_image("mosaic")
+    np.testing.assert_array_equal(back.values, data)
+    np.testing.assert_allclose(back["x"], image["x"])
+    ome = store.root["mosaic"].attrs["ome"]
+    assert ome["version"] == "0.5"
+    datasets = ome["multiscales"][0]["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1", "2", "3"]
+    level1 = store.read_image("mosaic", 1).values
+    expected = data[:300, :260].reshape(150, 2, 130, 2).astype(np.float64).mean((1, 3))
+    np.testing.assert_array_equal(level1, np.round(expected).astype(np.uint16))
+    # labels keep their values (nearest), and are listed in labels/.zattrs
+    labels = image.copy(data=da.from_array((data % 7).astype(np.uint32), chunks=64))
+    store.write_image("labels/particles", labels, chunk=64, label=True)
+    assert set(np.unique(store.read_image("labels/particles", 1).values)) <= set(range(7))
+    assert store.root["labels"].attrs["ome"]["labels"] == ["particles"]
+    ds = open_run(str(tmp_path / "run.zarr"))
+    assert set(ds.data_vars) == {"mosaic", "labels"}
+    assert ds["mosaic"].dims == ("y", "x")
+
+
+def test_store_status_and_tables(tmp_path):
+    store = RunStore(str(tmp_path / "s.zarr"), mode="w")
+    store.set_stage("mosaic", "running")
+    assert not store.stage_done("mosaic")
+    store.set_stage("mosaic", "done", seconds=1.0)
+    assert RunStore(str(tmp_path / "s.zarr"), mode="r").stage_done("mosaic")
+    store.write_table("t", pd.DataFrame({"a": [1, 2]}))
+    assert list(store.read_table("t")["a"]) == [1, 2]
+    with pytest.raises(StoreError, match="no table"):
+        store.read_table("nope")
+    with pytest.raises(StoreError, match="does not exist"):
+        RunStore(str(tmp_path / "missing.zarr"), mode="r")

@@ -1,0 +1,97 @@
+"""Cross-chunk labelling against SciPy's and scikit-image's whole-image labelling."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import skimage.measure
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mosaicflow.errors import ConfigError
+from mosaicflow.measure import label
+
+# Whole image, 4x6 chunks, uneven 7x7 chunks, thin strips: all with >= 3x3 chunks except the
+# first, and all smaller than the giant particle of the ``field`` fixture (conftest.py).
+CHUNKINGS = [(1000, 1000), (64, 64), (37, 53), (23, 150)]
+
+
+@pytest.mark.parametrize("scratch", [False, True])
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_label_equals_scipy_exactly(field, chunks, connectivity, scratch, tmp_path):
+    mask = field[1] > 0
+    expected, n = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
+    target = str(tmp_path / "local.zarr") if scratch else None
+    out = label(da.from_array(mask, chunks=chunks), connectivity=connectivity, scratch=target)
+    out = out.compute(scheduler="sync")
+    assert out.dtype == np.uint32
+    assert int(out.max()) == n
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("chunks", CHUNKINGS[1:])
+def test_connectivity_means_what_it_means_in_skimage(field, chunks, connectivity):
+    """``connectivity`` as in ``skimage.measure.label``: the same particles (ids equal up to a
+    renumbering), and the same ids as ``scipy.ndimage.label`` with the structure
+    ``generate_binary_structure(2, connectivity)``."""
+    mask = field[1] > 0
+    theirs = skimage.measure.label(mask, connectivity=connectivity)
+    scipy_ids, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
+    ours = label(da.from_array(mask, chunks=chunks), connectivity=connectivity).compute()
+    np.testing.assert_array_equal(ours, scipy_ids)
+    # One to one: each (ours, theirs) pair of ids is one particle of each labelling.
+    pairs = np.unique(np.stack([ours.ravel(), theirs.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(ours)) == len(np.unique(theirs))
+    assert ((pairs[0] == 0) == (pairs[1] == 0)).all()
+
+
+@settings(max_examples=20)
+@given(
+    seed=st.integers(0, 2**16),
+    cy=st.integers(2, 40),
+    cx=st.integers(2, 40),
+    density=st.floats(0.2, 0.7),
+    connectivity=st.sampled_from([1, 2]),
+)
+def test_label_random_masks(seed, cy, cx, density, connectivity):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((61, 47)) < density
+    expected, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
+    out = label(da.from_array(mask, chunks=(cy, cx)), connectivity=connectivity).compute(
+        scheduler="sync"
+    )
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_label_keeps_separated_particles_apart_at_chunk_faces():
+    """A one-pixel gap lying exactly on a chunk face, and a diagonal contact at a chunk corner."""
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[5:19, 5:35] = True  # ends on row 18
+    mask[20:35, 5:35] = True  # starts on row 20: the gap is row 19, the face between 19 and 20
+    mask[19, 38] = mask[20, 39] = True  # diagonal contact across the corner of four chunks
+    for connectivity, n_expected in ((1, 4), (2, 3)):
+        expected, n = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
+        assert n == n_expected
+        out = label(da.from_array(mask, chunks=(20, 39)), connectivity=connectivity).compute()
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.cluster
+def test_label_ids_do_not_depend_on_workers(field, client, tmp_path):
+    mask = field[1] > 0
+    expected, _ = ndi.label(mask)
+    lazy = label(da.from_array(mask, chunks=(37, 53)), scratch=str(tmp_path / "s.zarr"))
+    np.testing.assert_array_equal(client.compute(lazy).result(), expected)
+
+
+def test_label_rejects_bad_input(tmp_path):
+    with pytest.raises(TypeError, match="boolean"):
+        label(da.zeros((4, 4), chunks=2, dtype=np.float32))
+    with pytest.raises(ConfigError, match="connectivity"):
+        label(da.zeros((4, 4), chunks=2, dtype=bool), connectivity=3)
+    with pytest.raises(ConfigError, match="regular chunks"):
+        label(da.zeros((9, 9), chunks=((2, 5, 2), 9), dtype=bool), scratch=str(tmp_path / "s"))

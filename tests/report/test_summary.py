@@ -1,0 +1,132 @@
+"""The run report: statistics against NumPy, figures' numbers, outline colours, the HTML page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mosaicflow.classify.metrics import class_fractions
+from mosaicflow.report import ECD, size_statistics, write_report
+
+CLASSES = ["cube", "rod", "sphere"]
+
+CONFUSION = [[40, 6, 4], [3, 45, 2], [5, 1, 44]]
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+# -- statistics ------------------------------------------------------------------------------
+def test_size_statistics_equal_numpy() -> None:
+    ecd = np.random.default_rng(0).lognormal(3.0, 0.5, 1001)
+    stats = size_statistics(ecd)
+    assert stats["mean_nm"] == pytest.approx(np.mean(ecd), rel=1e-12)
+    assert stats["median_nm"] == pytest.approx(np.median(ecd), rel=1e-12)
+    assert stats["std_nm"] == pytest.approx(np.std(ecd), rel=1e-12)
+    for key, q in (("d10_nm", 10), ("d50_nm", 50), ("d90_nm", 90)):
+        assert stats[key] == pytest.approx(np.percentile(ecd, q), rel=1e-12)
+    assert all(v is None for v in size_statistics(np.empty(0)).values())
+
+
+def test_summary_equals_numpy_on_the_table(
+    check_page, full_table, table_store, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    table = full_table(rng, 3000)
+    table.loc[:9, "circularity"] = np.inf  # zero perimeter: left out of the shape medians
+    truth = pd.DataFrame(
+        {
+            "ecd_nm": rng.lognormal(np.log(40.0), 0.3, 2900),
+            "class": np.asarray(CLASSES, dtype=object)[rng.integers(0, 3, 2900)],
+        }
+    )
+    store = table_store(tmp_path / "t.zarr", table)
+    store.write_table("ground_truth", truth)
+    summary = write_report(store)
+    on_disk = json.loads((tmp_path / "t.zarr" / "report" / "summary.json").read_text())
+    assert on_disk == summary
+
+    ecd = table[ECD].to_numpy()
+    p = summary["particles"]
+    assert p["count"] == len(table)
+    assert p["touches_edge"] == int(table["touches_edge"].sum())
+    for key, value in size_statistics(ecd).items():
+        assert p[key] == pytest.approx(value, rel=1e-12)
+    circ = table["circularity"].to_numpy()
+    finite = circ[np.isfinite(circ)]
+    assert summary["shape"]["circularity"]["median"] == pytest.approx(np.median(finite))
+    assert summary["shape"]["circularity"]["non_finite"] == 10
+    assert summary["shape"]["aspect_ratio"]["median"] == pytest.approx(
+        np.median(table["aspect_ratio"])
+    )
+    gt = summary["ground_truth"]
+    assert gt["true_count"] == len(truth)
+    assert gt["true_median_ecd_nm"] == pytest.approx(np.median(truth["ecd_nm"]))
+    expected = truth["class"].value_counts(normalize=True)
+    got = {r["class"]: r["fraction"] for r in gt["class_fractions"]}
+    assert got == pytest.approx(expected.to_dict())
+    assert summary["stages"]["particles"] == {"seconds": 1.5, "mpx_per_s": 12.0}
+    # only the columns the report uses are read
+    assert "fft_mean" not in summary["columns_read"]
+    assert "intensity_mean" not in summary["columns_read"]
+    check_page(tmp_path / "t.zarr" / "report", summary)
+
+
+def test_class_fractions_equal_classify_metrics(full_table, table_store, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    table = full_table(rng, 2000)
+    table.loc[:24, "class"] = "unclassified"
+    store = table_store(tmp_path / "c.zarr", table)
+    summary = write_report(store)
+    expected = class_fractions(table["class"], CLASSES, confusion=np.asarray(CONFUSION))
+    got = pd.DataFrame(summary["classes"]["fractions"])
+    pd.testing.assert_frame_equal(
+        got[expected.columns], expected, check_dtype=False, check_exact=False, rtol=1e-12
+    )
+    assert summary["classes"]["adjusted"] is True
+    assert summary["classes"]["unclassified"] == 25
+    assert summary["classes"]["n_classified"] == 1975
+    for row in summary["classes"]["fractions"]:
+        sel = table.loc[table["class"] == row["class"], ECD]
+        assert row["median_ecd_nm"] == pytest.approx(np.median(sel))
+    assert "class_fractions" in summary["figures"]
+
+    # without a confusion matrix: raw fractions only, still equal to the metrics
+    store = table_store(tmp_path / "raw.zarr", table, confusion=False)
+    summary = write_report(store)
+    classes = sorted(set(table["class"]) - {"unclassified"})
+    expected = class_fractions(table["class"], classes)
+    got = pd.DataFrame(summary["classes"]["fractions"])
+    assert summary["classes"]["adjusted"] is False
+    assert "adjusted_fraction" not in got
+    pd.testing.assert_frame_equal(got[expected.columns], expected, check_dtype=False)
+
+
+def test_million_rows_are_summarised(check_page, table_store, tmp_path: Path) -> None:
+    n = 1_000_000
+    rng = np.random.default_rng(11)
+    ecd = rng.lognormal(np.log(35.0), 0.4, n)
+    table = pd.DataFrame(
+        {
+            "label": np.arange(1, n + 1, dtype=np.uint32),
+            ECD: ecd,
+            "circularity": rng.uniform(0.3, 1.05, n),
+            "aspect_ratio": rng.uniform(1.0, 3.0, n),
+            "bbox-0": rng.integers(0, 60_000, n),
+            "bbox-1": rng.integers(0, 60_000, n),
+            "class": np.asarray(CLASSES, dtype=object)[rng.integers(0, 3, n)],
+        }
+    )
+    table["bbox-2"] = table["bbox-0"] + 20
+    table["bbox-3"] = table["bbox-1"] + 20
+    store = table_store(tmp_path / "m.zarr", table)
+    summary = write_report(store, max_scatter_points=20_000)
+    assert summary["particles"]["count"] == n
+    for key, value in size_statistics(ecd).items():
+        assert summary["particles"][key] == pytest.approx(value, rel=1e-12)
+    assert sum(r["count"] for r in summary["classes"]["fractions"]) == n
+    check_page(tmp_path / "m.zarr" / "report", summary)
