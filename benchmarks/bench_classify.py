@@ -49,7 +49,7 @@ from skimage.draw import polygon
 
 from mosaicflow.classify import (
     DEFAULT_FEATURES,
-    FOURIER_COLUMNS,
+    GROSCHNER_FEATURES,
     HU_COLUMNS,
     ParticleClassifier,
     features_from_crops,
@@ -74,7 +74,7 @@ SCALE_FREE = (
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "default": DEFAULT_FEATURES,
     "shape, scale-free": SCALE_FREE,
-    "Fourier (Groschner five)": FOURIER_COLUMNS,
+    "Fourier (Groschner five)": GROSCHNER_FEATURES,
 }
 
 

@@ -21,7 +21,8 @@ from rich.table import Table
 from _util import PeakRSS  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow import cluster
 from mosaicflow.config import Config
-from mosaicflow.pipeline import STAGES, Pipeline, default_input
+from mosaicflow.pipeline import STAGES, Pipeline
+from mosaicflow.synth.default import default_input
 
 
 def run_once(config: Config, workers: int, out: Path) -> dict[str, object]:

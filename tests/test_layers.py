@@ -29,9 +29,11 @@ LAYERS: dict[str, int] = {
     "measure": 5,
     "classify": 6,
     "report": 7,
+    "selection": 7,
     "cluster": 8,
     "pipeline": 8,
     "cli": 9,
+    "napari_reader": 9,
 }
 MAX_LINES = 500
 LONG_FILE_REASON = "Kept in one file:"

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import zarr
 
 from mosaicflow import cluster, open_run
 from mosaicflow.config import Config
@@ -51,7 +52,8 @@ def test_chunk_invariance(small_grid, client, tmp_path):
         results.append((ds["labels"].values, table, ds["denoised"].values))
     labels0, table0, den0 = results[0]
     assert table0["label"].max() > 10
-    extent = np.maximum(table0["bbox-2"] - table0["bbox-0"], table0["bbox-3"] - table0["bbox-1"])
+    b = [table0[f"bbox_px-{i}"] for i in range(4)]
+    extent = np.maximum(b[2] - b[0], b[3] - b[1])
     assert extent.max() > 40  # some particles span more than one 40-px chunk
     for labels, table, den in results[1:]:
         np.testing.assert_array_equal(labels, labels0)
@@ -211,8 +213,14 @@ def test_model_segmenter_stage(small_grid, client, tmp_path):
     expected = np.round(predict(den, str(ckpt)).values * 255).astype(np.int16)
     stored = store.read_image("probability").values
     assert stored.dtype == np.uint8
-    assert np.abs(stored.astype(np.int16) - expected).max() <= 1
-    assert (stored.astype(np.int16) == expected).mean() > 0.999
+    from mosaicflow.io import read_tileset
+    from mosaicflow.stitch import coverage
+
+    covered = coverage(read_tileset(small_grid.folder), chunks=512).values
+    assert (stored[~covered] == 0).all()  # where no tile is, no particle, whatever the model says
+    diff = stored.astype(np.int16)[covered] - expected[covered]
+    assert np.abs(diff).max() <= 1
+    assert (diff == 0).mean() > 0.999
     loads = client.run(
         lambda dask_worker: dask_worker.plugins["mosaicflow-models"].cache.loads
     ).values()
@@ -231,8 +239,13 @@ def test_dark_polarity_keeps_the_other_side_of_the_otsu_threshold(small_grid, tm
     pd_ = dark.read_image("probability").values
     den = dark.read_image("denoised").values
     threshold = dark.stages()["probability"]["threshold"]
-    off_threshold = den != threshold
+    from mosaicflow.io import read_tileset
+    from mosaicflow.stitch import coverage
+
+    covered = coverage(read_tileset(small_grid.folder), chunks=256).values
+    off_threshold = (den != threshold) & covered
     np.testing.assert_array_equal(pd_[off_threshold], 255 - pb[off_threshold])
+    assert (pd_[~covered] == 0).all() and (pb[~covered] == 0).all()  # no tile, no particle
     assert dark.stages()["probability"]["polarity"] == "dark"
     with pytest.raises(ConfigError, match="polarity"):
         base.replace("segment", polarity="grey")
@@ -263,3 +276,96 @@ def test_run_applies_a_saved_classifier_on_the_cluster(small_grid, client, tmp_p
     summary = json.loads((tmp_path / "b.zarr" / "report" / "summary.json").read_text())
     fractions = {row["class"]: row["count"] for row in summary["classes"]["fractions"]}
     assert fractions == classified["class"].value_counts().to_dict()
+    # the labels' NGFF metadata colours each particle by its class, one colour per class
+    label_meta = zarr.open_group(str(tmp_path / "b.zarr"), mode="r")["labels/particles"]
+    image_label = label_meta.attrs["ome"]["image-label"]
+    by_label = {p["label-value"]: p["class"] for p in image_label["properties"]}
+    assert by_label == dict(zip(classified["label"], classified["class"], strict=True))
+    colors = {tuple(c["rgba"]) for c in image_label["colors"]}
+    assert len(colors) == 2
+
+
+# -- particles a user would count ------------------------------------------------------------
+def test_auto_polarity_takes_the_minority_side(small_grid, tmp_path):
+    """Bright particles on a dark support give ``bright``; the same grid inverted (as a
+    bright-field image) gives ``dark`` and the same particles."""
+    import shutil
+
+    import tifffile
+
+    base = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    bright = Pipeline(base, str(tmp_path / "b.zarr")).run(stop_after="labels")
+    inverted = tmp_path / "inverted"
+    shutil.copytree(small_grid.folder, inverted)
+    for tile in inverted.glob("Tile_*.tif"):
+        with tifffile.TiffFile(tile) as tif:
+            page = tif.pages[0]
+            data = page.asarray()
+            tag = page.tags[34682]  # the FEI metadata, copied as written
+            tif.filehandle.seek(tag.valueoffset)
+            ini = tif.filehandle.read(tag.count).rstrip(b"\0").decode()
+            extratags = [(34682, "s", 0, ini, True)]
+        tifffile.imwrite(tile, np.iinfo(data.dtype).max - data, extratags=extratags)
+    dark = Pipeline(base.replace("input", value=str(inverted)), str(tmp_path / "d.zarr")).run(
+        stop_after="labels"
+    )
+    assert bright.stages()["probability"]["polarity"] == "bright"
+    assert dark.stages()["probability"]["polarity"] == "dark"
+    assert dark.stages()["probability"]["polarity_source"] == "auto"
+    # The same particles: the threshold differs a little (the histograms differ where no tile
+    # is, and so does smoothing next to it), the segmentation hardly.
+    lab_dark = dark.read_image("labels/particles").values
+    lab_bright = bright.read_image("labels/particles").values
+    assert np.mean((lab_dark > 0) != (lab_bright > 0)) < 0.005
+    # instances: each bright particle has a dark one at IoU >= 0.5, but for a few at the edge
+    pairs = np.stack([lab_bright.ravel(), lab_dark.ravel()])
+    both, inter = np.unique(pairs[:, (pairs > 0).all(axis=0)], axis=1, return_counts=True)
+    area_b = np.bincount(lab_bright.ravel())
+    area_d = np.bincount(lab_dark.ravel())
+    iou = inter / (area_b[both[0]] + area_d[both[1]] - inter)
+    matched = np.unique(both[0][iou >= 0.5])
+    assert len(matched) >= 0.9 * lab_bright.max()
+
+
+def test_minimum_size_and_edge_policy_select_rows_of_the_whole_table(tmp_path):
+    from mosaicflow import synth
+
+    holey = tmp_path / "holey"  # a missing tile: particles cut by the uncovered area
+    synth.write_maps_grid(
+        holey, rows=2, cols=3, tile_shape=(300, 400), snr=30.0, seed=3, missing_tiles=[(1, 2)]
+    )
+    base = Config(input=str(holey)).replace("store", chunk=256)
+    every = Pipeline(base.replace("measure", min_size="0", edge_policy="keep"), tmp_path / "a")
+    every = every.run(stop_after="particles")
+    objects = every.read_table("particles")
+    assert every.stages()["particles"]["n_below_min_size"] == 0
+    edge = objects["touches_edge"] | objects["touches_uncovered"]
+    assert edge.any()
+
+    min_nm = float(np.percentile(objects["equivalent_diameter_area"], 30))
+    cfg = base.replace("measure", min_size=f"{min_nm} nm", edge_policy="drop")
+    some = Pipeline(cfg, tmp_path / "b").run(stop_after="particles")
+    listed = some.read_table("particles")
+    expected = objects[(objects["equivalent_diameter_area"] >= min_nm) & ~edge]
+    pd.testing.assert_frame_equal(listed, expected.reset_index(drop=True))
+    stage = some.stages()["particles"]
+    assert stage["n_objects"] == len(objects)
+    assert stage["n_below_min_size"] == int((objects["equivalent_diameter_area"] < min_nm).sum())
+    assert stage["n_at_edge"] == int((edge & (objects["equivalent_diameter_area"] >= min_nm)).sum())
+    assert stage["n_particles"] == len(listed)
+
+    auto = Pipeline(base, tmp_path / "c").run(stop_after="particles")
+    pixel = min(auto.meta["tileset"]["pixel_size_nm"])
+    assert auto.stages()["particles"]["min_diameter_nm"] == pytest.approx(3 * pixel)
+    with pytest.raises(ConfigError, match="min_size"):
+        base.replace("measure", min_size="3")
+
+
+def test_one_object_covering_the_mosaic_is_a_warning(small_grid, tmp_path):
+    """The wrong polarity makes the support one object: the stage says so."""
+    cfg = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    store = Pipeline(cfg.replace("segment", polarity="dark"), tmp_path / "w").run(
+        stop_after="particles"
+    )
+    warnings = store.stages()["particles"].get("warnings", [])
+    assert len(warnings) == 1 and "check --polarity" in warnings[0]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,30 @@ class StoreConfig:
 
 #: The denoisers ``mosaicflow.restoration.denoise`` runs by name (each but ``none`` is a filter).
 DENOISE_METHODS = ("gaussian", "median", "nl_means", "none")
+POLARITIES = ("bright", "dark", "auto")
+EDGE_POLICIES = ("keep", "flag", "drop")
+#: ``measure.min_size: auto``: the smallest listed equivalent diameter, in pixels.
+AUTO_MIN_DIAMETER_PX = 3.0
+
+
+def parse_size(text: str, what: str = "measure.min_size") -> tuple[float, str] | None:
+    """``"12 nm"``, ``"3px"``, ``"0"`` -> ``(12.0, "nm")``, ``(3.0, "px")``, ``(0.0, "px")``;
+    ``"auto"`` -> ``None``.
+
+    Raises
+    ------
+    ConfigError
+        Anything else, with the accepted forms.
+    """
+    value = str(text).strip().lower()
+    if value == "auto":
+        return None
+    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(nm|px)?", value)
+    if match is None or (match.group(2) is None and float(match.group(1)) != 0):
+        raise ConfigError(
+            f"{what}: expected 'auto', '0' or a size such as '12 nm' or '3 px', got {text!r}"
+        )
+    return float(match.group(1)), match.group(2) or "px"
 
 
 @dataclass(frozen=True)
@@ -76,13 +101,14 @@ class DenoiseConfig:
 class SegmentConfig:
     """``method``: ``otsu`` (the default baseline; ``polarity`` says whether particles are
     ``bright`` (SEM backscatter, HAADF) or ``dark`` (bright-field TEM/HRTEM) against the
-    substrate) or ``model`` (windowed inference with the
+    substrate, or ``auto``: the smaller side of the threshold, decided from the mosaic's
+    histogram and recorded in the store) or ``model`` (windowed inference with the
     checkpoint at ``model``; its window and threshold apply unless ``window`` is set).
     ``resources`` (e.g. ``{GPU: 1}``) sends the model's window tasks only to workers started
     with those Dask resources."""
 
     method: str = "otsu"
-    polarity: str = "bright"
+    polarity: str = "auto"
     nbins: int = 256
     model: str | None = None
     window: int | None = None
@@ -102,11 +128,23 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """``halo``: pixels each chunk reads from its neighbours when measuring particles; particles
+    """Which particles the table lists and how they are measured.
+
+    ``halo``: pixels each chunk reads from its neighbours when measuring particles; particles
     up to about this size are measured by one chunk, larger ones are assembled from pieces
-    (exact either way, slower for giants)."""
+    (exact either way, slower for giants). ``min_size``: the smallest equivalent diameter a
+    particle must have to be listed, ``"<number> nm"`` or ``"<number> px"``, ``"0"`` for none,
+    or ``"auto"``: :data:`AUTO_MIN_DIAMETER_PX` pixels (objects of a few pixels are noise at any
+    pixel size). ``edge_policy``: particles touching the mosaic's edge or an area no tile covers
+    are ``keep`` (counted like any other), ``flag`` (listed, left out of the statistics and
+    counted apart) or ``drop`` (not listed; counted in the stage record). ``max_object_fraction``:
+    a warning when one object covers more than this fraction of the mosaic (a background taken
+    for a particle: check the polarity)."""
 
     halo: int = 64
+    min_size: str = "auto"
+    edge_policy: str = "flag"
+    max_object_fraction: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -200,8 +238,18 @@ class Config:
                 f"segment.window must be >= 16 px or empty, got {self.segment.window}",
             ),
             (
-                self.segment.polarity in ("bright", "dark"),
-                f"segment.polarity must be 'bright' or 'dark', got {self.segment.polarity!r}",
+                self.segment.polarity in POLARITIES,
+                f"segment.polarity must be one of {POLARITIES}, got {self.segment.polarity!r}",
+            ),
+            (
+                self.measure.edge_policy in EDGE_POLICIES,
+                f"measure.edge_policy must be one of {EDGE_POLICIES}, got "
+                f"{self.measure.edge_policy!r}",
+            ),
+            (
+                0 < self.measure.max_object_fraction <= 1,
+                f"measure.max_object_fraction must be in (0, 1], got "
+                f"{self.measure.max_object_fraction}",
             ),
             (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
             (
@@ -225,6 +273,7 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid configuration: {message}")
+        parse_size(self.measure.min_size)
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import pandas as pd
 from rich.console import Console
@@ -24,6 +25,17 @@ from mosaicflow.errors import ConfigError, StoreError
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import TileSet, read_tileset
 from mosaicflow.runner import Runner
+from mosaicflow.selection import (
+    ECD,
+    EDGE_FLAGS,
+    MAX_LABEL_COLORS,
+    UNFILTERED,
+    listed,
+    min_diameter_nm,
+    probability_mean,
+    selection_counts,
+    sorted_by_label,
+)
 
 STAGES = ("tiles", "mosaic", "denoised", "probability", "labels", "particles", "report")
 
@@ -245,22 +257,34 @@ class Pipeline:
         return {"pixels": int(mosaic.size), "dtype": str(den.dtype), **info}
 
     def _stage_probability(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.stitch import coverage
+
         den = store.read_image("denoised")
         if self.config.segment.method == "model":
             prob, info = self._model_probability(den)
         else:
-            from mosaicflow.segmentation import threshold_otsu
+            from mosaicflow.segmentation import histogram, minority_polarity, threshold_otsu
 
-            threshold = threshold_otsu(den, nbins=self.config.segment.nbins, runner=self.runner)
-            dark = self.config.segment.polarity == "dark"
-            particles = (den < threshold) if dark else (den > threshold)
+            cfg = self.config.segment
+            hist = histogram(den, nbins=cfg.nbins, runner=self.runner)
+            threshold = threshold_otsu(nbins=cfg.nbins, hist=hist)
+            polarity = cfg.polarity
+            if polarity == "auto":
+                polarity = minority_polarity(*hist, threshold)
+                self._say(f"Polarity: {polarity} particles (the smaller side of the threshold)")
+            particles = (den < threshold) if polarity == "dark" else (den > threshold)
             prob = (particles * 255).astype("uint8")
             info = {
                 "segmenter": "otsu",
                 "threshold": threshold,
-                "polarity": self.config.segment.polarity,
+                "threshold_units": "grey level of the denoised mosaic",
+                "polarity": polarity,
+                "polarity_source": "auto" if cfg.polarity == "auto" else "configured",
                 "label_threshold_u8": 128,
             }
+        # Pixels no tile covers are never particles, whatever the polarity.
+        covered = coverage(self.tileset, chunks=den.data.chunks[0][0]).data
+        prob = prob.copy(data=da.where(covered, prob.data, np.uint8(0)))
         prob.attrs.update(den.attrs, **info)
         # Resource annotations live on graph layers, which low-level fusion would merge away.
         routed = self.config.segment.method == "model" and bool(self.config.segment.resources)
@@ -322,23 +346,29 @@ class Pipeline:
         return {"pixels": int(prob.size)}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
-        from mosaicflow.measure import regionprops_table
+        from mosaicflow.measure import regionprops_table, table_schema_metadata
         from mosaicflow.stitch import coverage
 
         labels = store.read_image("labels/particles")
-        den = store.read_image("denoised")
+        model = self.config.segment.method == "model"
+        extra = {"raw": store.read_image("mosaic")}
+        if model:  # with the threshold baseline the probability is 1 on every particle
+            extra["probability"] = store.read_image("probability")
         table = regionprops_table(
             labels,
-            den,
-            extra_intensity={
-                "raw": store.read_image("mosaic"),
-                "probability": store.read_image("probability"),
-            },
+            store.read_image("denoised"),
+            extra_intensity=extra,
             coverage=coverage(self.tileset, chunks=labels.data.chunks[0][0]),
             halo=self.config.measure.halo,
         )
-        table = table.map_partitions(_probability_mean, meta=_probability_mean(table._meta))
-        info: dict[str, Any] = {}
+        if model:
+            table = table.map_partitions(probability_mean, meta=probability_mean(table._meta))
+        # Every object is measured once into a scratch table; the listed ones are read back.
+        store.write_table(UNFILTERED, table, runner=self.runner)
+        info = self._select_particles(store, n_pixels=int(labels.size))
+        table = store.read_table_lazy(UNFILTERED)
+        table = table[listed(table, info["min_diameter_nm"], self.config.measure.edge_policy)]
+        table = sorted_by_label(table, info["n_objects"])
         cfg = self.config.classify
         if cfg.model:
             from mosaicflow.classify import load, predict
@@ -346,9 +376,45 @@ class Pipeline:
             classifier = load(cfg.model, trust_pickle=cfg.trust_pickle)
             table = predict(table, classifier)
             info["classifier"] = classifier.summary()
-        store.write_table("particles", table, runner=self.runner)
-        n = store.count_rows("particles")
-        return {"pixels": int(labels.size), "n_particles": n, **info}
+        units = table_schema_metadata(table.columns, pixel_size_nm=labels.attrs["pixel_size_nm"])
+        store.write_table("particles", table, runner=self.runner, metadata=units)
+        store.remove_table(UNFILTERED)
+        info["n_particles"] = store.count_rows("particles")
+        if cfg.model:
+            info.update(self._label_classes(store, info["n_particles"]))
+        return {"pixels": int(labels.size), **info}
+
+    def _label_classes(self, store: RunStore, n_particles: int) -> dict[str, Any]:
+        """Each listed particle's class and class colour in the labels' NGFF metadata, so that
+        a viewer colours the label image by class (up to :data:`MAX_LABEL_COLORS` particles)."""
+        if n_particles > MAX_LABEL_COLORS:
+            return {"label_colors": f"not written: {n_particles} particles > {MAX_LABEL_COLORS}"}
+        from mosaicflow.report.plots import class_colors
+
+        table = store.read_table("particles", columns=["label", "class"])
+        names = sorted(table["class"].astype(str).unique())
+        palette = dict(zip(names, class_colors(names), strict=True))
+        store.set_label_classes(
+            "particles", table["label"].tolist(), table["class"].astype(str).tolist(), palette
+        )
+        return {"label_colors": palette}
+
+    def _select_particles(self, store: RunStore, *, n_pixels: int) -> dict[str, Any]:
+        """Counts of the objects found, those too small, those at an edge; a warning when one
+        object covers much of the mosaic."""
+        cfg = self.config.measure
+        objects = store.read_table(UNFILTERED, columns=[ECD, "num_pixels", *EDGE_FLAGS])
+        info = selection_counts(
+            objects,
+            min_diameter_nm(cfg.min_size, self.tileset.pixel_size_nm),
+            n_pixels=n_pixels,
+            max_object_fraction=cfg.max_object_fraction,
+            polarity=store.stages().get("probability", {}).get("polarity"),
+        )
+        info["edge_policy"] = cfg.edge_policy
+        for warning in info.get("warnings", []):
+            self._say(f"[yellow]warning:[/yellow] {warning}")
+        return info
 
     def _stage_report(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.report import write_report
@@ -398,12 +464,3 @@ class Pipeline:
             if name == stop_after:
                 break
         return store
-
-
-def _probability_mean(part: pd.DataFrame) -> pd.DataFrame:
-    """Mean segmentation probability (0..1) from the stored uint8 layer's statistics."""
-    part = part.drop(columns=[f"intensity_{s}_probability" for s in ("std", "min", "max")]).rename(
-        columns={"intensity_mean_probability": "probability_mean"}
-    )
-    part["probability_mean"] = part["probability_mean"] / 255.0
-    return part

@@ -37,7 +37,7 @@ def test_features_from_crops_label_images_and_errors(shape_crop):
     assert table["label"].tolist() == [1, 3, 7]
     single = features_from_crops([im1], [m1]).drop(columns=["crop", "label"])
     in_context = table.iloc[[1]].drop(columns=["crop", "label"]).reset_index(drop=True)
-    cols = ["area", "perimeter", "circularity", "moments_hu-0", "fft_com", "real_std"]
+    cols = ["area", "perimeter", "circularity", "moments_hu-0", "fft_com", "intensity_std"]
     pd.testing.assert_frame_equal(single[cols], in_context[cols])
     with pytest.raises(ConfigError, match="crop 0: mask shape"):
         features_from_crops([im1], [m2])

@@ -19,6 +19,7 @@ from mosaicflow.classify import (
     FORMAT_VERSION,
     ClassifierError,
     ParticleClassifier,
+    add_derived_features,
     check_loadable,
     load,
     predict,
@@ -131,8 +132,7 @@ def test_loaded_forest_is_the_saved_forest(model, shapes, tmp_path):
     """Not just the same predictions: the same fitted object, attribute for attribute."""
     loaded = load(model.save(tmp_path / "model.clf"))
     _same_estimator(loaded.forest, model.forest)
-    x = shapes.assign(feret_ratio=shapes["feret_diameter_min"] / shapes["feret_diameter_max"])
-    x = x[list(model.features)].to_numpy()
+    x = add_derived_features(shapes, model.features)[list(model.features)].to_numpy()
     np.testing.assert_array_equal(loaded.forest.predict_proba(x), model.forest.predict_proba(x))
     np.testing.assert_array_equal(
         loaded.forest.feature_importances_, model.forest.feature_importances_

@@ -19,6 +19,7 @@ from mosaicflow.classify import (
     predict,
 )
 from mosaicflow.measure import regionprops_table
+from mosaicflow.measure.columns import column_units
 
 
 def test_predict_pandas_equals_the_forest(model, shapes, shape_names):
@@ -125,3 +126,12 @@ def test_output_columns_and_wrong_arguments(model, shapes):
         predict(shapes, model.forest)
     with pytest.raises(ClassifierError, match="expected a pandas or Dask DataFrame, got ndarray"):
         predict(shapes.to_numpy(), model)
+
+
+def test_the_columns_predict_adds_have_units(model, shapes):
+    """The stored table's schema carries a unit for every column, the classifier's too."""
+    added = [c for c in predict(shapes, model).columns if c not in shapes.columns]
+    assert added == output_columns(model.classes)
+    units = column_units(added, physical=True, frame=True)
+    assert units["class"] == "class name"
+    assert {units[c] for c in added[1:]} == {"dimensionless"}

@@ -1,4 +1,4 @@
-"""Tile-set reading (positions, bad input) and the run store (OME-Zarr images, tables)."""
+"""The run store: images, status, tables."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_store_image_roundtrip_and_ome(tmp_path):
     back = store.read_image("mosaic")
     np.testing.assert_array_equal(back.values, data)
     np.testing.assert_allclose(back["x"], image["x"])
-    ome = store.root["mosaic"].attrs["ome"]
+    ome = store.root.attrs["ome"]  # the store's root is the mosaic image
     assert ome["version"] == "0.5"
     datasets = ome["multiscales"][0]["datasets"]
     assert [d["path"] for d in datasets] == ["0", "1", "2", "3"]

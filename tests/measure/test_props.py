@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import dask.array as da
 import numpy as np
 import pandas as pd
@@ -12,7 +14,8 @@ import xarray as xr
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.measure import regionprops_table
-from mosaicflow.measure._kernel import SKIMAGE_PROPERTIES
+from mosaicflow.measure.columns import PIXEL_POSITION_COLUMNS, SKIMAGE_PROPERTIES
+from mosaicflow.measure.features import fourier_features
 
 # Whole image, 4x6 chunks, uneven 7x7 chunks, thin strips: all with >= 3x3 chunks except the
 # first, and all smaller than the giant particle of the ``field`` fixture (conftest.py).
@@ -198,22 +201,69 @@ def test_numpy_input_gives_the_same_pandas_table(field):
     )
 
 
-def test_dataarray_gives_nm_in_the_image_frame(field):
-    labels = field[1]
+def _framed(labels, chunks=64):
     y = 1000.0 + np.arange(labels.shape[0]) * 2.5
     x = -40.0 + np.arange(labels.shape[1]) * 2.5
-    arr = xr.DataArray(
-        da.from_array(labels, chunks=64),
-        dims=("y", "x"),
-        coords={"y": y, "x": x},
-        attrs={"pixel_size_nm": [2.5, 2.5]},
+    data = labels if chunks is None else da.from_array(labels, chunks=chunks)
+    return xr.DataArray(
+        data, dims=("y", "x"), coords={"y": y, "x": x}, attrs={"pixel_size_nm": [2.5, 2.5]}
     )
-    table = regionprops_table(arr).compute().sort_values("label", ignore_index=True)
-    px = skimage.measure.regionprops_table(labels, properties=("centroid", "perimeter", "area"))
+
+
+@pytest.mark.parametrize("chunks", [(37, 53), None])
+def test_dataarray_gives_nm_in_the_image_frame(field, chunks):
+    """Lengths, areas, centroids and bounding boxes in nm in the DataArray's coordinates, the
+    pixel positions next to them, equal to scikit-image's pixel columns (giants included: a
+    6 px halo sends the large particles through the assembly task)."""
+    labels = field[1]
+    arr = _framed(labels, chunks)
+    table = regionprops_table(arr, halo=6)
+    if chunks is not None:
+        assert len(table.partitions[table.npartitions - 1].compute()) > 0  # giants
+        table = table.compute()
+    table = table.sort_values("label", ignore_index=True)
+    px = skimage.measure.regionprops_table(
+        labels, properties=("label", "centroid", "bbox", "perimeter", "area")
+    )
     np.testing.assert_allclose(table["area"], px["area"] * 2.5**2)
     np.testing.assert_allclose(table["perimeter"], px["perimeter"] * 2.5)
     np.testing.assert_allclose(table["centroid-0"], 1000.0 + px["centroid-0"] * 2.5)
     np.testing.assert_allclose(table["centroid-1"], -40.0 + px["centroid-1"] * 2.5)
+    for i in range(4):
+        np.testing.assert_array_equal(table[f"bbox_px-{i}"], px[f"bbox-{i}"])
+        assert table[f"bbox_px-{i}"].dtype == np.int64 and table[f"bbox-{i}"].dtype == np.float64
+    for i in range(2):
+        np.testing.assert_allclose(table[f"centroid_px-{i}"], px[f"centroid-{i}"], rtol=1e-12)
+    # Oracle: the coordinates (pixel centres) of the first and last pixel, half a pixel out.
+    y, x = arr["y"].values, arr["x"].values
+    np.testing.assert_allclose(table["bbox-0"], y[px["bbox-0"]] - 1.25, rtol=1e-12)
+    np.testing.assert_allclose(table["bbox-1"], x[px["bbox-1"]] - 1.25, rtol=1e-12)
+    np.testing.assert_allclose(table["bbox-2"], y[px["bbox-2"] - 1] + 1.25, rtol=1e-12)
+    np.testing.assert_allclose(table["bbox-3"], x[px["bbox-3"] - 1] + 1.25, rtol=1e-12)
+    assert (table["bbox-0"] < table["centroid-0"]).all()
+    assert (table["centroid-0"] < table["bbox-2"]).all()
+    np.testing.assert_allclose(
+        table["bbox-2"] - table["bbox-0"], (px["bbox-2"] - px["bbox-0"]) * 2.5, rtol=1e-12
+    )
+    columns = list(table.columns)
+    assert columns[columns.index("bbox-3") + 1 :][:6] == list(PIXEL_POSITION_COLUMNS)
+
+
+def test_pixel_positions_by_name_for_dataarrays_only(field):
+    labels = field[1]
+    table = regionprops_table(_framed(labels, None), properties=["label", "bbox_px", "centroid"])
+    assert list(table.columns) == [
+        "label",
+        *(f"bbox_px-{i}" for i in range(4)),
+        "centroid-0",
+        "centroid-1",
+    ]
+    basic = regionprops_table(_framed(labels, None), properties=["basic", "area"])
+    assert "centroid_px-1" in basic and "bbox_px-3" in basic
+    for name in ("bbox_px", "centroid_px-0"):
+        with pytest.raises(ConfigError, match="DataArray label image only"):
+            regionprops_table(labels, properties=["label", name])
+    assert not set(PIXEL_POSITION_COLUMNS) & set(regionprops_table(labels).columns)
 
 
 def test_derived_shape_columns_follow_their_definitions(field):
@@ -273,7 +323,7 @@ def test_property_groups_select_columns(field):
         "centroid-1",
         *(f"bbox-{i}" for i in range(4)),
         *(f"intensity_{s}_raw" for s in ("mean", "std", "min", "max")),
-        *("fft_mean", "fft_std", "fft_com", "real_mean", "real_std"),
+        *("fft_mean", "fft_std", "fft_com"),
         "touches_edge",
         "touches_uncovered",
         "touches_chunk",
@@ -297,3 +347,26 @@ def test_empty_label_image_gives_a_typed_empty_table():
     table = regionprops_table(da.zeros((50, 50), chunks=20, dtype=np.uint32), da.ones((50, 50)))
     out = table.compute()
     assert len(out) == 0 and out["label"].dtype == np.uint32 and "perimeter" in out
+
+
+def test_no_two_columns_of_the_pipeline_table_are_the_same(field):
+    """The table as the pipeline measures it (a DataArray with a pixel size, an intensity
+    image) has no duplicated column; Groschner's real-space pair, which ``fourier_features``
+    returns, is ``intensity_mean`` / ``intensity_std`` and is not stored."""
+    image, labels = field
+    table = regionprops_table(_framed(labels, None), image)
+    assert not {"real_mean", "real_std"} & set(table.columns)
+    values = table.drop(columns=["touches_uncovered", "touches_chunk"]).to_numpy(np.float64)
+    for a, b in itertools.combinations(range(values.shape[1]), 2):
+        assert not np.allclose(values[:, a], values[:, b], equal_nan=True), (
+            table.columns[a],
+            table.columns[b],
+        )
+    slices = ndi.find_objects(labels)
+    for k in (0, 5, int(np.argmax(np.bincount(labels.ravel())[1:]))):
+        crop, mask = image[slices[k]], labels[slices[k]] == k + 1
+        real_mean, real_std = fourier_features(crop, mask)[3:]
+        row = table.iloc[k]
+        assert row["label"] == k + 1
+        assert real_mean == pytest.approx(row["intensity_mean"], rel=1e-12)
+        assert real_std == pytest.approx(row["intensity_std"], rel=1e-9)

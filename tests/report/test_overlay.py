@@ -7,10 +7,11 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 import pandas as pd
+import pytest
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from mosaicflow.report import overlay, plots, write_report
+from mosaicflow.report import overlay, plots, scalebar, write_report
 from mosaicflow.report.summary import encode_classes
 
 CLASSES = ["cube", "rod", "sphere"]
@@ -96,18 +97,106 @@ def test_overview_png_holds_the_overlay_pixel_for_pixel(
     block = png[-h:, :w, :3]
     _, names = encode_classes(table["class"], CLASSES)
     _assert_outlines(block, labels, find_boundaries(labels, mode="inner"), table, names)
-    assert summary["overview"] == {"factor": 1, "image_level": 0, "labels_level": 0}
+    view = summary["overview"]
+    assert {k: view[k] for k in ("factor", "image_level", "labels_level")} == {
+        "factor": 1,
+        "image_level": 0,
+        "labels_level": 0,
+    }
+    assert view["nm_per_px"] == 2.0
     # crops: densest, random and largest particle (all inside the mosaic, 128 px)
     crops = {c["name"]: c for c in summary["crops"]}
     largest = table.loc[table["num_pixels"].idxmax()]
     c = crops["largest"]
-    assert c["h"] == c["w"] == 128
-    assert c["y0"] <= (largest["bbox-0"] + largest["bbox-2"]) / 2 <= c["y0"] + 128
-    assert c["x0"] <= (largest["bbox-1"] + largest["bbox-3"]) / 2 <= c["x0"] + 128
+    assert c["h_px"] == c["w_px"] == 128
+    assert c["y0_px"] <= (largest["bbox-0"] + largest["bbox-2"]) / 2 <= c["y0_px"] + 128
+    assert c["x0_px"] <= (largest["bbox-1"] + largest["bbox-3"]) / 2 <= c["x0_px"] + 128
     for name in crops:
         crop_png = matplotlib.image.imread(report / f"crop_{name}.png")
         assert crop_png.shape[0] > 128
     check_page(report, summary)
+
+
+# -- scale bars ------------------------------------------------------------------------------
+def _bar_in_png(path: Path, image_h: int) -> tuple[int, int]:
+    """The scale bar measured in a figure's PNG: the longest run of pure bar-coloured pixels
+    in the header above the image block; returns (length in px, rows holding that run)."""
+    png = np.round(matplotlib.image.imread(path) * 255).astype(np.uint8)[..., :3]
+    header = png[: png.shape[0] - image_h]
+    is_bar = (header == np.asarray(scalebar.SCALE_BAR_COLOR, dtype=np.uint8)).all(axis=-1)
+    best = np.zeros(header.shape[0], dtype=int)
+    starts = np.zeros(header.shape[0], dtype=int)
+    for row in range(header.shape[0]):
+        padded = np.concatenate([[0], is_bar[row].astype(np.int8), [0]])
+        edges = np.flatnonzero(np.diff(padded))
+        if edges.size:
+            runs = edges[1::2] - edges[::2]
+            best[row] = runs.max()
+            starts[row] = edges[::2][runs.argmax()]
+    length = int(best.max())
+    rows = np.flatnonzero(best == length)
+    assert (starts[rows] == 0).all()  # the bar starts above the image's first column
+    assert np.array_equal(rows, np.arange(rows[0], rows[0] + rows.size))  # one solid band
+    # it ends SCALE_BAR_GAP pixels above the image
+    assert header.shape[0] - 1 - rows[-1] == scalebar.SCALE_BAR_GAP
+    return length, int(rows.size)
+
+
+@pytest.mark.parametrize(
+    ("width", "nm_per_px", "length_nm", "label"),
+    [
+        (1617, 8.0, 2000.0, "2 µm"),  # the default run's overview: 2587 nm wanted
+        (512, 2.0, 200.0, "200 nm"),  # 204.8 nm wanted
+        (420, 2.0, 200.0, "200 nm"),  # 168 nm: nearer 200 than 100 on a log scale
+        (1000, 0.37, 100.0, "100 nm"),  # 74 nm: nearer 100 than 50
+        (700, 31.0, 5000.0, "5 µm"),  # 4340 nm
+        (640, 0.05, 5.0, "5 nm"),  # 6.4 nm
+    ],
+)
+def test_scale_bar_is_a_round_fifth_of_the_width(width, nm_per_px, length_nm, label) -> None:
+    bar = scalebar.scale_bar(width, nm_per_px)
+    assert bar is not None
+    assert (bar.length_nm, bar.label) == (length_nm, label)
+    assert bar.length_px == round(length_nm / nm_per_px)
+    assert 0.1 * width < bar.length_px < 0.45 * width
+
+
+def test_scale_bar_without_a_pixel_size() -> None:
+    assert scalebar.scale_bar(500, None) is None
+    assert scalebar.scale_bar(500, 0.0) is None
+    assert scalebar.scale_bar(500, float("nan")) is None
+    assert scalebar.length_label(2500.0) == "2.5 µm" and scalebar.length_label(50.0) == "50 nm"
+
+
+@pytest.mark.parametrize("overview_px", [2048, 120])
+def test_scale_bars_measured_in_the_pngs(
+    image_store, scene_table, tmp_path: Path, overview_px: int
+) -> None:
+    """The bar's length in the PNG equals its stated length / (pixel size x factor), for the
+    overview (full resolution and 1/4) and every crop."""
+    rng = np.random.default_rng(17)
+    labels = _labels_scene(rng, shape=(300, 420), n=25)
+    table = scene_table(labels, rng)
+    store = image_store(tmp_path / "s.zarr", labels, table, chunk=128)
+    pixel_nm = store.read_image("mosaic").attrs["pixel_size_nm"][1]
+    summary = write_report(store, overview_px=overview_px, crop_px=128)
+    report = tmp_path / "s.zarr" / "report"
+    view = summary["overview"]
+    factor = view["factor"]
+    assert factor == (1 if overview_px == 2048 else 4)
+    bar = view["scale_bar"]
+    h_view = -(-labels.shape[0] // factor)
+    length, rows = _bar_in_png(report / "overview.png", h_view)
+    assert length == bar["length_px"] == round(bar["length_nm"] / (pixel_nm * factor))
+    assert rows == scalebar.SCALE_BAR_THICKNESS
+    page = (report / "index.html").read_text()
+    assert bar["label"] in page
+    assert "coloured by class" in page and "no classification" not in page  # classes: colours
+    for crop in summary["crops"]:
+        cbar = crop["scale_bar"]
+        length, _ = _bar_in_png(report / f"crop_{crop['name']}.png", crop["h_px"])
+        assert length == cbar["length_px"] == round(cbar["length_nm"] / pixel_nm)
+        assert cbar["length_nm"] == 50.0  # 128 px x 2 nm / 5 = 51.2 nm
 
 
 def test_pick_crops_densest_cell() -> None:

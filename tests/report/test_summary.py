@@ -65,6 +65,20 @@ def test_summary_equals_numpy_on_the_table(
     )
     gt = summary["ground_truth"]
     assert gt["true_count"] == len(truth)
+    assert gt["count_error_percent"] == pytest.approx(100 * (3000 - 2900) / 2900)
+    true_median = np.median(truth["ecd_nm"])
+    assert gt["median_ecd_error_percent"] == pytest.approx(
+        100 * (np.median(ecd) - true_median) / true_median
+    )
+    # no input folder recorded (no truth label mosaic): no one-to-one figures, and a note
+    assert gt["matching"] is None
+    assert any("one-to-one" in note for note in summary["notes"])
+    page = (tmp_path / "t.zarr" / "report" / "index.html").read_text()
+    assert f"{gt['count_error_percent']:.1f} %" in page  # 3.4 %, not 0.03448
+    # class fractions as percentages with their intervals
+    first = summary["classes"]["fractions"][0]
+    assert f"{100 * first['fraction']:.1f} %" in page
+    assert f"{100 * first['ci_low']:.1f} – {100 * first['ci_high']:.1f} %" in page
     assert gt["true_median_ecd_nm"] == pytest.approx(np.median(truth["ecd_nm"]))
     expected = truth["class"].value_counts(normalize=True)
     got = {r["class"]: r["fraction"] for r in gt["class_fractions"]}
@@ -130,3 +144,26 @@ def test_million_rows_are_summarised(check_page, table_store, tmp_path: Path) ->
         assert summary["particles"][key] == pytest.approx(value, rel=1e-12)
     assert sum(r["count"] for r in summary["classes"]["fractions"]) == n
     check_page(tmp_path / "m.zarr" / "report", summary)
+
+
+def test_stitching_section_only_with_registration(full_table, table_store, tmp_path: Path) -> None:
+    """No registration columns in the tiles table: no stitching figures, no section."""
+    from mosaicflow.report.summary import REGISTRATION_COLUMNS
+
+    tiles = pd.DataFrame({"row": [1, 1], "col": [1, 2], "y_px": [0.0, 3.0], "x_px": [0.0, 1260.0]})
+    store = table_store(tmp_path / "s.zarr", full_table(np.random.default_rng(3), 20))
+    store.write_table("tiles", tiles)
+    summary = write_report(store)
+    page = (tmp_path / "s.zarr" / "report" / "index.html").read_text()
+    assert summary["stitching"] is None and "id='stitching'" not in page
+
+    moved = tiles.assign(
+        **{REGISTRATION_COLUMNS[0]: [0.0, 6.0], REGISTRATION_COLUMNS[1]: [0.0, 1264.0]}
+    )
+    store.write_table("tiles", moved)
+    summary = write_report(store)
+    page = (tmp_path / "s.zarr" / "report" / "index.html").read_text()
+    # corrections (0, 0) and (3, 4) px, less their median (1.5, 2): 2.5 px each
+    assert summary["stitching"]["median_correction_px"] == pytest.approx(2.5)
+    assert summary["stitching"]["max_correction_px"] == pytest.approx(2.5)
+    assert "id='stitching'" in page

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mosaicflow import synth
 from mosaicflow.config import Config
 from mosaicflow.pipeline import Pipeline
-from mosaicflow.report import ECD, size_statistics, write_report
+from mosaicflow.report import ECD, matching, size_statistics, write_report
 
 CLASSES = ["cube", "rod", "sphere"]
 
@@ -39,7 +40,36 @@ def test_report_of_a_pipeline_run(check_page, small_grid, tmp_path: Path) -> Non
         summary["figures"]
     )
     page = (report / "index.html").read_text()
-    assert store.meta["version"] in page and "2 x 2" in page  # version, pixel size (nm)
+    assert store.meta["version"] in page and "2 nm (square pixels)" in page
+    # units: the threshold in grey levels of the denoised image, percentages as percent
+    assert summary["threshold_unit"].startswith("grey level of the denoised image")
+    assert f"{summary['threshold_grey_level']:.4g} (grey level of the denoised image" in page
+    gt = summary["ground_truth"]
+    assert f"{gt['median_ecd_error_percent']:.1f} %" in page
+    # one to one: the small grid's particles are found and matched (frames aligned per tile)
+    m = gt["matching"]
+    assert m["true_count"] == gt["true_count"] and m["found_count"] == len(table)
+    assert m["f1_percent"] > 90 and m["median_iou"] > 0.85
+    assert abs(m["median_ecd_error_percent"]) < 5
+    assert f"{m['f1_percent']:.1f} %" in page
+    # the windowed driver equals the kernel on the whole label images
+    found = np.asarray(store.open_level("labels/particles", 0)[...])
+    _, origins = synth.read_ground_truth(small_grid.folder)
+    frame = matching.TileFrame.from_tables(store.read_table("tiles"), origins, (300, 400))
+    true = frame.truth_window(
+        synth.truth_labels(small_grid.folder), 0, *found.shape[:1], 0, found.shape[1]
+    )
+    whole = matching.match_labels(found, true).summary()
+    assert {k: m[k] for k in whole} == pytest.approx(whole)
+    # objects the table does not list (e.g. below the minimum size) are background
+    truth = store.read_table("ground_truth")
+    fewer, _ = matching.truth_matching(store, truth, found_labels=table["label"].to_numpy()[1:])
+    assert fewer is not None and fewer["found_count"] == len(table) - 1
+    # the chunking diagnostic stays out of the page, in summary.json
+    assert "touches_chunk" in summary["diagnostics"] and "touches_chunk" not in summary["particles"]
+    assert "touches chunk" not in page and "touches_chunk" not in page
+    # no classification: no class colours in the captions, no class legend
+    assert "by class" not in page and "(one colour: the run has no classification)" in page
     check_page(report, summary)
 
 

@@ -36,13 +36,19 @@ from mosaicflow.classify.model import (
 from mosaicflow.classify.predict import output_columns, predict
 from mosaicflow.classify.train import train
 from mosaicflow.errors import ClassifierError
-from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features, radial_profile
+from mosaicflow.measure.features import (
+    FOURIER_COLUMNS,
+    GROSCHNER_FEATURES,
+    fourier_features,
+    radial_profile,
+)
 
 __all__ = [
     "DEFAULT_FEATURES",
     "DERIVED_FEATURES",
     "FORMAT_VERSION",
     "FOURIER_COLUMNS",
+    "GROSCHNER_FEATURES",
     "HU_COLUMNS",
     "SHAPE_FEATURES",
     "UNCLASSIFIED",

@@ -2,8 +2,10 @@
 
 :class:`ParticleClassifier` holds a fitted scikit-learn forest with the feature list, classes
 and validation it was trained with. The feature lists name columns of the particle table
-(:func:`mosaicflow.measure.regionprops_table`) plus the derived ``feret_ratio``; the checks
-here are shared by training and prediction, so both name missing or unusable columns alike.
+(:func:`mosaicflow.measure.regionprops_table`) plus derived features (``feret_ratio``, and
+Groschner's ``real_mean`` / ``real_std``, which are the table's ``intensity_mean`` /
+``intensity_std``); the checks here are shared by training and prediction, so both name
+missing or unusable columns alike.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import sklearn
 from sklearn.ensemble import RandomForestClassifier
 
 from mosaicflow.errors import ClassifierError, ConfigError
-from mosaicflow.measure._kernel import SHAPE_COLUMNS
-from mosaicflow.measure.features import FOURIER_COLUMNS
+from mosaicflow.measure.columns import SHAPE_COLUMNS
+from mosaicflow.measure.features import GROSCHNER_FEATURES
 
 HU_COLUMNS: tuple[str, ...] = tuple(c for c in SHAPE_COLUMNS if c.startswith("moments_hu-"))
 """Hu's seven moment invariants, as the particle table names them."""
@@ -40,16 +42,21 @@ SHAPE_FEATURES: tuple[str, ...] = (
 """Outline descriptors. All but ``equivalent_diameter_area`` and ``boundary_area_ratio`` are
 scale-free; those two carry the particle's size (nm with a pixel size, else px)."""
 
-DEFAULT_FEATURES: tuple[str, ...] = (*SHAPE_FEATURES, *FOURIER_COLUMNS)
-"""Shape features and Groschner et al.'s five Fourier features. The table's ``intensity_std``
-is left out: ``real_std`` is the same number (the spread of the intensity over the particle's
-pixels, computed on the same image), and a duplicated column only dilutes the forest's
-feature sampling."""
+DEFAULT_FEATURES: tuple[str, ...] = (*SHAPE_FEATURES, *GROSCHNER_FEATURES)
+"""Shape features and Groschner et al.'s five features (three Fourier columns of the table,
+and ``real_mean`` / ``real_std``, derived from the table's ``intensity_mean`` /
+``intensity_std``: the same numbers, so those two are not listed again; a duplicated column
+only dilutes the forest's feature sampling)."""
 
 DERIVED_FEATURES: dict[str, tuple[str, ...]] = {
     "feret_ratio": ("feret_diameter_min", "feret_diameter_max"),
+    "real_mean": ("intensity_mean",),
+    "real_std": ("intensity_std",),
 }
-"""Features computed from table columns when the table lacks them: name -> inputs."""
+"""Features computed from table columns when the table lacks them: name -> inputs.
+``real_mean`` / ``real_std`` were table columns until the table dropped them as duplicates of
+``intensity_mean`` / ``intensity_std``; deriving them keeps classifiers that read them working
+on newer tables (a table that still has them keeps its own)."""
 
 
 def feret_ratio(feret_min: Any, feret_max: Any) -> Any:
@@ -70,6 +77,15 @@ def feret_ratio(feret_min: Any, feret_max: Any) -> Any:
         Zero-width particles (one line of pixels) give 0; a particle without extent ``nan``.
     """
     return feret_min / feret_max
+
+
+def _derive(name: str, table: Any) -> Any:
+    """Derived feature ``name`` of ``table`` (its inputs present), pandas or Dask alike."""
+    if name == "feret_ratio":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return feret_ratio(table["feret_diameter_min"], table["feret_diameter_max"])
+    (source,) = DERIVED_FEATURES[name]  # real_mean, real_std: the same numbers, renamed
+    return table[source]
 
 
 def add_derived_features(table: Any, features: Sequence[str] = DEFAULT_FEATURES) -> Any:
@@ -94,8 +110,7 @@ def add_derived_features(table: Any, features: Sequence[str] = DEFAULT_FEATURES)
         if inputs is None or name in table.columns:
             continue
         if all(c in table.columns for c in inputs):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                new[name] = feret_ratio(table[inputs[0]], table[inputs[1]])
+            new[name] = _derive(name, table)
     return table.assign(**new) if new else table
 
 

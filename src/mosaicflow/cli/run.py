@@ -9,7 +9,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mosaicflow.config import DEFAULT_CHUNK_PX, DENOISE_METHODS
+from mosaicflow.config import (
+    AUTO_MIN_DIAMETER_PX,
+    DEFAULT_CHUNK_PX,
+    DENOISE_METHODS,
+    EDGE_POLICIES,
+    POLARITIES,
+)
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -43,6 +49,27 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--sigma", type=float, default=None, help="Gaussian denoise sigma in px (default 1)"
+    )
+    run.add_argument(
+        "--polarity",
+        choices=POLARITIES,
+        default=None,
+        help="particles brighter (SEM backscatter, HAADF) or darker (bright-field TEM) than "
+        "their support; auto (default) decides from the mosaic and records it",
+    )
+    run.add_argument(
+        "--min-size",
+        default=None,
+        metavar="SIZE",
+        help="smallest equivalent diameter listed, e.g. '10 nm' or '3 px'; '0' lists every "
+        f"object (default auto: {AUTO_MIN_DIAMETER_PX:g} px)",
+    )
+    run.add_argument(
+        "--edge-policy",
+        choices=EDGE_POLICIES,
+        default=None,
+        help="particles touching the mosaic edge or an uncovered area: keep, flag (default: "
+        "listed, left out of the statistics) or drop",
     )
     run.add_argument(
         "--model",
@@ -85,7 +112,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
     overrides: dict[str, dict[str, Any]] = {
         "store": {"chunk": args.chunk},
         "denoise": {"method": args.denoise, "sigma": args.sigma},
-        "segment": {"method": "model" if args.model else None, "model": args.model},
+        "segment": {
+            "method": "model" if args.model else None,
+            "model": args.model,
+            "polarity": args.polarity,
+        },
+        "measure": {"min_size": args.min_size, "edge_policy": args.edge_policy},
         "classify": {"model": args.classifier, "trust_pickle": args.trust_classifier_pickle},
         "cluster": {"address": args.cluster, "n_workers": args.workers},
     }
@@ -134,18 +166,39 @@ def print_summary(store: Any, console: Console) -> None:
     table.add_row("particles found", str(parts["count"]))
     truth = summary.get("ground_truth")
 
-    def rel(value: float | None) -> str:
-        return "" if value is None else f" ({value:+.1%})"
+    def rel(percent: float | None) -> str:
+        return "" if percent is None else f" ({percent:+.1f} %)"
 
     if truth:
-        table.add_row("ground-truth particles", f"{truth['true_count']}{rel(truth['count_error'])}")
+        table.add_row(
+            "ground-truth particles",
+            f"{truth['true_count']}{rel(truth.get('count_error_percent'))}",
+        )
     if parts["median_nm"] is not None:
         table.add_row("median ECD (nm)", f"{parts['median_nm']:.1f}")
     if truth and truth.get("true_median_ecd_nm") is not None:
         table.add_row(
             "ground-truth median ECD (nm)",
-            f"{truth['true_median_ecd_nm']:.1f}{rel(truth['median_ecd_error'])}",
+            f"{truth['true_median_ecd_nm']:.1f}{rel(truth.get('median_ecd_error_percent'))}",
         )
+    match = (truth or {}).get("matching")
+    if match and match.get("f1_percent") is not None:
+        table.add_row(
+            "one-to-one with ground truth (IoU >= 0.5)",
+            f"F1 {match['f1_percent']:.1f} % (precision {match['precision_percent']:.1f} %, "
+            f"recall {match['recall_percent']:.1f} %)",
+        )
+        table.add_row(
+            "size error of matched particles", f"{match['median_ecd_error_percent']:+.1f} % median"
+        )
+    if parts.get("below_min_size"):
+        table.add_row(
+            "objects below the minimum size",
+            f"{parts['below_min_size']} (< {parts['min_diameter_nm']:.3g} nm, not listed)",
+        )
+    if parts.get("at_edge"):
+        policy = parts.get("edge_policy")
+        table.add_row("particles at an edge", f"{parts['at_edge']} ({policy})")
     classes = summary.get("classes")
     for row in (classes or {}).get("fractions", []):
         text = f"{row['fraction']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"

@@ -69,7 +69,10 @@ def write_multiscale(
 
     Level 0 is written from the Dask graph by the workers, then each further level is computed
     from the stored level above (2x2 mean for images, every second pixel for labels, which keeps
-    label values intact), until a level fits one chunk.
+    label values intact; both give ``floor(n / 2)`` pixels per axis, so every layer has the same
+    shape at every level), until a level fits one chunk. Each level's translation puts its
+    pixel centres where they lie on level 0: the centre of the averaged block for images, the
+    sampled pixel for labels.
     """
     data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
     spacing, origin = pixel_grid(image)
@@ -80,7 +83,9 @@ def write_multiscale(
         if level:
             prev = da.from_zarr(group[str(level - 1)])
             if label:
-                data = prev[::2, ::2]
+                # Every second pixel, cropped to the mean pyramid's shape so that all layers
+                # have the same shape at every level.
+                data = prev[: prev.shape[0] // 2 * 2 : 2, : prev.shape[1] // 2 * 2 : 2]
             else:
                 data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
                 data = _cast_like(data, prev.dtype)
@@ -95,7 +100,12 @@ def write_multiscale(
         )
         store_array(data, target, runner, f"{name}[{level}]" if level else name)
         scale = [p * 2**level for p in pixel]
-        shift = [o + (s - p) / 2 for o, s, p in zip(origin, scale, pixel, strict=True)]
+        if label:
+            # Level k holds level-0 pixels 0, 2^k, 2^(k+1), ...: its first centre is level 0's.
+            shift = list(origin)
+        else:
+            # Level k's pixel is the mean of a 2^k x 2^k block: its centre is that block's.
+            shift = [o + (s - p) / 2 for o, s, p in zip(origin, scale, pixel, strict=True)]
         datasets.append(
             {
                 "path": str(level),

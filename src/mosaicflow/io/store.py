@@ -1,10 +1,11 @@
 """The run store: one Zarr v3 group per run holding images, tables, status and provenance.
 
-Layout (see docs/ARCHITECTURE.md): ``mosaic/``, ``denoised/``, ``probability/`` and
-``labels/particles/`` are OME-Zarr 0.5 multiscale images (level ``0`` full resolution, each next
-level 2x smaller); ``tables/*.parquet`` are Parquet files; the root ``zarr.json`` attributes
-hold ``mosaicflow``: version, config, per-stage status and timings. A stage is marked done only
-after every chunk it writes is written.
+Layout (see docs/ARCHITECTURE.md): the store's root is the mosaic as an OME-Zarr 0.5 image
+(levels ``0 .. N``, each next level 2x smaller) with ``labels/particles`` as its NGFF labels;
+``denoised/`` and ``probability/`` are further multiscale images on the same grid;
+``tables/*.parquet`` are Parquet files; the root ``zarr.json`` attributes hold ``ome`` (the
+mosaic's multiscales) and ``mosaicflow`` (version, config, per-stage status and timings). A stage
+is marked done only after every chunk it writes is written.
 """
 
 from __future__ import annotations
@@ -22,37 +23,20 @@ import zarr
 
 from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
+from mosaicflow.io.layout import (
+    IMAGE_ATTRS,
+    IMAGES,
+    LABELS,
+    ROOT_IMAGE,
+    RUN_FORMAT,
+    foreign_message,
+    is_run_entry,
+    root_attrs,
+    run_entries,
+    target_state,
+)
 from mosaicflow.io.ome import OME_VERSION, write_multiscale
 from mosaicflow.runner import Runner
-
-IMAGES = ("mosaic", "denoised", "probability")
-LABELS = ("particles",)
-#: Marks a run store's root group (attributes ``mosaicflow.format``).
-RUN_FORMAT = "mosaicflow-run/1"
-#: The entries a run writes at the root of its store; nothing else is ever removed.
-RUN_ENTRIES = frozenset({"zarr.json", *IMAGES, "labels", "tables", "report", "scratch"})
-
-
-def _root_attrs(fs: Any, path: str) -> dict[str, Any] | None:
-    """The ``mosaicflow`` attributes of the Zarr group at ``path``, or None if it is not a run
-    store (no group, unreadable metadata, or no attributes of ours)."""
-    import json
-
-    meta_path = path.rstrip("/") + "/zarr.json"
-    try:
-        if not fs.exists(meta_path):
-            return None
-        with fs.open(meta_path, "rb") as fh:
-            meta = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    attrs = meta.get("attributes", {}).get("mosaicflow") if isinstance(meta, dict) else None
-    if not isinstance(attrs, dict):
-        return None
-    # Stores written before the format marker carry the run's version and stage record.
-    if attrs.get("format") == RUN_FORMAT or {"version", "stages"} <= set(attrs):
-        return attrs
-    return None
 
 
 def _now() -> str:
@@ -86,7 +70,7 @@ class RunStore:
     -----
     A run store is recognised by the ``mosaicflow`` attributes of its root group, written when
     the store is created. Replacing one (``mode="w"``) removes only the entries a run writes
-    (:data:`RUN_ENTRIES`) and refuses if anything else lies beside them.
+    (:data:`mosaicflow.io.layout.RUN_ENTRIES`) and refuses if anything else lies beside them.
     """
 
     def __init__(
@@ -99,9 +83,9 @@ class RunStore:
         fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self._fs = fs
         self._path = path
-        state = self._state()
+        state = target_state(self._fs, self._path)
         if state == "foreign":
-            raise StoreError(self._foreign_message())
+            raise StoreError(foreign_message(self._fs, self._path, self.url))
         if mode == "r" and state != "run":
             raise StoreError(f"run store {self.url!r} does not exist")
         if mode == "w" and state == "run":
@@ -118,6 +102,12 @@ class RunStore:
             ) from exc
         if state == "empty":
             self.root.attrs["mosaicflow"] = {"format": RUN_FORMAT}
+        elif mode == "a" and self.meta.get("format") != RUN_FORMAT:
+            raise StoreError(
+                f"run store {self.url!r} was written by an earlier mosaicflow (its mosaic is in "
+                "mosaic/, not at the root); it can be read but not continued: use --overwrite "
+                "or another --out"
+            )
 
     @classmethod
     def check_target(
@@ -133,62 +123,24 @@ class RunStore:
         probe.url = str(url).rstrip("/")
         probe.storage_options = storage_options or {}
         probe._fs, probe._path = fsspec.core.url_to_fs(probe.url, **probe.storage_options)
-        state = probe._state()
+        state = target_state(probe._fs, probe._path)
         if state == "foreign":
-            raise StoreError(probe._foreign_message())
+            raise StoreError(foreign_message(probe._fs, probe._path, probe.url))
         if state == "run" and replace:
-            probe._foreign_entries(raise_error=True)
+            run_entries(probe._fs, probe._path, probe.url)
         return state == "run"
 
     @classmethod
     def is_run_store(cls, url: str, *, storage_options: dict[str, Any] | None = None) -> bool:
         """Whether ``url`` holds a run store that mosaicflow made."""
         fs, path = fsspec.core.url_to_fs(str(url).rstrip("/"), **(storage_options or {}))
-        return _root_attrs(fs, path) is not None
-
-    def _state(self) -> str:
-        """``"run"`` (a run store), ``"empty"`` (nothing there) or ``"foreign"`` (anything else)."""
-        if _root_attrs(self._fs, self._path) is not None:
-            return "run"
-        if not self._fs.exists(self._path):
-            return "empty"
-        if self._fs.isfile(self._path) or self._fs.ls(self._path, detail=False):
-            return "foreign"
-        return "empty"
-
-    def _foreign_message(self) -> str:
-        if self._fs.isfile(self._path):
-            return f"output path {self.url!r} is a file, not a run store; choose another --out"
-        if self._fs.exists(self._path + "/zarr.json"):
-            return (
-                f"output path {self.url!r} is a Zarr store that mosaicflow did not make; it is "
-                "left untouched: choose another --out"
-            )
-        names = sorted(e.rsplit("/", 1)[-1] for e in self._fs.ls(self._path, detail=False))
-        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        return (
-            f"output path {self.url!r} is a folder that is not a run store (it holds "
-            f"{len(names)} entries: {shown}); mosaicflow never writes into or deletes it: "
-            "choose another --out"
-        )
-
-    def _foreign_entries(self, *, raise_error: bool) -> dict[str, str]:
-        """The store's root entries by name; with ``raise_error``, refuse any a run does not
-        write."""
-        entries = {e.rsplit("/", 1)[-1]: e for e in self._fs.ls(self._path, detail=False)}
-        foreign = sorted(set(entries) - RUN_ENTRIES)
-        if foreign and raise_error:
-            raise StoreError(
-                f"run store {self.url!r} also holds entries a run does not write "
-                f"({', '.join(foreign)}); it is not replaced: move them away or choose "
-                "another --out"
-            )
-        return entries
+        return root_attrs(fs, path) is not None
 
     def _clear(self) -> None:
-        entries = self._foreign_entries(raise_error=True)
-        for name in RUN_ENTRIES & set(entries):
-            self._fs.rm(entries[name], recursive=True)
+        entries = run_entries(self._fs, self._path, self.url)
+        for name, path in entries.items():
+            if is_run_entry(name):
+                self._fs.rm(path, recursive=True)
 
     # -- run attributes -------------------------------------------------------------------
     @property
@@ -219,6 +171,13 @@ class RunStore:
         self.update_meta(stages=stages)
 
     # -- images ---------------------------------------------------------------------------
+    def _group(self, name: str) -> Any:
+        """The Zarr group of image ``name``, or None; the mosaic is the root (or ``mosaic/`` in a
+        store of the earlier layout, which stays readable)."""
+        if name == ROOT_IMAGE and "ome" in self.root.attrs:
+            return self.root
+        return self.root[name] if name in self.root else None
+
     def write_image(
         self,
         name: str,
@@ -228,66 +187,109 @@ class RunStore:
         runner: Runner | None = None,
         label: bool = False,
     ) -> None:
-        """Write ``image`` as an OME-Zarr multiscale image at ``name`` (e.g. ``labels/particles``),
-        replacing any earlier one; see :func:`mosaicflow.io.ome.write_multiscale`."""
-        if name in self.root:
-            del self.root[name]
-        group = self.root.require_group(name)
+        """Write ``image`` as an OME-Zarr multiscale image ``name``, replacing any earlier one.
+
+        ``"mosaic"`` goes to the store's root (the store is that OME-Zarr image), labels to
+        ``labels/<name>`` under it as NGFF image labels, the other layers to groups of their own
+        (see :func:`mosaicflow.io.ome.write_multiscale`).
+        """
+        if name == ROOT_IMAGE:
+            group = self.root
+            # Probed by name: listing the root would meet the tables' and report's files.
+            level = 0
+            while str(level) in group:
+                del group[str(level)]
+                level += 1
+        else:
+            if name in self.root:
+                del self.root[name]
+            group = self.root.require_group(name)
         ome = write_multiscale(
             group, image, name=name, chunk=chunk, runner=runner or Runner(), label=label
         )
         if label:
-            ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../denoised"}}
+            ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../"}}
             labels_group = self.root.require_group("labels")
             names = set(labels_group.attrs.get("ome", {}).get("labels", []))
             labels_group.attrs["ome"] = {
                 "version": OME_VERSION,
                 "labels": sorted(names | {name.split("/")[-1]}),
             }
-        group.attrs.update({"ome": ome, "mosaicflow": dict(image.attrs)})
+        group.attrs.update({"ome": ome, IMAGE_ATTRS: dict(image.attrs)})
+
+    def set_label_classes(
+        self, name: str, labels: Sequence[int], classes: Sequence[str], colors: dict[str, str]
+    ) -> None:
+        """Record each label's class and its class colour (``#rrggbb``) in the NGFF image-label
+        metadata of ``labels/<name>`` (``colors`` and ``properties``), as viewers read them."""
+        group = self._group(f"labels/{name}")
+        if group is None:
+            raise StoreError(f"run store {self.url!r} has no labels {name!r}")
+
+        def rgba(hex_color: str) -> list[int]:
+            value = hex_color.lstrip("#")
+            return [int(value[i : i + 2], 16) for i in (0, 2, 4)] + [255]
+
+        ome = dict(group.attrs["ome"])
+        ome["image-label"] = {
+            **ome["image-label"],
+            "colors": [
+                {"label-value": int(v), "rgba": rgba(colors[c])}
+                for v, c in zip(labels, classes, strict=True)
+            ],
+            "properties": [
+                {"label-value": int(v), "class": str(c)}
+                for v, c in zip(labels, classes, strict=True)
+            ],
+        }
+        group.attrs["ome"] = ome
 
     def has_image(self, name: str) -> bool:
         """Whether image ``name`` (e.g. ``"mosaic"``, ``"labels/particles"``) has a level 0."""
-        return name in self.root and "0" in self.root[name]
+        group = self._group(name)
+        return group is not None and "0" in group
 
     def image_levels(self, name: str) -> list[int]:
         """Pyramid levels of image ``name`` both declared in its metadata and stored."""
-        if name not in self.root:
+        group = self._group(name)
+        if group is None:
             return []
-        group: Any = self.root[name]
         try:
             declared = group.attrs["ome"]["multiscales"][0]["datasets"]
         except (KeyError, IndexError):
             declared = [{"path": "0"}]
+        # Each declared path probed by name: the root also holds non-Zarr folders (tables).
         paths = {str(d.get("path")) for d in declared}
-        return sorted(int(p) for p in paths & set(group.array_keys()) if p.isdigit())
+        return sorted(int(p) for p in paths if p.isdigit() and p in group)
 
     def open_level(self, name: str, level: int = 0) -> zarr.Array:
         """The stored Zarr array of one pyramid level, for windowed reads without Dask."""
-        if not self.has_image(name) or str(level) not in self.root[name]:
+        group = self._group(name)
+        if group is None or str(level) not in group:
             raise StoreError(f"run store {self.url!r} has no level {level} of image {name!r}")
-        return self.root[name][str(level)]
+        return group[str(level)]
 
     def image_transform(self, name: str, level: int = 0) -> tuple[list[float], list[float]]:
         """``(scale, translation)`` in nm of one level, from its OME-Zarr metadata."""
         if not self.has_image(name):
             raise StoreError(f"run store {self.url!r} has no image {name!r}")
-        group: Any = self.root[name]
+        group = self._group(name)
         ds = group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
         return list(ds[0]["scale"]), list(ds[1]["translation"])
 
     def read_image(self, name: str, level: int = 0) -> xr.DataArray:
-        """Return level ``level`` of the stored image ``name`` as a Dask-backed DataArray."""
-        if not self.has_image(name):
-            raise StoreError(f"run store {self.url!r} has no image {name!r}")
-        group: Any = self.root[name]
-        arr = da.from_zarr(group[str(level)])
+        """Return level ``level`` of the stored image ``name`` as a Dask-backed DataArray
+        (coordinates in nm, with ``units`` attributes)."""
+        arr = da.from_zarr(self.open_level(name, level))
         scale, shift = self.image_transform(name, level)
         coords = {
-            "y": shift[0] + np.arange(arr.shape[0]) * scale[0],
-            "x": shift[1] + np.arange(arr.shape[1]) * scale[1],
+            dim: (dim, shift[i] + np.arange(arr.shape[i]) * scale[i], {"units": "nm"})
+            for i, dim in enumerate(("y", "x"))
         }
-        attrs = dict(group.attrs.get("mosaicflow", {}))
+        group = self._group(name)
+        attrs = dict(group.attrs.get(IMAGE_ATTRS, {}))
+        if not attrs and group is not self.root:
+            attrs = dict(group.attrs.get("mosaicflow", {}))  # the earlier layout's key
         attrs["pixel_size_nm"] = list(scale)
         return xr.DataArray(
             arr, dims=("y", "x"), coords=coords, name=name.split("/")[-1], attrs=attrs
@@ -308,23 +310,50 @@ class RunStore:
         if "scratch" in self.root:
             del self.root["scratch"]
 
+    def _folder_group(self, name: str) -> None:
+        """Make ``name`` (a folder of files, not arrays) a Zarr group, so that listing the
+        store's root meets only Zarr nodes; its ``mosaicflow`` attribute says what it holds."""
+        if name not in self.root:
+            self.root.require_group(name).attrs["mosaicflow"] = {"holds": f"{name} files"}
+
     # -- tables ---------------------------------------------------------------------------
     def table_path(self, name: str) -> str:
         """URL of table ``name`` (a Parquet file, or a folder of parts written by workers)."""
         return f"{self.url}/tables/{name}.parquet"
 
-    def write_table(self, name: str, table: Any, *, runner: Runner | None = None) -> str:
+    def write_table(
+        self,
+        name: str,
+        table: Any,
+        *,
+        runner: Runner | None = None,
+        metadata: dict[bytes, bytes] | None = None,
+    ) -> str:
         """Write a pandas DataFrame (one file) or a Dask DataFrame (one part per partition,
-        written by the workers through ``runner``), replacing any earlier table ``name``."""
+        written by the workers through ``runner``), replacing any earlier table ``name``.
+        ``metadata`` goes into the Parquet schema of every part (e.g. the columns' units)."""
         self.remove_table(name)
+        self._folder_group("tables")
         path = self.table_path(name)
         options = self.storage_options or None
         if isinstance(table, pd.DataFrame):
-            self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            table.to_parquet(path, index=False, storage_options=options)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            arrow = pa.Table.from_pandas(table, preserve_index=False)
+            if metadata:
+                arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, **metadata})
+            with self._fs.open(path, "wb") as fh:
+                pq.write_table(arrow, fh)
         else:
             written = table.to_parquet(
-                path, write_index=False, compute=False, storage_options=options
+                path,
+                write_index=False,
+                compute=False,
+                storage_options=options,
+                custom_metadata=metadata or None,
+                # Zero-padded, so that a reader listing the folder takes the parts in order.
+                name_function=lambda i: f"part.{i:06d}.parquet",
             )
             (runner or Runner()).compute(written, name)
         return path
@@ -346,6 +375,25 @@ class RunStore:
             raise StoreError(f"run store {self.url!r} has no table {name!r}")
         fs, path = fsspec.core.url_to_fs(self.table_path(name), **self.storage_options)
         return ds.dataset(path, filesystem=fs, format="parquet")
+
+    def read_table_lazy(self, name: str) -> Any:
+        """Table ``name`` as a Dask DataFrame, one partition per stored part (each read with
+        pandas, in the parts' order)."""
+        import dask.dataframe as dd
+
+        if not self.has_table(name):
+            raise StoreError(f"run store {self.url!r} has no table {name!r}")
+        path = self.table_path(name)
+        if self._fs.isdir(path):
+            protocol = path.split("://", 1)[0] + "://" if "://" in path else ""
+            parts = sorted(
+                protocol + p for p in self._fs.ls(path, detail=False) if p.endswith(".parquet")
+            )
+        else:
+            parts = [path]
+        options = self.storage_options or None
+        meta = pd.read_parquet(parts[0], storage_options=options).iloc[:0]
+        return dd.from_map(_read_part, parts, storage_options=options, meta=meta)
 
     def table_columns(self, name: str) -> list[str]:
         """Column names of table ``name``, from its Parquet schema (reads no data)."""
@@ -386,6 +434,7 @@ class RunStore:
 
     def write_report_file(self, name: str, data: bytes | str) -> str:
         """Write ``report/<name>`` (bytes, or text as UTF-8); returns its URL."""
+        self._folder_group("report")
         path = self.report_path(name)
         self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         payload = data.encode() if isinstance(data, str) else data
@@ -402,6 +451,10 @@ class RunStore:
             raise StoreError(f"run store {self.url!r} has no report file {name!r}")
         with self._fs.open(path, "rb") as fh:
             return json.loads(fh.read())
+
+
+def _read_part(path: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
+    return pd.read_parquet(path, storage_options=storage_options)
 
 
 def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.Dataset:

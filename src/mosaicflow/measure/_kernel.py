@@ -5,14 +5,20 @@ particle): moments, scikit-image's 4-connected perimeter and the intensity stati
 convex hull (solidity, convex area, Feret diameters), the Hu invariants and the Fourier features
 are computed particle by particle. The values equal scikit-image's whole-image table; they are
 computed in pixels and scaled by an isotropic pixel size as :data:`LENGTH_COLUMNS`,
-:data:`AREA_COLUMNS` and :data:`PER_LENGTH_COLUMNS` say. This module is the one home of the
-table's column names, groups and units.
+:data:`AREA_COLUMNS` and :data:`PER_LENGTH_COLUMNS` say. The table's column names, groups and
+units live in :mod:`mosaicflow.measure.columns` (re-exported here).
+
+Positions: ``centroid-0/1`` are ``origin + px * spacing``. For a label image in a coordinate
+frame (a DataArray, ``frame=True``) ``bbox-0..3`` are the box's pixel *edges* in that frame,
+``origin + (index - 0.5) * spacing`` (coordinates are pixel centres, so the edges of pixel
+``k`` lie half a pixel either side of its coordinate), and the pixel values are kept as
+:data:`PIXEL_POSITION_COLUMNS`; otherwise ``bbox-0..3`` are scikit-image's pixel indices.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,165 +28,23 @@ from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import find_contours, moments_hu
 from skimage.morphology import convex_hull_image
 
-from mosaicflow.errors import ConfigError
+from mosaicflow.measure.columns import (
+    AREA_COLUMNS,
+    BASE_COLUMNS,
+    FLAG_COLUMNS,
+    GROUP_COLUMNS,
+    INTENSITY_COLUMNS,
+    LENGTH_COLUMNS,
+    PER_LENGTH_COLUMNS,
+    PIXEL_POSITION_COLUMNS,
+    PROPERTY_GROUPS,
+    SHAPE_COLUMNS,
+    SKIMAGE_PROPERTIES,
+    empty_table,
+    extra_intensity_columns,
+    property_columns,
+)
 from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features
-
-#: Identity, size, position and bounding box (pixels, end exclusive) of every particle.
-BASE_COLUMNS: tuple[str, ...] = (
-    "label",
-    "num_pixels",
-    "area",
-    "equivalent_diameter_area",
-    "centroid-0",
-    "centroid-1",
-    "bbox-0",
-    "bbox-1",
-    "bbox-2",
-    "bbox-3",
-)
-#: Geometry columns, in table order, with scikit-image's names where they exist.
-SHAPE_COLUMNS: tuple[str, ...] = (
-    "perimeter",
-    "feret_diameter_max",
-    "feret_diameter_min",
-    "axis_major_length",
-    "axis_minor_length",
-    "orientation",
-    "eccentricity",
-    "solidity",
-    "area_convex",
-    "circularity",
-    "aspect_ratio",
-    "roundness",
-    "boundary_area_ratio",
-    *(f"moments_hu-{k}" for k in range(7)),
-)
-INTENSITY_STATS: tuple[str, ...] = ("mean", "std", "min", "max")
-#: Statistics of the intensity image over each particle's pixels.
-INTENSITY_COLUMNS: tuple[str, ...] = tuple(f"intensity_{s}" for s in INTENSITY_STATS)
-FLAG_COLUMNS: tuple[str, ...] = ("touches_edge", "touches_uncovered", "touches_chunk")
-#: The column groups, in table order.
-GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
-    "basic": BASE_COLUMNS,
-    "shape": SHAPE_COLUMNS,
-    "intensity": INTENSITY_COLUMNS,
-    "features": FOURIER_COLUMNS,
-    "flags": FLAG_COLUMNS,
-}
-#: The group names; all of them are the default ``properties`` (the whole table).
-PROPERTY_GROUPS: tuple[str, ...] = tuple(GROUP_COLUMNS)
-#: Columns that are mosaicflow's own: scikit-image has no property of that name.
-OWN_COLUMNS: tuple[str, ...] = (
-    "feret_diameter_min",
-    "circularity",
-    "aspect_ratio",
-    "roundness",
-    "boundary_area_ratio",
-    *FOURIER_COLUMNS,
-    *FLAG_COLUMNS,
-)
-#: Columns whose unit is a length (scaled by the pixel size), an area (by its square) or the
-#: inverse of a length (divided by the pixel size). Centroids are positions:
-#: ``origin + px * pixel size``.
-LENGTH_COLUMNS = frozenset(
-    {
-        "perimeter",
-        "feret_diameter_max",
-        "feret_diameter_min",
-        "axis_major_length",
-        "axis_minor_length",
-        "equivalent_diameter_area",
-    }
-)
-AREA_COLUMNS = frozenset({"area", "area_convex"})
-PER_LENGTH_COLUMNS = frozenset({"boundary_area_ratio"})
-INTEGER_COLUMNS = frozenset({"num_pixels", "bbox-0", "bbox-1", "bbox-2", "bbox-3"})
-
-
-def extra_intensity_columns(name: str) -> list[str]:
-    """Columns of the extra intensity image ``name``: ``intensity_<stat>_<name>``."""
-    return [f"{c}_{name}" for c in INTENSITY_COLUMNS]
-
-
-def _skimage_properties() -> dict[str, tuple[str, ...]]:
-    props: dict[str, list[str]] = {}
-    for column in (*BASE_COLUMNS, *SHAPE_COLUMNS, *INTENSITY_COLUMNS):
-        if column not in OWN_COLUMNS:
-            # scikit-image names the k-th element of an array property ``<name>-<k>``.
-            props.setdefault(column.split("-")[0], []).append(column)
-    return {name: tuple(columns) for name, columns in props.items()}
-
-
-#: The scikit-image properties the kernel computes, each with the columns it becomes in
-#: ``skimage.measure.regionprops_table`` of a 2-D image, in scikit-image's order.
-SKIMAGE_PROPERTIES: dict[str, tuple[str, ...]] = _skimage_properties()
-
-
-def table_columns(groups: Collection[str], *, intensity: bool, extras: Sequence[str]) -> list[str]:
-    """The table's columns, in table order, for a selection of :data:`GROUP_COLUMNS`.
-
-    ``basic``, the flags and the statistics of the ``extras`` images are always in; the
-    ``intensity`` and ``features`` groups only with an intensity image.
-    """
-    cols = list(BASE_COLUMNS)
-    if "shape" in groups:
-        cols += SHAPE_COLUMNS
-    if intensity and "intensity" in groups:
-        cols += INTENSITY_COLUMNS
-    for name in extras:
-        cols += extra_intensity_columns(name)
-    if intensity and "features" in groups:
-        cols += FOURIER_COLUMNS
-    cols += FLAG_COLUMNS
-    return cols
-
-
-def property_columns(properties: Any, *, intensity: bool, extras: Sequence[str]) -> list[str]:
-    """The columns that ``properties`` names, in order; ``properties`` as in
-    :func:`mosaicflow.measure.regionprops_table` (whose ConfigError this raises)."""
-    names = [properties] if isinstance(properties, str) else list(properties)
-    if not names:
-        raise ConfigError("regionprops_table: properties is empty; name at least one property")
-    if all(isinstance(name, str) and name in GROUP_COLUMNS for name in names):
-        return table_columns(names, intensity=intensity, extras=extras)
-    extra_columns = [c for name in extras for c in extra_intensity_columns(name)]
-    every = table_columns(GROUP_COLUMNS, intensity=True, extras=extras)
-    vocabulary: dict[str, tuple[str, ...]] = {c: (c,) for c in every}
-    vocabulary.update(SKIMAGE_PROPERTIES)
-    vocabulary.update(GROUP_COLUMNS)
-    vocabulary["intensity"] = (*INTENSITY_COLUMNS, *extra_columns)
-    unknown = [name for name in names if not isinstance(name, str) or name not in vocabulary]
-    if unknown:
-        raise ConfigError(
-            f"regionprops_table: unknown or uncomputable properties {unknown}; valid names are "
-            f"the scikit-image properties {list(SKIMAGE_PROPERTIES)}, the groups "
-            f"{list(PROPERTY_GROUPS)}, mosaicflow's own columns "
-            f"{[*OWN_COLUMNS, *extra_columns]} and any single column of the table (such as "
-            "'centroid-0')"
-        )
-    columns = list(dict.fromkeys(c for name in names for c in vocabulary[name]))
-    need_image = [c for c in columns if c in INTENSITY_COLUMNS or c in FOURIER_COLUMNS]
-    if need_image and not intensity:
-        raise ConfigError(
-            f"regionprops_table: {need_image} are measured on an intensity image; pass "
-            "intensity_image"
-        )
-    return columns
-
-
-def empty_table(columns: Sequence[str]) -> pd.DataFrame:
-    """A typed table with no rows (the meta of the Dask DataFrame)."""
-    out: dict[str, np.ndarray] = {}
-    for c in columns:
-        if c == "label":
-            out[c] = np.empty(0, dtype=np.uint32)
-        elif c in INTEGER_COLUMNS:
-            out[c] = np.empty(0, dtype=np.int64)
-        elif c in FLAG_COLUMNS:
-            out[c] = np.empty(0, dtype=bool)
-        else:
-            out[c] = np.empty(0, dtype=np.float64)
-    return pd.DataFrame(out)
 
 
 def _hull(image_convex: np.ndarray) -> np.ndarray:
@@ -285,6 +149,7 @@ def measure(
     spacing: float,
     origin: tuple[float, float],
     columns: Sequence[str],
+    frame: bool = False,
     intensity: np.ndarray | None = None,
     extras: Mapping[str, np.ndarray] | None = None,
     near_uncovered: np.ndarray | None = None,
@@ -307,8 +172,13 @@ def measure(
     origin : (float, float)
         Physical coordinate of the image's pixel (0, 0); centroids are ``origin + px * spacing``.
     columns : sequence of str
-        The columns wanted, in order: any of :data:`GROUP_COLUMNS`' columns and, for each
-        ``extras`` image, its :func:`extra_intensity_columns`.
+        The columns wanted, in order: any of :data:`GROUP_COLUMNS`' columns, the
+        :data:`PIXEL_POSITION_COLUMNS` and, for each ``extras`` image, its
+        :func:`extra_intensity_columns`.
+    frame : bool
+        ``origin`` and ``spacing`` place the image in a coordinate frame (a DataArray):
+        ``bbox-*`` are then the box's pixel edges in it, ``origin + (index - 0.5) * spacing``;
+        otherwise pixel indices, as scikit-image's.
     intensity, extras : ndarray, optional
         Intensity windows aligned with ``labels``.
     near_uncovered : ndarray of bool, optional
@@ -318,7 +188,7 @@ def measure(
     """
     wanted = set(columns)
     if len(keep) == 0:
-        return empty_table(columns)
+        return empty_table(columns, frame=frame)
     keep = np.asarray(keep)
     n = len(keep)
     # Local ids 1..n for the kept particles, 0 elsewhere.
@@ -344,16 +214,26 @@ def measure(
     cols: dict[str, Any] = {"label": keep.astype(np.uint32), "num_pixels": npx.astype(np.int64)}
     cols["area"] = npx
     cols["equivalent_diameter_area"] = np.sqrt(4.0 * npx / np.pi)
-    cols["centroid-0"] = origin[0] + (cy_l + box[:, 0] + y0) * s
-    cols["centroid-1"] = origin[1] + (cx_l + box[:, 1] + x0) * s
+    cy_px = cy_l + box[:, 0] + y0
+    cx_px = cx_l + box[:, 1] + x0
+    cols["centroid-0"] = origin[0] + cy_px * s
+    cols["centroid-1"] = origin[1] + cx_px * s
+    cols["centroid_px-0"] = cy_px
+    cols["centroid_px-1"] = cx_px
     gb = box + np.array([y0, x0, y0, x0])
     for i in range(4):
-        cols[f"bbox-{i}"] = gb[:, i]
+        cols[f"bbox_px-{i}"] = gb[:, i]
+        # In a frame: the outer edge of the first pixel and of the last pixel (index - 1).
+        cols[f"bbox-{i}"] = origin[i % 2] + (gb[:, i] - 0.5) * s if frame else gb[:, i]
     if wanted.intersection(SHAPE_COLUMNS):
         cols.update(_shape_columns(local, slices, idx, ly - cy_l[idx], lx - cx_l[idx], npx, wanted))
     if intensity is not None and wanted.intersection(FOURIER_COLUMNS):
+        # The real-space pair fourier_features also returns is intensity_mean/std: left out.
         fourier = np.array(
-            [fourier_features(intensity[sl], local[sl] == k + 1) for k, sl in enumerate(slices)]
+            [
+                fourier_features(intensity[sl], local[sl] == k + 1)[: len(FOURIER_COLUMNS)]
+                for k, sl in enumerate(slices)
+            ]
         ).reshape(n, len(FOURIER_COLUMNS))
         for i, c in enumerate(FOURIER_COLUMNS):
             cols[c] = fourier[:, i]
@@ -393,7 +273,7 @@ def measure(
     else:
         cols["touches_chunk"] = np.zeros(n, dtype=bool)
     table = pd.DataFrame({c: _physical(c, cols[c], s) for c in columns})
-    return table.astype(empty_table(columns).dtypes.to_dict())
+    return table.astype(empty_table(columns, frame=frame).dtypes.to_dict())
 
 
 def _physical(column: str, values: np.ndarray, s: float) -> np.ndarray:
@@ -474,3 +354,25 @@ def _shape_columns(
         for i in range(7):
             out[f"moments_hu-{i}"] = hu[:, i]
     return out
+
+
+__all__ = [  # the column vocabulary is re-exported for the modules that import it from here
+    "AREA_COLUMNS",
+    "BASE_COLUMNS",
+    "FLAG_COLUMNS",
+    "GROUP_COLUMNS",
+    "INTENSITY_COLUMNS",
+    "LENGTH_COLUMNS",
+    "PER_LENGTH_COLUMNS",
+    "PIXEL_POSITION_COLUMNS",
+    "PROPERTY_GROUPS",
+    "SHAPE_COLUMNS",
+    "SKIMAGE_PROPERTIES",
+    "empty_table",
+    "extra_intensity_columns",
+    "feret_diameter_min",
+    "feret_diameters",
+    "measure",
+    "perimeters",
+    "property_columns",
+]

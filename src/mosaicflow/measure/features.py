@@ -15,6 +15,15 @@ and the real-space pair ``real_mean``, ``real_std`` (mean and standard deviation
 intensity over the particle's pixels). Radial integration forgets direction, so these features
 cannot tell a particle from its mirror image; the table's ``moments_hu-6`` (Hu's seventh
 invariant, which changes sign under reflection) is the mirror-sensitive feature.
+
+The particle table stores the three Fourier columns (:data:`FOURIER_COLUMNS`) only: the
+real-space pair is the table's ``intensity_mean`` / ``intensity_std`` of the same image, and
+the classifier derives ``real_mean`` / ``real_std`` from those
+(``mosaicflow.classify.model.DERIVED_FEATURES``).
+
+Units: ``fft_mean`` and ``fft_std`` are grey levels (a DFT amplitude sums grey levels over the
+crop's pixels; it is divided by the number of particle pixels), ``fft_com`` is cycles per pixel
+whatever the pixel size.
 """
 
 from __future__ import annotations
@@ -23,7 +32,12 @@ import numpy as np
 
 from mosaicflow.errors import ConfigError
 
-FOURIER_COLUMNS: tuple[str, ...] = ("fft_mean", "fft_std", "fft_com", "real_mean", "real_std")
+#: The Fourier features the particle table stores.
+FOURIER_COLUMNS: tuple[str, ...] = ("fft_mean", "fft_std", "fft_com")
+#: Groschner et al.'s real-space pair: the table's ``intensity_mean`` / ``intensity_std``.
+REAL_SPACE_FEATURES: tuple[str, ...] = ("real_mean", "real_std")
+#: Groschner et al.'s five features, as :func:`fourier_features` returns them.
+GROSCHNER_FEATURES: tuple[str, ...] = (*FOURIER_COLUMNS, *REAL_SPACE_FEATURES)
 
 
 def radial_profile(image: np.ndarray) -> np.ndarray:
@@ -55,7 +69,8 @@ def fourier_features(
     Returns
     -------
     tuple of float
-        ``(fft_mean, fft_std, fft_com, real_mean, real_std)``; all NaN for an empty mask.
+        ``(fft_mean, fft_std, fft_com, real_mean, real_std)`` (:data:`GROSCHNER_FEATURES`);
+        all NaN for an empty mask.
 
     Raises
     ------
@@ -93,4 +108,10 @@ def fourier_features(
     )
 
 
-__all__ = ["FOURIER_COLUMNS", "fourier_features", "radial_profile"]
+__all__ = [
+    "FOURIER_COLUMNS",
+    "GROSCHNER_FEATURES",
+    "REAL_SPACE_FEATURES",
+    "fourier_features",
+    "radial_profile",
+]

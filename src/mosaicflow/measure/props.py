@@ -37,11 +37,11 @@ from mosaicflow import dispatch
 from mosaicflow._shared.arrays import as_dask, check_2d, pixel_grid
 from mosaicflow._shared.halo import assemble, edge_bundle, neighbour_pieces
 from mosaicflow.errors import ConfigError
-from mosaicflow.measure._kernel import (
+from mosaicflow.measure._kernel import measure
+from mosaicflow.measure.columns import (
     PROPERTY_GROUPS,
     SHAPE_COLUMNS,
     empty_table,
-    measure,
     property_columns,
 )
 
@@ -127,6 +127,7 @@ def _measure(
         spacing=settings["spacing"],
         origin=settings["origin"],
         columns=settings["columns"],
+        frame=settings["frame"],
         intensity=images.get("intensity"),
         extras={k[len(_EXTRA) :]: v for k, v in images.items() if k.startswith(_EXTRA)},
         near_uncovered=near,
@@ -153,7 +154,7 @@ def _chunk_table(
     columns = settings["columns"]
     fg = np.flatnonzero(lab.ravel())
     if fg.size == 0:
-        return empty_table(columns), [], np.empty(0, np.uint32)
+        return empty_table(columns, frame=settings["frame"]), [], np.empty(0, np.uint32)
     ids, first_idx, inverse = np.unique(lab.ravel()[fg], return_index=True, return_inverse=True)
     local = np.zeros(lab.size, dtype=np.int32)
     local[fg] = inverse + 1
@@ -235,7 +236,7 @@ def _giants(
     flat = [p for chunk in pieces for p in chunk]
     columns = settings["columns"]
     if not flat:
-        return empty_table(columns)
+        return empty_table(columns, frame=settings["frame"])
     done = np.concatenate(
         [np.asarray(m, dtype=np.uint32) for m in measured] or [np.empty(0, np.uint32)]
     )
@@ -264,7 +265,9 @@ def _giants(
                 near[sl] |= near_crop & mask
         keep = np.array([value], dtype=np.uint32)
         tables.append(_measure(lab, keep, (y0, x0), images, near, grid, settings))
-    return pd.concat(tables, ignore_index=True) if tables else empty_table(columns)
+    if not tables:
+        return empty_table(columns, frame=settings["frame"])
+    return pd.concat(tables, ignore_index=True)
 
 
 def _spacing_origin(
@@ -327,22 +330,22 @@ def regionprops_table(
           ``moments_hu-0..6``);
         * one of mosaicflow's own columns (``feret_diameter_min``, ``circularity``,
           ``aspect_ratio``, ``roundness``, ``boundary_area_ratio``, the Fourier features, the
-          flags, ``intensity_<stat>_<name>`` of an ``extra_intensity`` image) or any single
-          column of the table (``centroid-0``);
-        * a column group of :data:`PROPERTY_GROUPS`: ``basic`` (``label`` to ``bbox-3`` below),
-          ``shape``, ``intensity`` (with the ``extra_intensity`` statistics), ``features``,
-          ``flags``.
+          flags, ``intensity_<stat>_<name>`` of an ``extra_intensity`` image; for a DataArray
+          ``centroid_px`` and ``bbox_px``) or any single column of the table (``centroid-0``);
+        * a column group of :data:`PROPERTY_GROUPS`: ``basic`` (``label`` to ``bbox-3``, and
+          for a DataArray ``centroid_px-0`` to ``bbox_px-3``), ``shape``, ``intensity`` (with
+          the ``extra_intensity`` statistics), ``features``, ``flags``.
 
         The columns come in the order named, each once, as in scikit-image. A list of group
         names only keeps the groups' own rule: the columns in table order, ``basic``, the
         ``extra_intensity`` statistics and the flags always in, ``intensity`` and ``features``
         only with an ``intensity_image``. The default, every group, is the whole table.
     spacing : float or (float, float), optional
-        Pixel size (square pixels): lengths are scaled by it and areas by its square, as
-        scikit-image's ``spacing``, and so are centroids (``px * spacing``, also as
-        scikit-image); ``bbox`` stays in pixels. For a DataArray it defaults to its
-        ``pixel_size_nm`` attribute, and centroids are then in the DataArray's own coordinates
-        (``origin + px * spacing``, nm in the mosaic frame); otherwise it defaults to 1 (pixels).
+        Pixel size (square pixels; default 1): lengths, areas and centroids scaled as by
+        scikit-image's ``spacing`` (``bbox`` stays in pixels). For a DataArray it defaults to
+        its ``pixel_size_nm``, and positions are in its own coordinates (nm in the mosaic
+        frame): centroids ``origin + px * spacing``, ``bbox-*`` the box's outer pixel edges
+        ``origin + (index - 0.5) * spacing``, with ``centroid_px-*`` / ``bbox_px-*`` in pixels.
     extra_intensity : mapping of str to image, optional
         More intensity images: ``name`` adds ``intensity_mean_<name>`` and std/min/max.
     coverage : boolean image, optional
@@ -351,18 +354,20 @@ def regionprops_table(
     halo : int
         Pixels read from each neighbour per side. Particles up to about this size are measured
         by one chunk; larger ones are assembled from pieces (exact, but one task does them).
+        Memory per task: one chunk plus its halo, for each image (the giant task: the pieces).
 
     Returns
     -------
     pandas.DataFrame for NumPy input, else dask.dataframe.DataFrame
         One row per particle, sorted by label for NumPy input; the Dask DataFrame has one
         partition per chunk (the particles it owns, by label) plus one for assembled giants.
-        The whole table (definitions and units: ``docs/MEASURE.md``): :data:`PROPERTY_GROUPS`'
-        columns, i.e. ``label`` to ``bbox-3`` (pixels, end exclusive), the shape columns
-        (scikit-image's, the Feret minimum, ImageJ's ``circularity``, ``aspect_ratio``,
-        ``roundness``, ``boundary_area_ratio``, ``moments_hu-0..6``), the intensity statistics,
-        the Fourier features of :mod:`mosaicflow.measure.features` and the flags
-        ``touches_edge``, ``touches_uncovered``, ``touches_chunk`` (diagnostic).
+        The whole table (definitions: ``docs/MEASURE.md``; units:
+        :func:`mosaicflow.measure.columns.column_units`): ``label`` to ``bbox-3`` (and the
+        pixel positions), the shape columns (scikit-image's, the Feret minimum, ImageJ's
+        ``circularity``, ``aspect_ratio``, ``roundness``, ``boundary_area_ratio``,
+        ``moments_hu-0..6``), the intensity statistics, the Fourier features of
+        :mod:`mosaicflow.measure.features` and the flags ``touches_edge``,
+        ``touches_uncovered``, ``touches_chunk`` (diagnostic).
 
     Raises
     ------
@@ -372,11 +377,6 @@ def regionprops_table(
         different shapes, ``halo`` below 1.
     TypeError
         A label image without an integer dtype.
-
-    Notes
-    -----
-    Memory per task: one chunk plus its halo, for each image. The giant task holds the pieces
-    of the particles larger than the halo allows.
 
     Examples
     --------
@@ -391,13 +391,14 @@ def regionprops_table(
     """
     check_2d(label_image, "regionprops_table")
     raw = label_image.data if isinstance(label_image, xr.DataArray) else label_image
-    dtype = np.dtype(getattr(raw, "dtype", np.asarray(raw).dtype))
+    dtype = np.dtype(raw.dtype if hasattr(raw, "dtype") else np.asarray(raw).dtype)
     if not np.issubdtype(dtype, np.integer) or dtype == np.dtype(bool):
         raise TypeError(
             f"regionprops_table: label_image must have an integer dtype (labels), got {dtype}; "
             "threshold a probability or intensity image and label it first"
         )
     s, origin = _spacing_origin(label_image, spacing)
+    frame = isinstance(label_image, xr.DataArray)  # positions in its coordinate frame
     extras = dict(extra_intensity or {})
     for name in extras:
         if not name.isidentifier():
@@ -406,11 +407,12 @@ def regionprops_table(
         PROPERTY_GROUPS if properties is None else properties,
         intensity=intensity_image is not None,
         extras=list(extras),
+        frame=frame,
     )
     # The label is always measured (the NumPy table is sorted by it) and left out at the end
     # where it was not asked for.
     internal = columns if "label" in columns else ["label", *columns]
-    settings = {"spacing": s, "origin": origin, "columns": internal}
+    settings = {"spacing": s, "origin": origin, "columns": internal, "frame": frame}
     images: dict[str, Any] = {"labels": label_image}
     if intensity_image is not None:
         images["intensity"] = intensity_image
@@ -490,7 +492,8 @@ def regionprops_table(
         # chunk's result, never the chunk's rows (which go to their partition at once).
         pieces.append(delayed(_giant_inputs_of, pure=True)(result))
     giants = delayed(_giants_from, pure=True)(pieces, grid, settings)
-    out = dd.from_delayed([*tables, giants], meta=empty_table(internal), verify_meta=False)
+    meta = empty_table(internal, frame=frame)
+    out = dd.from_delayed([*tables, giants], meta=meta, verify_meta=False)
     return out if internal is columns else out[columns]
 
 

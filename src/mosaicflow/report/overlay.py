@@ -7,7 +7,9 @@ densest region, a seeded random particle, the largest particle) for judging segm
 quality by eye. Outlines are ``skimage.segmentation.find_boundaries(labels, mode="inner")``:
 pixels of a particle that touch another label or background, so every outline pixel belongs
 to one particle and takes that particle's class colour through a lookup array indexed by
-label (no loop over particles).
+label (no loop over particles). Every figure carries a scale bar
+(:mod:`mosaicflow.report.scalebar`), drawn pixel-exact just above the image so that it hides no
+data.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mosaicflow.report.plots import (
     UNMATCHED_COLOR,
     class_colors,
 )
+from mosaicflow.report.scalebar import SCALE_BAR_BAND, ScaleBar, draw_scale_bar
 
 LABELS = "labels/particles"
 
@@ -232,24 +235,32 @@ def outline_rgb(
 
 
 def outline_figure(
-    rgb: np.ndarray, *, title: str, legend: Sequence[tuple[str, str]] = (), min_width: int = 560
+    rgb: np.ndarray,
+    *,
+    title: str,
+    legend: Sequence[tuple[str, str]] = (),
+    min_width: int = 560,
+    bar: ScaleBar | None = None,
 ) -> tuple[Figure, int]:
-    """A figure holding ``rgb`` pixel for pixel (``figimage``, no resampling) under a title
-    and a legend.
+    """A figure holding ``rgb`` pixel for pixel (``figimage``, no resampling) under a title,
+    a legend and, with ``bar``, a scale bar.
 
     The image occupies the bottom-left ``H x W`` pixels of the figure saved at its own dpi;
     returns the figure and the header height in pixels above the image. ``title`` may hold
-    several lines.
+    several lines. The scale bar (:func:`~mosaicflow.report.scalebar.draw_scale_bar`) lies in
+    a band of ``SCALE_BAR_BAND`` pixels between the header and the image.
     """
     h, w = rgb.shape[:2]
     ncol = max(1, min(len(legend), max(1, max(w, min_width) // 110)))
     rows = math.ceil(len(legend) / ncol) if legend else 0
     title_px = 8 + 14 * (title.count("\n") + 1)
-    header = title_px + 22 * rows + 4
+    header = title_px + 22 * rows + 4 + (SCALE_BAR_BAND if bar is not None else 0)
     width, height = max(w, min_width), h + header
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
     fig.figimage(rgb, xo=0, yo=0, origin="upper")
+    if bar is not None:
+        draw_scale_bar(fig, bar, image_top=h)
     fig.text(4 / width, 1 - 6 / height, title, ha="left", va="top", fontsize=9)
     if legend:
         handles = [Patch(facecolor=c, edgecolor="#444444", label=n) for n, c in legend]
@@ -329,10 +340,12 @@ class Crop:
 def particle_centres_px(table: pd.DataFrame, store: RunStore) -> np.ndarray | None:
     """Level-0 pixel centre ``(row, col)`` of each particle: the bounding-box centre, or the
     centroid (nm) mapped through level 0's OME transform; ``None`` if neither is stored."""
-    if all(f"bbox-{i}" in table for i in range(4)):
-        cy = (table["bbox-0"].to_numpy(np.float64) + table["bbox-2"].to_numpy(np.float64)) / 2
-        cx = (table["bbox-1"].to_numpy(np.float64) + table["bbox-3"].to_numpy(np.float64)) / 2
-        return np.column_stack([cy - 0.5, cx - 0.5])
+    # Pixel bounding boxes: ``bbox_px-*`` (tables of DataArrays, whose ``bbox-*`` are in nm),
+    # else ``bbox-*`` of tables measured in pixels.
+    for prefix in ("bbox_px", "bbox"):
+        if all(f"{prefix}-{i}" in table for i in range(4)):
+            b = [table[f"{prefix}-{i}"].to_numpy(np.float64) for i in range(4)]
+            return np.column_stack([(b[0] + b[2]) / 2 - 0.5, (b[1] + b[3]) / 2 - 0.5])
     if "centroid-0" in table and "centroid-1" in table:
         for name in ("mosaic", LABELS):
             if store.has_image(name):

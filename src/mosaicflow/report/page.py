@@ -12,12 +12,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mosaicflow.measure._kernel import FLAG_COLUMNS
+#: The particle flags a user sees, with their meaning (``touches_chunk`` is a diagnostic of the
+#: run's chunking and stays in ``summary.json``).
+USER_FLAGS = {
+    "touches_edge": "cut by the mosaic's edge",
+    "touches_uncovered": "cut by an area no tile covers (missing tile)",
+}
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222;
        padding: 0 1em; }
 h1 { margin-bottom: 0.1em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+h3 { margin: 1em 0 0.2em; font-size: 1.05em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -59,9 +65,34 @@ def fmt(value: Any, *, digits: int = 4) -> str:
     return esc(value)
 
 
+class Quantity(str):
+    """Text of a number with its unit (``"56.46 nm"``, ``"-1.7 %"``): a right-aligned cell."""
+
+
+def quantity(value: Any, unit: str = "", *, digits: int = 4) -> str:
+    """``value`` formatted by :func:`fmt`, followed by ``unit``; ``–`` for none."""
+    if value is None:
+        return "–"
+    text = fmt(value, digits=digits)
+    return Quantity(f"{text} {unit}" if unit else text)
+
+
+def percent(value: Any, *, digits: int = 1) -> str:
+    """A value already in percent as ``"-1.7 %"`` (``–`` for none)."""
+    if value is None:
+        return "–"
+    return Quantity(f"{float(value):.{digits}f} %")
+
+
+def fraction_percent(value: Any, *, digits: int = 1) -> str:
+    """A fraction (0..1) as a percentage, ``"33.1 %"``."""
+    return "–" if value is None else percent(100.0 * float(value), digits=digits)
+
+
 def _cell(value: Any) -> str:
-    numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    return f"<td class='num'>{fmt(value)}</td>" if numeric else f"<td>{fmt(value)}</td>"
+    numeric = isinstance(value, int | float | Quantity) and not isinstance(value, bool)
+    text = esc(value) if isinstance(value, Quantity) else fmt(value)
+    return f"<td class='num'>{text}</td>" if numeric else f"<td>{text}</td>"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -72,51 +103,162 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 def _interval(low: Any, high: Any) -> str:
+    """A fraction's interval as percentages: ``"30.2 – 36.0 %"``."""
     if low is None or high is None:
         return "–"
-    return f"{low:.3f} – {high:.3f}"
+    return Quantity(f"{100 * low:.1f} – {100 * high:.1f} %")
 
 
-def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
-    parts: list[str] = []
+def _extent(shape_px: Sequence[int], pixel: Any) -> str:
+    """``"6468 x 3348 px (width x height) = 12.9 x 6.70 µm"``."""
+    h, w = int(shape_px[0]), int(shape_px[1])
+    text = f"{w} x {h} px (width x height)"
+    if isinstance(pixel, list | tuple) and len(pixel) == 2:
+        hn, wn = h * float(pixel[0]), w * float(pixel[1])
+        div, unit = (1000.0, "µm") if max(hn, wn) >= 1000 else (1.0, "nm")
+        text += f" = {wn / div:.3g} x {hn / div:.3g} {unit}"
+    return text
+
+
+def _provenance(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     tileset = meta.get("tileset") or {}
     pixel = summary.get("pixel_size_nm")
-    provenance = [
+    pixel_text: str | None = None
+    if isinstance(pixel, list | tuple) and len(pixel) == 2:
+        if pixel[0] == pixel[1]:
+            pixel_text = f"{pixel[0]:g} nm (square pixels)"
+        else:
+            pixel_text = f"{pixel[1]:g} nm wide x {pixel[0]:g} nm high"
+    threshold: Any = None
+    if summary.get("threshold_grey_level") is not None:
+        threshold = f"{fmt(summary['threshold_grey_level'])} ({summary.get('threshold_unit')})"
+    elif summary.get("threshold_probability") is not None:
+        threshold = f"{fmt(summary['threshold_probability'])} ({summary.get('threshold_unit')})"
+    polarity = (meta.get("stages", {}).get("probability") or {}).get("polarity")
+    rows = [
         ("mosaicflow version", summary.get("mosaicflow_version")),
         ("created", summary.get("created")),
         ("run store", summary.get("store")),
         ("input", tileset.get("folder")),
-        (
-            "pixel size (nm)",
-            " x ".join(f"{p:g}" for p in pixel) if isinstance(pixel, list) else pixel,
-        ),
+        ("pixel size", pixel_text),
         (
             "tile grid",
-            f"{tileset['rows']} x {tileset['cols']} tiles of "
-            f"{tileset['tile_shape'][1]} x {tileset['tile_shape'][0]} px"
+            f"{tileset['rows']} rows x {tileset['cols']} columns of tiles, each "
+            f"{tileset['tile_shape'][1]} x {tileset['tile_shape'][0]} px (width x height)"
             if {"rows", "cols", "tile_shape"} <= set(tileset)
             else None,
         ),
         (
-            "mosaic (px)",
-            " x ".join(str(s) for s in summary["mosaic_shape"][::-1])
-            if summary.get("mosaic_shape")
-            else None,
+            "mosaic",
+            _extent(summary["mosaic_shape_px"], pixel) if summary.get("mosaic_shape_px") else None,
         ),
         ("segmenter", summary.get("segmenter")),
-        ("threshold", summary.get("threshold")),
+        ("threshold", threshold),
     ]
-    parts.append("<h2 id='provenance'>Run</h2>" + table(("", "value"), provenance))
+    if polarity in ("bright", "dark"):
+        rows.append(("particles are", f"{polarity}er than their support"))
+    return "<h2 id='provenance'>Run</h2>" + table(("", "value"), rows)
+
+
+def _truth(truth: dict[str, Any], classes: dict[str, Any] | None) -> str:
+    rows: list[tuple[Any, ...]] = [
+        (
+            "particles",
+            truth["true_count"],
+            truth["found_count"],
+            percent(truth.get("count_error_percent")),
+        ),
+        (
+            "median ECD",
+            quantity(truth["true_median_ecd_nm"], "nm"),
+            quantity(truth["found_median_ecd_nm"], "nm"),
+            percent(truth.get("median_ecd_error_percent")),
+        ),
+    ]
+    block = (
+        "<p class='muted'>Totals: relative error = (found − true) / true. Totals can hide "
+        "errors that cancel; the one-to-one comparison below does not.</p>"
+        + table(("", "truth", "found", "relative error"), rows)
+    )
+    m = truth.get("matching")
+    if m:
+        thr = m["iou_threshold"]
+        rows = [
+            ("true particles shown in the mosaic", m["true_count"]),
+            *(
+                [("true particles no tile shows (missing tiles)", m["true_not_shown_count"])]
+                if "true_not_shown_count" in m
+                else []
+            ),
+            ("found particles", m["found_count"]),
+            (f"matched one to one (IoU ≥ {thr:g})", m["matched_count"]),
+            ("missed (true, not matched)", m["false_negative_count"]),
+            ("false (found, not matched)", m["false_positive_count"]),
+            ("precision (matched / found)", percent(m["precision_percent"])),
+            ("recall (matched / true)", percent(m["recall_percent"])),
+            ("F1 (harmonic mean of precision and recall)", percent(m["f1_percent"])),
+            ("median IoU of matched pairs (0 to 1)", quantity(m["median_iou"], digits=3)),
+            ("median ECD error of matched pairs", percent(m["median_ecd_error_percent"])),
+            ("mean ECD error of matched pairs", percent(m["mean_ecd_error_percent"])),
+            (
+                "median absolute ECD error of matched pairs",
+                percent(m["median_abs_ecd_error_percent"]),
+            ),
+        ]
+        block += (
+            "<h3>Particle by particle</h3><p class='muted'>Each found particle is paired with "
+            f"at most one true particle, where their intersection over union is ≥ {thr:g}. "
+            "The true label mosaic is in the true tile frame; it is brought into the fused "
+            "frame tile by tile (each tile's true origin minus its stage-based position), so "
+            "a particle is compared with exactly the pixels the mosaic shows of it. ECD error "
+            "= ECD found / ECD true − 1, from the pixel areas.</p>" + table(("", "value"), rows)
+        )
+    if truth.get("class_fractions"):
+        found = {r["class"]: r["fraction"] for r in (classes or {}).get("fractions", []) or []}
+        block += table(
+            ("class", "true count", "true fraction", "found fraction"),
+            [
+                (
+                    r["class"],
+                    r["count"],
+                    fraction_percent(r["fraction"]),
+                    fraction_percent(found.get(r["class"])),
+                )
+                for r in truth["class_fractions"]
+            ],
+        )
+    return "<h2 id='truth'>Ground truth</h2>" + block
+
+
+def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    parts: list[str] = [_provenance(summary, meta)]
 
     p = summary["particles"]
-    rows: list[tuple[Any, ...]] = [("particles", p["count"])]
-    for flag in FLAG_COLUMNS:
+    rows: list[tuple[Any, ...]] = []
+    if p.get("objects_found") is not None:
+        rows.append(("objects the segmentation found", p["objects_found"]))
+    if p.get("below_min_size") is not None and p.get("min_diameter_nm") is not None:
+        rows.append(
+            (
+                f"smaller than the minimum size ({quantity(p['min_diameter_nm'], 'nm')} "
+                "equivalent diameter): not listed",
+                p["below_min_size"],
+            )
+        )
+    for flag, name in USER_FLAGS.items():
         if flag in p:
-            rows.append((flag.replace("_", " "), p[flag]))
-    parts.append("<h2 id='particles'>Particles</h2>" + table(("", "count"), rows))
+            rows.append((name, p[flag]))
+    policy = p.get("edge_policy", "keep")
+    if policy == "flag":
+        rows.append(("listed in the table", p.get("listed", p["count"])))
+        rows.append(("counted in the statistics (not cut by an edge)", p["count"]))
+    else:
+        note = " (cut particles not listed)" if policy == "drop" else ""
+        rows.append((f"particles, listed and counted{note}", p["count"]))
+    parts.append("<h2 id='particles'>Particles</h2>" + table(("", "particles"), rows))
 
     size_rows = [
-        (name, p.get(key))
+        (name, quantity(p.get(key), "nm"))
         for name, key in (
             ("mean", "mean_nm"),
             ("standard deviation", "std_nm"),
@@ -128,16 +270,18 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     ]
     parts.append(
         "<h2 id='sizes'>Sizes</h2><p class='muted'>Equivalent circular diameter "
-        "(diameter of the disc of the particle's area), number-weighted.</p>"
-        + table(("statistic", "ECD (nm)"), size_rows)
+        "(ECD: diameter of the disc of the particle's area), number-weighted.</p>"
+        + table(("statistic", "ECD"), size_rows)
     )
 
     shape = summary.get("shape") or {}
     if shape:
         parts.append(
-            "<h2 id='shape'>Shape</h2>"
+            "<h2 id='shape'>Shape</h2><p class='muted'>Dimensionless ratios: circularity "
+            "4πA/P² (1 for a disc), aspect ratio major / minor axis (≥ 1), solidity area / "
+            "convex hull area (≤ 1), eccentricity (0 for a disc).</p>"
             + table(
-                ("measure", "median", "10th percentile", "90th percentile", "n"),
+                ("measure", "median", "10th percentile", "90th percentile", "particles"),
                 [
                     (name.replace("_", " "), s["median"], s["p10"], s["p90"], s["n"])
                     for name, s in shape.items()
@@ -148,24 +292,24 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
     classes = summary.get("classes")
     if classes:
         adjusted = classes.get("adjusted")
-        header = ["class", "count", "fraction", "95 % interval"]
+        header = ["class", "particles", "fraction", "95 % interval"]
         if adjusted:
             header += ["adjusted fraction", "95 % interval (bootstrap)"]
-        header.append("median ECD (nm)")
+        header.append("median ECD")
         class_rows = []
         for r in classes["fractions"]:
             row: list[Any] = [
                 r["class"],
                 r["count"],
-                r["fraction"],
+                fraction_percent(r["fraction"]),
                 _interval(r["ci_low"], r["ci_high"]),
             ]
             if adjusted:
                 row += [
-                    r.get("adjusted_fraction"),
+                    fraction_percent(r.get("adjusted_fraction")),
                     _interval(r.get("adjusted_low"), r.get("adjusted_high")),
                 ]
-            row.append(r.get("median_ecd_nm"))
+            row.append(quantity(r.get("median_ecd_nm"), "nm"))
             class_rows.append(row)
         note = (
             f"<p class='muted'>{fmt(classes['n_classified'])} classified particles; "
@@ -175,26 +319,22 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
 
     truth = summary.get("ground_truth")
     if truth:
-        truth_rows = [
-            ("particles", truth["true_count"], truth["found_count"], truth["count_error"]),
-            (
-                "median ECD (nm)",
-                truth["true_median_ecd_nm"],
-                truth["found_median_ecd_nm"],
-                truth["median_ecd_error"],
-            ),
-        ]
-        block = table(("", "truth", "found", "relative error"), truth_rows)
-        if truth.get("class_fractions"):
-            found = {r["class"]: r["fraction"] for r in (classes or {}).get("fractions", []) or []}
-            block += table(
-                ("class", "true count", "true fraction", "found fraction"),
+        parts.append(_truth(truth, classes))
+
+    stitching = summary.get("stitching")
+    if stitching:
+        parts.append(
+            "<h2 id='stitching'>Stitching</h2><p class='muted'>How far registration moved the "
+            "tiles from their stage positions (less the median move).</p>"
+            + table(
+                ("", "value"),
                 [
-                    (r["class"], r["count"], r["fraction"], found.get(r["class"]))
-                    for r in truth["class_fractions"]
+                    ("tiles", stitching["n_tiles"]),
+                    ("median correction", quantity(stitching["median_correction_px"], "px")),
+                    ("largest correction", quantity(stitching["max_correction_px"], "px")),
                 ],
             )
-        parts.append("<h2 id='truth'>Ground truth</h2>" + block)
+        )
     return parts
 
 
@@ -241,8 +381,11 @@ def render_page(
     parts.append(
         "<h2 id='stages'>Stages</h2>"
         + table(
-            ("stage", "seconds", "Mpx/s"),
-            [(name, s.get("seconds"), s.get("mpx_per_s")) for name, s in stages.items()],
+            ("stage", "time", "throughput"),
+            [
+                (name, quantity(s.get("seconds"), "s"), quantity(s.get("mpx_per_s"), "Mpx/s"))
+                for name, s in stages.items()
+            ],
         )
     )
     notes = summary.get("notes") or []

@@ -44,6 +44,8 @@ PALETTE = (
 )
 SINGLE_COLOR = "#e6194b"
 """Outline colour when the table has no classes."""
+SINGLE_COLOR_NAME = "red"
+"""``SINGLE_COLOR`` in words, for captions."""
 UNCLASSIFIED_COLOR = "#555555"
 """Colour of the ``unclassified`` class."""
 UNMATCHED_COLOR = "#ff00ff"

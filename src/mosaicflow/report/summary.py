@@ -18,8 +18,6 @@ from mosaicflow.io.store import RunStore
 ECD = "equivalent_diameter_area"
 """Column of the equivalent circular diameter (nm), the report's size measure."""
 
-"""Class the classifier gives particles it cannot classify (non-finite features)."""
-
 
 # -- reading -------------------------------------------------------------------------------
 def read_columns(store: RunStore, name: str, columns: Iterable[str]) -> pd.DataFrame:
@@ -99,10 +97,12 @@ def shape_statistics(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def compare_with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> dict[str, Any]:
-    """Found particles against a synthetic ground truth (counts and median ECD).
+    """Found particles against a synthetic ground truth: counts and median ECD.
 
     Truth rows of class ``empty`` (HRTEM synthetic data: carbon patches, not particles) are
-    not counted as particles.
+    not counted as particles. Relative errors are in percent, ``100 (found - true) / true``
+    (``None`` without true particles). Totals can hide errors that cancel (a missed particle
+    and a false one): the one-to-one figures come from :mod:`mosaicflow.report.matching`.
     """
     if "class" in truth:
         truth = truth[truth["class"] != "empty"]
@@ -111,11 +111,41 @@ def compare_with_truth(table: pd.DataFrame, truth: pd.DataFrame) -> dict[str, An
     return {
         "true_count": len(truth),
         "found_count": len(table),
-        "count_error": (len(table) - len(truth)) / len(truth) if len(truth) else None,
+        "count_error_percent": 100.0 * (len(table) - len(truth)) / len(truth)
+        if len(truth)
+        else None,
         "true_median_ecd_nm": true_median,
         "found_median_ecd_nm": found_median,
-        "median_ecd_error": (found_median - true_median) / true_median if len(truth) else None,
+        "median_ecd_error_percent": 100.0 * (found_median - true_median) / true_median
+        if len(truth)
+        else None,
     }
+
+
+def segmentation_fields(meta: dict[str, Any]) -> dict[str, Any]:
+    """The segmenter and its threshold, named with the threshold's unit.
+
+    The Otsu baseline thresholds the denoised image: ``threshold_grey_level`` is in grey
+    levels of that image (its stored type, e.g. uint8 0..255). A model thresholds its
+    probability: ``threshold_probability`` (0..1). ``threshold_unit`` says it in words.
+    """
+    stages = meta.get("stages", {})
+    prob = stages.get("probability", {}) or {}
+    segmenter = prob.get("segmenter")
+    threshold = prob.get("threshold")
+    out: dict[str, Any] = {"segmenter": segmenter}
+    if threshold is None:
+        return out
+    if segmenter == "model":
+        out["threshold_probability"] = threshold
+        out["threshold_unit"] = "probability of the model's particle class (0 to 1)"
+    else:
+        dtype = (stages.get("denoised", {}) or {}).get("dtype")
+        out["threshold_grey_level"] = threshold
+        out["threshold_unit"] = "grey level of the denoised image" + (
+            f" ({dtype}{', 0 to 255' if dtype == 'uint8' else ''})" if dtype else ""
+        )
+    return out
 
 
 # -- classes -------------------------------------------------------------------------------
@@ -264,3 +294,35 @@ def jsonable(value: Any) -> Any:
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of ``table`` as JSON-ready dicts."""
     return [jsonable(row) for row in table.to_dict(orient="records")]
+
+
+# -- stitching (hook) ----------------------------------------------------------------------
+REGISTRATION_COLUMNS = ("registered_y_px", "registered_x_px")
+"""Columns a registration stage (planned) is to add to the ``tiles`` table: each tile's
+registered top-left in mosaic pixels, beside the nominal ``y_px``, ``x_px``."""
+
+
+def stitching_quality(store: RunStore) -> dict[str, Any] | None:
+    """How far registration moved the tiles from their nominal stage positions.
+
+    ``None`` (and no section in the report) while the ``tiles`` table has no
+    :data:`REGISTRATION_COLUMNS`: registration does not exist yet, and the report shows no
+    stitching figures it cannot back. With them: the correction ``registered - nominal`` of
+    each tile, less its median over the tiles (both sets of positions are only defined up to
+    a common shift), summarised in pixels.
+    """
+    if not store.has_table("tiles"):
+        return None
+    if not set(REGISTRATION_COLUMNS) <= set(store.table_columns("tiles")):
+        return None
+    tiles = store.read_table("tiles", columns=["y_px", "x_px", *REGISTRATION_COLUMNS])
+    nominal = tiles[["y_px", "x_px"]].to_numpy(np.float64)
+    registered = tiles[list(REGISTRATION_COLUMNS)].to_numpy(np.float64)
+    shift = registered - nominal
+    shift -= np.median(shift, axis=0)
+    norm = np.hypot(shift[:, 0], shift[:, 1])
+    return {
+        "n_tiles": len(tiles),
+        "median_correction_px": float(np.median(norm)),
+        "max_correction_px": float(norm.max()),
+    }

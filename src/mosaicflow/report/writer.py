@@ -11,8 +11,9 @@ from matplotlib.figure import Figure
 
 from mosaicflow.io.store import RunStore
 from mosaicflow.measure._kernel import FLAG_COLUMNS
-from mosaicflow.report import overlay, plots
+from mosaicflow.report import matching, overlay, plots
 from mosaicflow.report.page import FigureEntry, render_page
+from mosaicflow.report.scalebar import ScaleBar, image_nm_per_px, length_label, scale_bar
 from mosaicflow.report.summary import (
     ECD,
     SUMMARY_SHAPE_COLUMNS,
@@ -23,13 +24,15 @@ from mosaicflow.report.summary import (
     jsonable,
     read_columns,
     records,
+    segmentation_fields,
     shape_statistics,
     size_statistics,
     stage_timings,
+    stitching_quality,
     truth_class_fractions,
 )
 
-BBOX = ("bbox-0", "bbox-1", "bbox-2", "bbox-3")
+BBOX = tuple(f"{prefix}-{i}" for prefix in ("bbox_px", "bbox") for i in range(4))
 TABLE_COLUMNS = (
     "label",
     ECD,
@@ -43,6 +46,12 @@ TABLE_COLUMNS = (
     *FLAG_COLUMNS,
 )
 """The particle-table columns the report reads (those present); nothing else is loaded."""
+
+USER_FLAGS = ("touches_edge", "touches_uncovered")
+"""Flags shown to users: particles cut by the mosaic's edge or by a missing tile."""
+DIAGNOSTIC_FLAGS = tuple(f for f in FLAG_COLUMNS if f not in USER_FLAGS)
+"""Flags about the run's own chunking (``touches_chunk``): in ``summary.json`` under
+``diagnostics``, never on the page."""
 
 
 class _Writer:
@@ -113,29 +122,48 @@ def write_report(
     meta = store.meta
     notes: list[str] = []
     available = set(store.table_columns("particles"))
-    table = read_columns(store, "particles", TABLE_COLUMNS)
+    listed = read_columns(store, "particles", TABLE_COLUMNS)
+    selection = meta.get("stages", {}).get("particles", {})
+    policy = selection.get("edge_policy", "keep")
+    flags = [f for f in USER_FLAGS if f in listed]
+    at_edge = (
+        listed[flags].to_numpy(dtype=bool, na_value=False).any(axis=1)
+        if flags
+        else np.zeros(len(listed), dtype=bool)
+    )
+    # With the "flag" policy, particles cut by an edge are listed (and outlined) but left out
+    # of the statistics.
+    table = listed[~at_edge].reset_index(drop=True) if policy == "flag" else listed
     n = len(table)
     ecd = table[ECD].to_numpy(dtype=np.float64) if ECD in table else np.empty(0)
     sizes = size_statistics(ecd)
 
     stages = meta.get("stages", {})
-    particles: dict[str, Any] = {"count": n, **sizes}
+    particles: dict[str, Any] = {
+        "count": n,
+        "listed": len(listed),
+        "edge_policy": policy,
+        "at_edge": int(at_edge.sum()),
+        "objects_found": selection.get("n_objects"),
+        "below_min_size": selection.get("n_below_min_size"),
+        "min_diameter_nm": selection.get("min_diameter_nm"),
+        **sizes,
+    }
+    diagnostics: dict[str, Any] = {}
     for flag in FLAG_COLUMNS:
-        if flag in table:
-            particles[flag] = int(table[flag].to_numpy(dtype=bool, na_value=False).sum())
+        if flag in listed:
+            count = int(listed[flag].to_numpy(dtype=bool, na_value=False).sum())
+            (particles if flag in USER_FLAGS else diagnostics)[flag] = count
+    shape_px = stages.get("mosaic", {}).get("shape") or (
+        list(overlay.level_shape(store, image)) if overlay.available_levels(store, image) else None
+    )
     summary: dict[str, Any] = {
         "mosaicflow_version": meta.get("version"),
         "store": store.url,
         "created": meta.get("created"),
-        "mosaic_shape": stages.get("mosaic", {}).get("shape")
-        or (
-            list(overlay.level_shape(store, image))
-            if overlay.available_levels(store, image)
-            else None
-        ),
+        "mosaic_shape_px": shape_px,
         "pixel_size_nm": meta.get("tileset", {}).get("pixel_size_nm"),
-        "threshold": stages.get("probability", {}).get("threshold"),
-        "segmenter": stages.get("probability", {}).get("segmenter"),
+        **segmentation_fields(meta),
         "particles": particles,
         "shape": shape_statistics(table),
     }
@@ -166,14 +194,20 @@ def write_report(
     truth_fractions: dict[str, float] | None = None
     if store.has_table("ground_truth"):
         truth = store.read_table("ground_truth")
-        gt = compare_with_truth(table, truth)
+        gt = compare_with_truth(listed, truth)
+        gt["matching"], match_notes = matching.truth_matching(
+            store, truth, found_labels=listed["label"].to_numpy() if "label" in listed else None
+        )
+        notes += match_notes
         true_classes = truth_class_fractions(truth)
         if true_classes is not None:
             gt["class_fractions"] = true_classes
             truth_fractions = {r["class"]: r["fraction"] for r in true_classes}
         summary["ground_truth"] = gt
 
+    summary["stitching"] = stitching_quality(store)
     summary["stages"] = stage_timings(meta)
+    summary["diagnostics"] = diagnostics
 
     # -- size figures ----------------------------------------------------------------------
     for log in (False, True):
@@ -231,73 +265,97 @@ def write_report(
 
     # -- overlays --------------------------------------------------------------------------
     label_col = (
-        table["label"].to_numpy(dtype=np.int64) if "label" in table else np.empty(0, np.int64)
+        listed["label"].to_numpy(dtype=np.int64) if "label" in listed else np.empty(0, np.int64)
     )
     image_name = image if overlay.available_levels(store, image) else None
     lab_levels = overlay.available_levels(store, overlay.LABELS)
-    colors = overlay.class_colors_for_labels(label_col, codes, names)
+    listed_codes = encode_classes(listed["class"], names)[0] if codes is not None else None
+    colors = overlay.class_colors_for_labels(label_col, listed_codes, names)
+    legend = colors.legend if lab_levels and codes is not None else ()
+    coloured = (
+        "coloured by class"
+        if codes is not None
+        else f"in {plots.SINGLE_COLOR_NAME} (one colour: the run has no classification)"
+    )
     view = overlay.overview(store, colors, image=image, max_px=overview_px)
     summary["overview"] = None
     limits = None
+    pixel_source = image if image_name else overlay.LABELS
     if view is None:
         notes.append(f"the store has no {image!r} image and no labels: no overlay thumbnails")
     else:
         limits = view.limits if image_name else None
         h, w = view.rgb.shape[:2]
-        what = "outlines" if lab_levels else "no labels stored"
+        nm_px = image_nm_per_px(store, pixel_source, view.factor)
+        bar = scale_bar(w, nm_px)
+        what = "particle outlines" if lab_levels else "no labels stored"
         fig, _ = overlay.outline_figure(
             view.rgb,
-            title=f"Whole mosaic, 1/{view.factor} resolution ({w} x {h} px), {what}"
+            title=f"Whole mosaic, 1/{view.factor} resolution ({w} x {h} px"
+            + _extent(h, w, nm_px)
+            + f"), {what}"
             + ("" if n else ": no particles"),
-            legend=colors.legend if lab_levels else (),
+            legend=legend,
+            bar=bar,
         )
         out.figure(
             "overview",
             fig,
             "Overview",
             f"The whole mosaic at 1/{view.factor} of full resolution (pyramid level "
-            f"{view.image_level}), particle outlines (inner boundary) coloured by class; thin "
-            "particles may show as solid at this scale.",
+            f"{view.image_level}"
+            + (f", {nm_px:g} nm per pixel" if nm_px else "")
+            + ")"
+            + (f", particle outlines (inner boundary) {coloured}" if lab_levels else "")
+            + "; thin particles may show as solid at this scale."
+            + _bar_caption(bar),
         )
         summary["overview"] = {
             "factor": view.factor,
             "image_level": view.image_level,
             "labels_level": view.labels_level,
+            "nm_per_px": nm_px,
+            "scale_bar": bar.as_dict() if bar else None,
         }
+        if bar is None:
+            notes.append("the image has no pixel size: overview without a scale bar")
         shape0 = overlay.level_shape(store, image if image_name else overlay.LABELS)
-        centres = overlay.particle_centres_px(table, store)
-        size_col = next((c for c in ("num_pixels", "area", ECD) if c in table), None)
-        size_values = table[size_col].to_numpy(dtype=np.float64) if size_col else None
+        centres = overlay.particle_centres_px(listed, store)
+        size_col = next((c for c in ("num_pixels", "area", ECD) if c in listed), None)
+        size_values = listed[size_col].to_numpy(dtype=np.float64) if size_col else None
         crops = overlay.pick_crops(centres, size_values, shape0, crop_px=crop_px, seed=seed)
         summary["crops"] = []
-        pixel = (meta.get("tileset") or {}).get("pixel_size_nm")
+        nm_px0 = image_nm_per_px(store, pixel_source, 1)
         for crop in crops:
             rgb, _ = overlay.crop_rgb(store, crop, colors, image=image, limits=limits)
-            extent = ""
-            if pixel:
-                extent = f" = {crop.h * pixel[0] / 1000:.2f} x {crop.w * pixel[1] / 1000:.2f} µm"
+            bar = scale_bar(crop.w, nm_px0)
             title = (
                 f"Full resolution, {crop.reason}\nrows {crop.y0}–{crop.y0 + crop.h}, "
-                f"columns {crop.x0}–{crop.x0 + crop.w} ({crop.h} x {crop.w} px{extent})"
+                f"columns {crop.x0}–{crop.x0 + crop.w} ({crop.w} x {crop.h} px"
+                + _extent(crop.h, crop.w, nm_px0)
+                + ")"
             )
-            fig, _ = overlay.outline_figure(
-                rgb, title=title, legend=colors.legend if lab_levels else ()
-            )
+            fig, _ = overlay.outline_figure(rgb, title=title, legend=legend, bar=bar)
             out.figure(
                 f"crop_{crop.name}",
                 fig,
                 f"Full resolution: {crop.reason}",
-                f"Full-resolution window of {crop.h} x {crop.w} px at row {crop.y0}, column "
-                f"{crop.x0}, outlines coloured by class, for judging the segmentation.",
+                f"Full-resolution window of {crop.w} x {crop.h} px (width x height)"
+                + _extent(crop.h, crop.w, nm_px0, sep=" = ")
+                + f" at row {crop.y0}, column {crop.x0}"
+                + (f", particle outlines {coloured}" if lab_levels else "")
+                + ", for judging the segmentation."
+                + _bar_caption(bar),
             )
             summary["crops"].append(
                 {
                     "name": crop.name,
                     "reason": crop.reason,
-                    "y0": crop.y0,
-                    "x0": crop.x0,
-                    "h": crop.h,
-                    "w": crop.w,
+                    "y0_px": crop.y0,
+                    "x0_px": crop.x0,
+                    "h_px": crop.h,
+                    "w_px": crop.w,
+                    "scale_bar": bar.as_dict() if bar else None,
                 }
             )
         if centres is None and n:
@@ -310,3 +368,22 @@ def write_report(
     out.text("summary.json", json.dumps(summary, indent=2, allow_nan=False))
     out.text("index.html", render_page(summary, out.figures, meta))
     return summary
+
+
+def _extent(h: int, w: int, nm_per_px: float | None, *, sep: str = " = ") -> str:
+    """``" = 1.02 x 1.02 µm"``: a picture's width x height in the specimen, or ``""`` without
+    a pixel size."""
+    if not nm_per_px:
+        return ""
+    big = max(h, w) * nm_per_px >= 1000
+    div, unit = (1000.0, "µm") if big else (1.0, "nm")
+    return f"{sep}{w * nm_per_px / div:.3g} x {h * nm_per_px / div:.3g} {unit}"
+
+
+def _bar_caption(bar: ScaleBar | None) -> str:
+    if bar is None:
+        return ""
+    return (
+        f" Scale bar above the image: {length_label(bar.length_nm)} "
+        f"({bar.length_px} px at {bar.nm_per_px:g} nm per pixel)."
+    )

@@ -13,7 +13,7 @@ from mosaicflow.segmentation.models import (
     save_checkpoint,
 )
 from mosaicflow.segmentation.predict import WindowedPredictor, predict
-from mosaicflow.segmentation.threshold import histogram, threshold_otsu
+from mosaicflow.segmentation.threshold import histogram, minority_polarity, threshold_otsu
 from mosaicflow.segmentation.windows import importance_map, window_grid
 
 # importing these pulls in distributed, so they load on first use
@@ -37,6 +37,7 @@ __all__ = [
     "histogram",
     "importance_map",
     "load_checkpoint",
+    "minority_polarity",
     "predict",
     "read_checkpoint_metadata",
     "register_model_plugin",

@@ -35,19 +35,51 @@ def histogram(
     return counts, centers
 
 
-def threshold_otsu(image: Any, *, nbins: int = 256, runner: Runner | None = None) -> float:
+def threshold_otsu(
+    image: Any = None,
+    *,
+    nbins: int = 256,
+    runner: Runner | None = None,
+    hist: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
     """Otsu's threshold of the whole chunked image, from a distributed histogram.
 
     Equals ``skimage.filters.threshold_otsu(image, nbins=nbins)`` on the in-memory image.
 
+    Parameters
+    ----------
+    image : dask.array.Array or xarray.DataArray, optional
+        The image; not needed when ``hist`` is given.
+    nbins : int
+        Histogram bins over ``[min, max]``.
+    runner : Runner, optional
+        Where the histogram is computed.
+    hist : (counts, bin_centers), optional
+        A histogram from :func:`histogram`, so that one pass serves several uses.
+
     Raises
     ------
-    ValueError
+    ConfigError
         The image is constant (no threshold separates anything) or holds NaN.
     """
     if nbins < 2:
         raise ConfigError(f"threshold_otsu: nbins must be >= 2, got {nbins}")
-    counts, centers = histogram(image, nbins=nbins, runner=runner)
+    if hist is None:
+        if image is None:
+            raise ConfigError("threshold_otsu: give an image or a histogram")
+        hist = histogram(image, nbins=nbins, runner=runner)
+    counts, centers = hist
     if np.count_nonzero(counts) < 2:
         raise ConfigError("threshold_otsu: the image is constant, no threshold can be found")
     return float(skimage.filters.threshold_otsu(hist=(counts, centers)))
+
+
+def minority_polarity(counts: np.ndarray, centers: np.ndarray, threshold: float) -> str:
+    """``"bright"`` when fewer pixels lie above ``threshold`` than below it, else ``"dark"``.
+
+    Particles cover less of a micrograph than their support, so the smaller side of a global
+    threshold is the particles': bright on a dark support (SEM backscatter, HAADF), dark on a
+    bright one (bright-field TEM).
+    """
+    above = int(np.asarray(counts)[np.asarray(centers) > threshold].sum())
+    return "bright" if above < int(np.asarray(counts).sum()) - above else "dark"

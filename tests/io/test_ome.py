@@ -1,0 +1,127 @@
+"""The run store as OME-Zarr: valid from its root for the field's validators and readers, every
+pyramid level placed where it was made from, the same shape in every layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from mosaicflow.config import Config, StoreConfig
+from mosaicflow.errors import StoreError
+from mosaicflow.io import RunStore
+from mosaicflow.pipeline import Pipeline
+
+LAYERS = ("mosaic", "denoised", "probability", "labels/particles")
+
+
+@pytest.fixture(scope="module")
+def run_store(small_grid, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ome") / "run.zarr"
+    Pipeline(Config(input=str(small_grid.folder), store=StoreConfig(chunk=128)), out).run()
+    return out
+
+
+def test_validators_accept_the_store_from_its_root(run_store):
+    from ome_zarr_models.v05 import Image, ImageLabel, Labels
+
+    root = zarr.open_group(str(run_store), mode="r")
+    image = Image.from_zarr(root)
+    assert image.labels is not None and image.labels.attributes.ome.labels == ["particles"]
+    for name in ("denoised", "probability"):
+        Image.from_zarr(root[name])
+    Labels.from_zarr(root["labels"])
+    label = ImageLabel.from_zarr(root["labels/particles"])
+    assert label.attributes.ome.image_label.source.image == "../../"
+
+
+def test_ome_zarr_lists_the_image_with_its_labels(run_store):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Multiscales, Reader
+
+    reader = Reader(parse_url(run_store))
+    nodes = {str(n.zarr).split(" [")[0].split("run.zarr")[-1]: n for n in reader()}
+    assert any(isinstance(s, Multiscales) for s in nodes[""].specs)
+    labels = nodes["/labels/particles"]
+    assert any(isinstance(s, Label) for s in labels.specs)
+    assert labels.data[0].shape == nodes[""].data[0].shape
+
+
+def test_every_layer_has_the_same_shape_at_every_level(run_store):
+    store = RunStore(str(run_store), mode="r")
+    levels = store.image_levels("mosaic")
+    assert len(levels) >= 3
+    for name in LAYERS:
+        assert store.image_levels(name) == levels
+    for level in levels:
+        shapes = {store.open_level(name, level).shape for name in LAYERS}
+        assert len(shapes) == 1, (level, shapes)
+
+
+def _centre_nm(store, name, level, index):
+    scale, shift = store.image_transform(name, level)
+    return [shift[a] + index[a] * scale[a] for a in (0, 1)]
+
+
+def test_level_translations_put_pixel_centres_where_they_were_made(run_store):
+    store = RunStore(str(run_store), mode="r")
+    pixel, origin = store.image_transform("mosaic", 0)
+    rng = np.random.default_rng(0)
+    for level in store.image_levels("mosaic")[1:]:
+        f = 2**level
+        shape = store.open_level("mosaic", level).shape
+        for index in zip(rng.integers(0, shape[0], 5), rng.integers(0, shape[1], 5), strict=True):
+            # an image pixel of level k is the mean of a f x f block of level 0: its centre
+            block = [origin[a] + (index[a] * f + (f - 1) / 2) * pixel[a] for a in (0, 1)]
+            for name in ("mosaic", "denoised", "probability"):
+                np.testing.assert_allclose(_centre_nm(store, name, level, index), block)
+            # a label pixel of level k is level 0's pixel (i * f, j * f): its centre
+            sampled = [origin[a] + index[a] * f * pixel[a] for a in (0, 1)]
+            np.testing.assert_allclose(_centre_nm(store, "labels/particles", level, index), sampled)
+    # ... and the values are what the metadata says they are
+    lab0 = store.open_level("labels/particles", 0)[...]
+    for level in store.image_levels("labels/particles")[1:]:
+        f = 2**level
+        lab = store.open_level("labels/particles", level)[...]
+        np.testing.assert_array_equal(lab, lab0[::f, ::f][: lab.shape[0], : lab.shape[1]])
+    img0 = store.open_level("denoised", 0)[...].astype(np.float64)
+    img1 = store.open_level("denoised", 1)[...]
+    h, w = img1.shape
+    mean = img0[: 2 * h, : 2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+    np.testing.assert_array_equal(img1, np.round(mean).astype(img1.dtype))
+
+
+def test_coordinates_carry_units(run_store):
+    store = RunStore(str(run_store), mode="r")
+    image = store.read_image("labels/particles", 1)
+    assert image["y"].attrs["units"] == "nm" and image["x"].attrs["units"] == "nm"
+
+
+def test_a_store_of_the_earlier_layout_reads_but_does_not_resume(tmp_path):
+    path = tmp_path / "old.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=3)
+    root.attrs["mosaicflow"] = {"format": "mosaicflow-run/1", "version": "0.1.0", "stages": {}}
+    mosaic = root.require_group("mosaic")
+    mosaic.create_array("0", shape=(4, 6), dtype="uint8")[:] = 9
+    mosaic.attrs["ome"] = {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "axes": [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}],
+                "datasets": [
+                    {
+                        "path": "0",
+                        "coordinateTransformations": [
+                            {"type": "scale", "scale": [2.0, 2.0]},
+                            {"type": "translation", "translation": [0.0, 0.0]},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    assert (RunStore(str(path), mode="r").read_image("mosaic").values == 9).all()
+    with pytest.raises(StoreError, match=r"earlier mosaicflow .* --overwrite"):
+        RunStore(str(path), mode="a")
+    RunStore(str(path), mode="w")  # replacing it is allowed: it is a run store
+    assert RunStore(str(path), mode="r").meta["format"] == "mosaicflow-run/2"
