@@ -102,7 +102,8 @@ def test_truncated_tile_fails_before_anything_is_done(grid_copy, tmp_path):
 
 
 def test_tile_damaged_after_reading_fails_its_stage(grid_copy, tmp_path):
-    """A tile replaced between header check and fusion: the mosaic stage fails, not done."""
+    """A tile replaced between header check and the first stage reading pixels (registration):
+    that stage fails, and nothing after the tiles stage is done."""
     config = Config(input=str(grid_copy)).replace("store", chunk=256)
     out = tmp_path / "bad.zarr"
     Pipeline(config, str(out)).run(stop_after="tiles")
@@ -113,7 +114,7 @@ def test_tile_damaged_after_reading_fails_its_stage(grid_copy, tmp_path):
         Pipeline(config, str(out), resume=True).run()
     stages = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
     assert stages["tiles"]["status"] == "done"
-    assert stages["mosaic"]["status"] == "failed"
+    assert stages["register"]["status"] == "failed"
     assert not any(stages.get(s, {}).get("status") == "done" for s in STAGES[1:])
 
 
@@ -213,10 +214,11 @@ def test_model_segmenter_stage(small_grid, client, tmp_path):
     expected = np.round(predict(den, str(ckpt)).values * 255).astype(np.int16)
     stored = store.read_image("probability").values
     assert stored.dtype == np.uint8
-    from mosaicflow.io import read_tileset
+    from mosaicflow.io import TileSet
     from mosaicflow.stitch import coverage
 
-    covered = coverage(read_tileset(small_grid.folder), chunks=512).values
+    tiles = TileSet.from_meta(store.meta["tileset"], store.read_table("tiles"))  # as registered
+    covered = coverage(tiles, chunks=512).values
     assert (stored[~covered] == 0).all()  # where no tile is, no particle, whatever the model says
     diff = stored.astype(np.int16)[covered] - expected[covered]
     assert np.abs(diff).max() <= 1
@@ -239,10 +241,11 @@ def test_dark_polarity_keeps_the_other_side_of_the_otsu_threshold(small_grid, tm
     pd_ = dark.read_image("probability").values
     den = dark.read_image("denoised").values
     threshold = dark.stages()["probability"]["threshold"]
-    from mosaicflow.io import read_tileset
+    from mosaicflow.io import TileSet
     from mosaicflow.stitch import coverage
 
-    covered = coverage(read_tileset(small_grid.folder), chunks=256).values
+    tiles = TileSet.from_meta(dark.meta["tileset"], dark.read_table("tiles"))  # as registered
+    covered = coverage(tiles, chunks=256).values
     off_threshold = (den != threshold) & covered
     np.testing.assert_array_equal(pd_[off_threshold], 255 - pb[off_threshold])
     assert (pd_[~covered] == 0).all() and (pb[~covered] == 0).all()  # no tile, no particle

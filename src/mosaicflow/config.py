@@ -39,6 +39,62 @@ class SynthConfig:
     seed: int = 0
 
 
+MISSING_TILE_POLICIES = ("error", "blank")
+
+
+def parse_grid(text: str, what: str = "tiles.grid") -> tuple[int, int]:
+    """``"3x4"`` -> ``(3, 4)`` (rows, cols).
+
+    Raises
+    ------
+    ConfigError
+        Anything but two positive integers joined by ``x``.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if match is None or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise ConfigError(f"{what}: expected ROWSxCOLS such as '3x4', got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+@dataclass(frozen=True)
+class StitchConfig:
+    """``register``: measure every overlapping tile pair's offset (phase correlation) and solve
+    all positions together before fusing (``docs/STITCHING.md``); ``false`` fuses at the stage
+    positions. ``max_shift_px``: the largest stage error searched (default: a tenth of the
+    smaller tile side, at least 16 px)."""
+
+    register: bool = True
+    max_shift_px: float | None = None
+
+
+@dataclass(frozen=True)
+class TilesConfig:
+    """How the input's tiles are read (``mosaicflow.io.read_tileset``; see
+    ``docs/GRID_FORMAT.md``). ``layout``: a ``file,row,col`` CSV or a Fiji
+    ``TileConfiguration.txt``; ``pixel_size_nm``: overrides the layout and tile metadata;
+    ``grid``: ``"ROWSxCOLS"`` (image files in sorted name order, row by row); ``overlap``: the
+    fraction shared by neighbours, for the grid model; ``crop_bottom``: data-bar rows cut from
+    every tile (default: from FEI metadata); ``missing_tiles``: ``error`` or ``blank``."""
+
+    layout: str | None = None
+    pixel_size_nm: float | None = None
+    grid: str | None = None
+    overlap: float | None = None
+    crop_bottom: int | None = None
+    missing_tiles: str = "error"
+
+    def reader_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``read_tileset``."""
+        return {
+            "layout": self.layout,
+            "pixel_size_nm": self.pixel_size_nm,
+            "grid": None if self.grid is None else parse_grid(self.grid),
+            "overlap": self.overlap,
+            "crop_bottom": self.crop_bottom,
+            "missing_tiles": self.missing_tiles,
+        }
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """``chunk``: side of the store's square chunks in pixels (also the Dask chunk of every
@@ -174,6 +230,8 @@ class Config:
 
     input: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
+    tiles: TilesConfig = field(default_factory=TilesConfig)
+    stitch: StitchConfig = field(default_factory=StitchConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
@@ -270,10 +328,38 @@ class Config:
                 f"synth.bit_depth must be 8 or 16, got {self.synth.bit_depth}",
             ),
         ]
+        tiles = self.tiles
+        checks += [
+            (
+                tiles.pixel_size_nm is None or tiles.pixel_size_nm > 0,
+                f"tiles.pixel_size_nm must be > 0 or empty, got {tiles.pixel_size_nm}",
+            ),
+            (
+                tiles.overlap is None or 0 <= tiles.overlap < 1,
+                f"tiles.overlap must be in [0, 1) or empty, got {tiles.overlap}",
+            ),
+            (
+                tiles.crop_bottom is None or tiles.crop_bottom >= 0,
+                f"tiles.crop_bottom must be >= 0 px or empty, got {tiles.crop_bottom}",
+            ),
+            (
+                tiles.missing_tiles in MISSING_TILE_POLICIES,
+                f"tiles.missing_tiles must be one of {MISSING_TILE_POLICIES}, got "
+                f"{tiles.missing_tiles!r}",
+            ),
+        ]
+        checks.append(
+            (
+                self.stitch.max_shift_px is None or self.stitch.max_shift_px > 0,
+                f"stitch.max_shift_px must be > 0 or empty, got {self.stitch.max_shift_px}",
+            )
+        )
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid configuration: {message}")
         parse_size(self.measure.min_size)
+        if self.tiles.grid is not None:
+            parse_grid(self.tiles.grid)
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -342,6 +428,8 @@ class Config:
 def _section_class(name: str) -> type:
     return {
         "synth": SynthConfig,
+        "tiles": TilesConfig,
+        "stitch": StitchConfig,
         "store": StoreConfig,
         "denoise": DenoiseConfig,
         "segment": SegmentConfig,

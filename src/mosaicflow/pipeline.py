@@ -7,6 +7,7 @@ stages already marked done; a failed or interrupted stage is simply run again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -37,21 +38,16 @@ from mosaicflow.selection import (
     sorted_by_label,
 )
 
-STAGES = ("tiles", "mosaic", "denoised", "probability", "labels", "particles", "report")
-
-
-def _tileset_from_store(store: RunStore) -> TileSet:
-    info = store.meta["tileset"]
-    return TileSet(
-        folder=Path(info["folder"]),
-        tiles=store.read_table("tiles"),
-        tile_shape=tuple(info["tile_shape"]),
-        pixel_size_nm=tuple(info["pixel_size_nm"]),
-        dtype=np.dtype(info["dtype"]),
-        rows=int(info["rows"]),
-        cols=int(info["cols"]),
-        missing=tuple(tuple(m) for m in info["missing"]),
-    )
+STAGES = (
+    "tiles",
+    "register",
+    "mosaic",
+    "denoised",
+    "probability",
+    "labels",
+    "particles",
+    "report",
+)
 
 
 def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -133,7 +129,7 @@ class Pipeline:
         self._check_output()
         cfg = self.config
         if cfg.input is not None and self._tileset is None:
-            self._tileset = read_tileset(cfg.input)
+            self._tileset = read_tileset(cfg.input, **cfg.tiles.reader_options())
         if cfg.segment.method == "model" and cfg.segment.model:
             from mosaicflow.segmentation import read_checkpoint_metadata
 
@@ -195,29 +191,25 @@ class Pipeline:
         """The run's tile set (from preflight, the tiles stage, or the store when resuming)."""
         if self._tileset is None:
             assert self.store is not None
-            self._tileset = _tileset_from_store(self.store)
+            self._tileset = TileSet.from_meta(
+                self.store.meta["tileset"], self.store.read_table("tiles")
+            )
         return self._tileset
 
     # -- stages ---------------------------------------------------------------------------
     def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
         folder = self._input_folder()
         # Headers read by preflight() are not read again.
-        tileset = self._tileset if self._tileset is not None else read_tileset(folder)
+        tileset = (
+            self._tileset
+            if self._tileset is not None
+            else read_tileset(folder, **self.config.tiles.reader_options())
+        )
         store.write_table("tiles", tileset.tiles)
         truth = folder / "ground_truth" / "particles.csv"
         if truth.exists():
             store.write_table("ground_truth", pd.read_csv(truth))
-        store.update_meta(
-            tileset={
-                "folder": str(folder),
-                "tile_shape": list(tileset.tile_shape),
-                "pixel_size_nm": list(tileset.pixel_size_nm),
-                "dtype": str(tileset.dtype),
-                "rows": tileset.rows,
-                "cols": tileset.cols,
-                "missing": [list(m) for m in tileset.missing],
-            }
-        )
+        store.update_meta(tileset=tileset.to_meta())
         self._tileset = tileset
         self._say(
             f"Read {len(tileset.tiles)} tiles ({tileset.rows}x{tileset.cols}, "
@@ -225,6 +217,19 @@ class Pipeline:
             f"{tileset.pixel_size_nm[1]:g} nm/px) from {folder}"
         )
         return {"pixels": tileset.n_pixels, "n_tiles": len(tileset.tiles)}
+
+    def _stage_register(self, store: RunStore) -> dict[str, Any]:
+        from mosaicflow.stitch import register_tileset
+
+        cfg = self.config.stitch
+        tiles, pairs, info = register_tileset(
+            self.tileset, register=cfg.register, max_shift_px=cfg.max_shift_px, runner=self.runner
+        )
+        if pairs is not None:
+            store.write_table("pairs", pairs)
+        store.write_table("tiles", tiles)
+        self._tileset = dataclasses.replace(self.tileset, tiles=tiles)
+        return {"pixels": self.tileset.n_pixels if pairs is not None else 0, **info}
 
     def _stage_mosaic(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.stitch import fuse

@@ -137,3 +137,57 @@ def test_store_modes_refuse_what_mosaicflow_did_not_make(tmp_path):
     assert not RunStore.is_run_store(str(empty))
     RunStore(str(empty), mode="a")  # an empty folder becomes a store
     assert RunStore.is_run_store(str(empty))
+
+
+def test_cli_tile_set_options_reach_the_config():
+    from mosaicflow.cli import build_parser
+    from mosaicflow.cli.run import config_from_args
+
+    args = build_parser().parse_args(
+        [
+            "run",
+            "acq",
+            "--out",
+            "r.zarr",
+            "--layout",
+            "layout.csv",
+            "--pixel-size",
+            "2.5",
+            "--grid",
+            "3x4",
+            "--overlap",
+            "0.15",
+            "--crop-bottom",
+            "60",
+            "--missing-tiles",
+            "blank",
+        ]
+    )
+    tiles = config_from_args(args).tiles
+    assert tiles.reader_options() == {
+        "layout": "layout.csv",
+        "pixel_size_nm": 2.5,
+        "grid": (3, 4),
+        "overlap": 0.15,
+        "crop_bottom": 60,
+        "missing_tiles": "blank",
+    }
+
+
+def test_cli_bad_grid_option(tmp_path, capsys):
+    code = main(["run", str(tmp_path), "--out", str(tmp_path / "r.zarr"), "--grid", "3by4"])
+    assert code != 0
+    assert "ROWSxCOLS" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_cli_reads_plain_images_with_grid_options(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    acq = tmp_path / "acq"
+    acq.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((40, 60), 50 + 40 * i, np.uint8)).save(acq / f"t{i}.png")
+    code, _ = _run_cli([str(acq), "--out", str(tmp_path / "none.zarr"), "--grid", "2x2"], capsys)
+    assert code != 0  # no pixel size, no overlap: refused before any cluster starts
+    assert not (tmp_path / "none.zarr").exists()

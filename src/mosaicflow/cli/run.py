@@ -14,6 +14,7 @@ from mosaicflow.config import (
     DEFAULT_CHUNK_PX,
     DENOISE_METHODS,
     EDGE_POLICIES,
+    MISSING_TILE_POLICIES,
     POLARITIES,
 )
 
@@ -29,6 +30,47 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="acquisition folder or YAML config (default: built-in synthetic grid)",
     )
     run.add_argument("--out", required=True, help="run store path or URL (e.g. run.zarr)")
+    tiles = run.add_argument_group("tile set (any image format; see docs/GRID_FORMAT.md)")
+    tiles.add_argument(
+        "--layout",
+        default=None,
+        help="tile layout: a CSV file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm] or a Fiji "
+        "TileConfiguration.txt (file names relative to it)",
+    )
+    tiles.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="NM",
+        help="pixel size in nm (overrides the layout and the tile metadata)",
+    )
+    tiles.add_argument(
+        "--grid",
+        default=None,
+        metavar="ROWSxCOLS",
+        help="grid size; without a layout the image files are taken in sorted name order, "
+        "row by row",
+    )
+    tiles.add_argument(
+        "--overlap",
+        type=float,
+        default=None,
+        metavar="F",
+        help="fraction of a tile shared with its neighbour (grid model, e.g. 0.1)",
+    )
+    tiles.add_argument(
+        "--crop-bottom",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="rows of data bar to cut from each tile (default: from FEI metadata, else none)",
+    )
+    tiles.add_argument(
+        "--missing-tiles",
+        choices=MISSING_TILE_POLICIES,
+        default=None,
+        help="a grid position without a tile: error (default) or blank (left uncovered)",
+    )
     run.add_argument(
         "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
     )
@@ -110,6 +152,14 @@ def config_from_args(args: argparse.Namespace) -> Any:
     else:
         config = Config(input=args.input)
     overrides: dict[str, dict[str, Any]] = {
+        "tiles": {
+            "layout": args.layout,
+            "pixel_size_nm": args.pixel_size,
+            "grid": args.grid,
+            "overlap": args.overlap,
+            "crop_bottom": args.crop_bottom,
+            "missing_tiles": args.missing_tiles,
+        },
         "store": {"chunk": args.chunk},
         "denoise": {"method": args.denoise, "sigma": args.sigma},
         "segment": {

@@ -1,28 +1,63 @@
-"""Reading a microscope tile grid (Thermo Fisher Maps layout) and its per-tile metadata.
+"""Reading a microscope tile set of any common image format into one :class:`TileSet`:
+which file is which tile, nominal positions, pixel size, data-bar crop, and validation.
 
-The folder layout and metadata keys are described in ``docs/GRID_FORMAT.md``. Only headers are
-read here; pixels are read lazily, tile by tile, by the fusion graph.
+The inputs accepted, the precedence of position sources and the options are described in
+``docs/GRID_FORMAT.md``. Only headers are read here; pixels are read lazily, tile by tile, by the
+fusion graph (:func:`read_tile`).
 """
 
 from __future__ import annotations
 
-import configparser
-import json
 import os
-import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from mosaicflow.errors import TileReadError, TileSetError
+from mosaicflow.io.images import (
+    FEI_TAG,
+    is_image,
+    metadata_float,
+    parse_fei_metadata,
+    read_image_header,
+    read_tile,
+)
+from mosaicflow.io.layouts import (
+    GRID_FILE,
+    TILE_PATTERN,
+    Entry,
+    assign_rows_cols,
+    image_files,
+    is_layout_file,
+    maps_entries,
+    read_fiji,
+    read_grid_file,
+    read_layout_csv,
+    sorted_entries,
+)
 
-GRID_FILE = "mosaicflow-grid.json"
-FEI_TAG = 34682
-TILE_PATTERN = re.compile(r"^Tile_(\d{3})-(\d{3})-.*\.tiff?$", re.IGNORECASE)
+__all__ = [
+    "FEI_TAG",
+    "GRID_FILE",
+    "MISSING_POLICIES",
+    "TILE_PATTERN",
+    "TileSet",
+    "parse_fei_metadata",
+    "read_tile",
+    "read_tileset",
+]
+
+MISSING_POLICIES = ("error", "blank")
+#: Overlaps between neighbours outside this range are warned about.
+OVERLAP_RANGE = (0.02, 0.5)
+_OPTIONS_HINT = (
+    "give pixel_size_nm (--pixel-size) and either a layout (--layout: a file,row,col CSV or a "
+    "Fiji TileConfiguration.txt) or grid=(rows, cols) (--grid ROWSxCOLS) with overlap (--overlap)"
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +70,11 @@ class TileSet:
         The acquisition folder.
     tiles : pandas.DataFrame
         One row per present tile: ``row``, ``col`` (1-based), ``path``, ``stage_x_nm``,
-        ``stage_y_nm`` (tile centre), ``y_px``, ``x_px`` (nominal top-left in mosaic pixels,
-        the smallest being 0).
+        ``stage_y_nm`` (as the source gives them: FEI tile centre with y up, or a layout CSV's
+        values; NaN where the source has none), ``y_px``, ``x_px`` (nominal top-left in mosaic
+        pixels, the smallest being 0).
     tile_shape : tuple of int
-        ``(height, width)`` of every tile.
+        ``(height, width)`` of every tile after the data-bar crop.
     pixel_size_nm : tuple of float
         ``(y, x)`` pixel size in nanometres.
     dtype : numpy.dtype
@@ -46,7 +82,12 @@ class TileSet:
     rows, cols : int
         Grid size (including missing tiles).
     missing : tuple of (int, int)
-        Grid positions without a tile (1-based ``(row, col)``).
+        Grid positions without a tile (1-based ``(row, col)``), left uncovered.
+    crop_bottom : int
+        Rows cut from the bottom of every stored tile (the SEM data bar) by :func:`read_tile`.
+    position_source : str
+        Where the nominal positions come from: ``fei-stage``, ``layout-stage``, ``fiji`` or
+        ``grid-model``.
     """
 
     folder: Path
@@ -57,6 +98,38 @@ class TileSet:
     rows: int
     cols: int
     missing: tuple[tuple[int, int], ...] = ()
+    crop_bottom: int = 0
+    position_source: str = "fei-stage"
+
+    def to_meta(self) -> dict[str, Any]:
+        """Everything but the tiles table, as JSON-ready values (the run store keeps it)."""
+        return {
+            "folder": str(self.folder),
+            "tile_shape": list(self.tile_shape),
+            "pixel_size_nm": list(self.pixel_size_nm),
+            "dtype": str(self.dtype),
+            "rows": self.rows,
+            "cols": self.cols,
+            "missing": [list(m) for m in self.missing],
+            "crop_bottom": self.crop_bottom,
+            "position_source": self.position_source,
+        }
+
+    @classmethod
+    def from_meta(cls, info: dict[str, Any], tiles: pd.DataFrame) -> TileSet:
+        """The tile set :meth:`to_meta` described, with its tiles table."""
+        return cls(
+            folder=Path(info["folder"]),
+            tiles=tiles,
+            tile_shape=(int(info["tile_shape"][0]), int(info["tile_shape"][1])),
+            pixel_size_nm=(float(info["pixel_size_nm"][0]), float(info["pixel_size_nm"][1])),
+            dtype=np.dtype(info["dtype"]),
+            rows=int(info["rows"]),
+            cols=int(info["cols"]),
+            missing=tuple((int(m[0]), int(m[1])) for m in info["missing"]),
+            crop_bottom=int(info.get("crop_bottom", 0)),
+            position_source=str(info.get("position_source", "fei-stage")),
+        )
 
     @property
     def n_pixels(self) -> int:
@@ -64,249 +137,336 @@ class TileSet:
         return int(len(self.tiles) * self.tile_shape[0] * self.tile_shape[1])
 
 
-def parse_fei_metadata(text: str, *, source: str) -> dict[str, dict[str, str]]:
-    """Parse the FEI/Thermo INI block of TIFF tag 34682 into ``{section: {key: value}}``."""
-    parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    try:
-        parser.read_string(text.strip("\x00"))
-    except configparser.Error as exc:
-        raise TileReadError(f"tile {source!r}: unreadable FEI metadata (tag 34682): {exc}") from exc
-    return {s: dict(parser[s]) for s in parser.sections()}
-
-
-def _metadata_float(meta: dict[str, dict[str, str]], section: str, key: str, source: str) -> float:
-    try:
-        value = float(meta[section][key])
-    except KeyError:
-        raise TileReadError(
-            f"tile {source!r}: FEI metadata (tag 34682) has no [{section}] {key}"
-        ) from None
-    except ValueError:
-        raise TileReadError(
-            f"tile {source!r}: FEI metadata [{section}] {key}={meta[section][key]!r} "
-            "is not a number"
-        ) from None
-    if not np.isfinite(value):
-        raise TileReadError(f"tile {source!r}: FEI metadata [{section}] {key} is {value}")
-    return value
-
-
-def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
-    size = path.stat().st_size
-    page = tif.pages.first
-    end = max(
-        (int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)),
-        default=0,
-    )
-    if end > size:
-        raise TileReadError(
-            f"tile {path.name!r}: truncated TIFF (file is {size} bytes, its image data "
-            f"needs {end} bytes)"
+def _check_options(
+    pixel_size_nm: float | None,
+    grid: tuple[int, int] | None,
+    overlap: float | None,
+    crop_bottom: int | None,
+    missing_tiles: str,
+) -> None:
+    if pixel_size_nm is not None and not (np.isfinite(pixel_size_nm) and pixel_size_nm > 0):
+        raise TileSetError(f"option pixel_size_nm must be a number > 0, got {pixel_size_nm!r}")
+    if grid is not None and (len(grid) != 2 or min(int(g) for g in grid) < 1):
+        raise TileSetError(f"option grid must be (rows, cols) with both >= 1, got {grid!r}")
+    if overlap is not None and not 0 <= overlap < 1:
+        raise TileSetError(f"option overlap must be in [0, 1), got {overlap!r}")
+    if crop_bottom is not None and crop_bottom < 0:
+        raise TileSetError(f"option crop_bottom must be >= 0 px, got {crop_bottom!r}")
+    if missing_tiles not in MISSING_POLICIES:
+        raise TileSetError(
+            f"option missing_tiles must be one of {MISSING_POLICIES}, got {missing_tiles!r}"
         )
 
 
-def read_tile_header(path: Path) -> dict[str, Any]:
-    """Read one tile's shape, dtype, pixel size and stage position without decoding pixels."""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
-            shape = tuple(int(s) for s in page.shape)
-            dtype = np.dtype(page.dtype)
-            tag = page.tags.get(FEI_TAG)
-            value = None if tag is None else tag.value
-            _check_complete(tif, path)
-    except TileReadError:
-        raise
-    except FileNotFoundError:
-        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
-    except Exception as exc:
-        raise TileReadError(f"tile {path.name!r}: not a readable TIFF ({exc})") from exc
-    if len(shape) != 2:
-        raise TileReadError(f"tile {path.name!r}: expected a 2-D greyscale image, got {shape}")
-    if value is None:
-        raise TileReadError(
-            f"tile {path.name!r}: no FEI/Thermo metadata (TIFF tag 34682), so pixel size and "
-            "stage position are unknown"
-        )
-    if isinstance(value, dict):  # tifffile already parsed the INI block
-        meta = {
-            str(k): {str(a): str(b) for a, b in v.items()}
-            for k, v in value.items()
-            if isinstance(v, dict)
-        }
-    else:
-        text = value if isinstance(value, str) else bytes(value).decode("latin-1")
-        meta = parse_fei_metadata(text, source=path.name)
-    px = _metadata_float(meta, "Scan", "PixelWidth", path.name) * 1e9
-    py = _metadata_float(meta, "Scan", "PixelHeight", path.name) * 1e9
-    if px <= 0 or py <= 0:
-        raise TileReadError(f"tile {path.name!r}: non-positive pixel size {py} x {px} nm")
-    return {
-        "shape": shape,
-        "dtype": dtype,
-        "pixel_size_nm": (py, px),
-        "stage_x_nm": _metadata_float(meta, "Stage", "StageX", path.name) * 1e9,
-        "stage_y_nm": _metadata_float(meta, "Stage", "StageY", path.name) * 1e9,
-    }
-
-
-def _tiles_from_grid_file(
-    folder: Path, grid_path: Path
-) -> tuple[list[tuple[int, int, Path]], dict[str, Any]]:
-    try:
-        grid = json.loads(grid_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TileSetError(f"grid description {str(grid_path)!r}: unreadable JSON ({exc})") from exc
-    for key in ("rows", "cols", "tiles"):
-        if key not in grid:
-            raise TileSetError(f"grid description {str(grid_path)!r}: missing key {key!r}")
-    entries = []
-    for item in grid["tiles"]:
-        try:
-            row, col, name = int(item["row"]), int(item["col"]), str(item["file"])
-        except (KeyError, TypeError, ValueError):
+def _entries(
+    path: Path, layout: Path | None, grid: tuple[int, int] | None
+) -> tuple[Path, list[Entry], dict[str, Any], str]:
+    """The folder, the tile entries, a grid description (JSON) and the kind of layout."""
+    if layout is None and is_layout_file(path):
+        layout = path
+    if layout is not None:
+        if not layout.is_file():
+            raise TileSetError(f"option layout: {str(layout)!r} is not a file")
+        folder = path if path.is_dir() else layout.parent
+        if layout.suffix.lower() == ".csv":
+            return folder, read_layout_csv(layout), {}, "csv"
+        return folder, read_fiji(layout), {}, "fiji"
+    if path.is_file():
+        if not is_image(path):
             raise TileSetError(
-                f"grid description {str(grid_path)!r}: tile entry {item!r} needs row, col, file"
-            ) from None
-        path = folder / name
-        if not path.is_file():
-            raise TileSetError(
-                f"grid description {str(grid_path)!r} names tile {name!r} (row {row}, col {col}) "
-                f"but {str(path)!r} does not exist"
+                f"input {str(path)!r} is neither an image (TIFF, PNG, JPEG, BMP), a layout "
+                "(.csv, TileConfiguration.txt) nor a folder"
             )
-        entries.append((row, col, path))
-    return entries, grid
+        return path.parent, [{"row": 1, "col": 1, "path": path}], {}, "single"
+    if (path / GRID_FILE).exists():
+        entries, desc = read_grid_file(path, path / GRID_FILE)
+        return path, entries, desc, "grid-file"
+    entries = maps_entries(path)
+    if entries:
+        return path, entries, {}, "maps"
+    if grid is not None:
+        return path, sorted_entries(path, grid), {}, "sorted"
+    files = image_files(path)
+    if len(files) == 1:
+        return path, [{"row": 1, "col": 1, "path": files[0]}], {}, "single"
+    if not files:
+        raise TileSetError(
+            f"acquisition folder {str(path)!r} holds no tiles (expected Maps tiles "
+            f"Tile_RRR-CCC-*.tif, a {GRID_FILE}, or image files with a layout or grid option)"
+        )
+    raise TileSetError(
+        f"acquisition folder {str(path)!r} holds {len(files)} image files but no Maps tile names: "
+        f"{_OPTIONS_HINT}"
+    )
 
 
-def _tiles_from_names(folder: Path) -> list[tuple[int, int, Path]]:
-    entries = []
-    for name in sorted(os.listdir(folder)):
-        match = TILE_PATTERN.match(name)
-        if match:
-            entries.append((int(match.group(1)), int(match.group(2)), folder / name))
-    return entries
+def _crop(head: dict[str, Any], crop_bottom: int | None) -> int:
+    """Rows of data bar under the image: the option, else where FEI ``[Image] ResolutionY`` is
+    less than the stored height, else 0."""
+    if crop_bottom is not None:
+        return int(crop_bottom)
+    fei = head["fei"]
+    try:
+        res_y = int(float(fei["Image"]["ResolutionY"])) if fei else 0
+    except (KeyError, ValueError):
+        res_y = 0
+    return max(head["shape"][0] - res_y, 0) if 0 < res_y else 0
 
 
-def read_tileset(folder: str | os.PathLike[str]) -> TileSet:
-    """Read a tile grid's layout and per-tile metadata (headers only).
+def _pixel_size(
+    entries: list[Entry], headers: list[dict[str, Any]], option: float | None
+) -> tuple[float, float]:
+    """The option, else the layout's ``pixel_size_nm`` column, else FEI metadata; all tiles
+    must agree."""
+    if option is not None:
+        return float(option), float(option)
+    sizes: list[tuple[float, float]] = []
+    if all("pixel_size_nm" in e for e in entries):
+        sizes = [(e["pixel_size_nm"], e["pixel_size_nm"]) for e in entries]
+    else:
+        for e, head in zip(entries, headers, strict=True):
+            name = e["path"].name
+            if head["fei"] is None:
+                raise TileReadError(
+                    f"tile {name!r}: no FEI/Thermo metadata (TIFF tag 34682) and no pixel size "
+                    f"from the options, so pixel size and stage position are unknown: "
+                    f"{_OPTIONS_HINT}"
+                )
+            py = metadata_float(head["fei"], "Scan", "PixelHeight", name) * 1e9
+            px = metadata_float(head["fei"], "Scan", "PixelWidth", name) * 1e9
+            sizes.append((py, px))
+    for e, size in zip(entries, sizes, strict=True):
+        if min(size) <= 0:
+            raise TileReadError(
+                f"tile {e['path'].name!r}: non-positive pixel size {size[0]} x {size[1]} nm"
+            )
+        if not np.allclose(size, sizes[0], rtol=1e-6):
+            raise TileReadError(
+                f"tile {e['path'].name!r}: pixel size {size} nm differs from "
+                f"{sizes[0]} nm of {entries[0]['path'].name!r}"
+            )
+    return sizes[0]
+
+
+def _positions(
+    entries: list[Entry],
+    headers: list[dict[str, Any]],
+    shape: tuple[int, int],
+    pixel: tuple[float, float],
+    overlap: float | None,
+    kind: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """Nominal origins ``(y, x)`` in px and the stage columns, by precedence: layout stage
+    coordinates, Fiji pixel positions, FEI stage metadata, the grid model."""
+    n = len(entries)
+    nan = np.full(n, np.nan)
+    h, w = shape
+    py, px = pixel
+    if all("stage_y_nm" in e for e in entries):
+        sy = np.array([e["stage_y_nm"] for e in entries], float)
+        sx = np.array([e["stage_x_nm"] for e in entries], float)
+        return sy / py, sx / px, sy, sx, "layout-stage"
+    if kind == "fiji":
+        y = np.array([e["y_px"] for e in entries], float)
+        x = np.array([e["x_px"] for e in entries], float)
+        return y, x, nan, nan, "fiji"
+    if all(hd["fei"] is not None and "Stage" in hd["fei"] for hd in headers):
+        sy = np.array(
+            [
+                metadata_float(hd["fei"], "Stage", "StageY", e["path"].name) * 1e9
+                for e, hd in zip(entries, headers, strict=True)
+            ]
+        )
+        sx = np.array(
+            [
+                metadata_float(hd["fei"], "Stage", "StageX", e["path"].name) * 1e9
+                for e, hd in zip(entries, headers, strict=True)
+            ]
+        )
+        # pixel centres sit at integer coordinates, so a tile's centre is origin + (size - 1) / 2
+        return -sy / py - (h - 1) / 2, sx / px - (w - 1) / 2, sy, sx, "fei-stage"
+    if overlap is None and n > 1:
+        lacking = next(e for e, hd in zip(entries, headers, strict=True) if hd["fei"] is None)
+        raise TileReadError(
+            f"tile {lacking['path'].name!r}: no stage position (no FEI/Thermo metadata, TIFF tag "
+            f"34682, and no stage_y_nm/stage_x_nm in a layout): give overlap (--overlap) for the "
+            "grid model, or a layout with positions"
+        )
+    step = 1.0 - (overlap or 0.0)
+    y = np.array([(e["row"] - 1) * h * step for e in entries], float)
+    x = np.array([(e["col"] - 1) * w * step for e in entries], float)
+    return y, x, nan, nan, "grid-model"
+
+
+def _warn_overlap(table: pd.DataFrame, shape: tuple[int, int], source: str) -> None:
+    """Warn when the median overlap of row or column neighbours is outside 2-50 %."""
+    by_rc = {
+        (int(r), int(c)): (y, x) for r, c, y, x in table[["row", "col", "y_px", "x_px"]].values
+    }
+    for axis, (dr, dc), size in (("vertical", (1, 0), shape[0]), ("horizontal", (0, 1), shape[1])):
+        steps = [
+            abs(by_rc[(r + dr, c + dc)][axis == "horizontal"] - pos[axis == "horizontal"])
+            for (r, c), pos in by_rc.items()
+            if (r + dr, c + dc) in by_rc
+        ]
+        if not steps:
+            continue
+        ov = 1.0 - float(np.median(steps)) / size
+        if not OVERLAP_RANGE[0] <= ov <= OVERLAP_RANGE[1]:
+            warnings.warn(
+                f"tile set {source}: {axis} overlap between neighbours is {ov:.1%}, outside "
+                f"{OVERLAP_RANGE[0]:.0%}-{OVERLAP_RANGE[1]:.0%}: check the layout or overlap",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def read_tileset(
+    path: str | os.PathLike[str],
+    *,
+    layout: str | os.PathLike[str] | None = None,
+    pixel_size_nm: float | None = None,
+    grid: tuple[int, int] | None = None,
+    overlap: float | None = None,
+    crop_bottom: int | None = None,
+    missing_tiles: str = "error",
+) -> TileSet:
+    """Read a tile set's layout and per-tile headers (pixels are not decoded).
 
     Parameters
     ----------
-    folder : path
-        A Maps-style acquisition folder: ``Tile_RRR-CCC-*.tif`` files with FEI/Thermo metadata
-        in TIFF tag 34682, optionally with a ``mosaicflow-grid.json`` description.
-
-    Returns
-    -------
-    TileSet
+    path : path
+        An acquisition folder (Maps tiles ``Tile_{row}-{col}-{z}_{c}-{t}*.tif``, a
+        ``mosaicflow-grid.json``, or image files with ``grid``), a layout file, or one image
+        (a 1x1 grid).
+    layout : path, optional
+        A CSV ``file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm]`` or a Fiji
+        ``TileConfiguration.txt``; file names relative to the layout.
+    pixel_size_nm : float, optional
+        Pixel size; overrides the layout's column and the tile metadata.
+    grid : (rows, cols), optional
+        Grid size; without a layout or Maps names the image files are taken in sorted name
+        order, row by row.
+    overlap : float, optional
+        Fraction of a tile shared with its neighbour, for the grid model (origins = grid index
+        x tile size x (1 - overlap)) when no stage position is known.
+    crop_bottom : int, optional
+        Rows of data bar to cut from the bottom of every tile (default: where FEI
+        ``[Image] ResolutionY`` is less than the stored height, else none).
+    missing_tiles : {"error", "blank"}
+        A grid position without a tile (not declared missing by a grid description) is an error
+        naming the first ones, or, with ``"blank"``, recorded in ``missing`` and left uncovered.
 
     Raises
     ------
     TileSetError
-        The folder does not exist, holds no tiles, or its grid description is inconsistent
-        (for example it names a tile file that is missing).
+        Bad options, a missing path, no tiles, a layout naming absent files, duplicate
+        (row, col), missing tiles under ``missing_tiles="error"``.
     TileReadError
-        A tile is truncated, of another size or type than the others, or lacks the metadata.
+        A tile unreadable, truncated, of another size or type than the others, pixel sizes that
+        disagree, or no metadata and no options that replace it.
 
     Notes
     -----
-    Nominal tile origins come from the stage position of each tile centre:
-    ``x = StageX / PixelWidth - (width - 1) / 2`` and, as the stage y axis points up while image
-    rows grow down, ``y = -StageY / PixelHeight - (height - 1) / 2``; both are shifted so the
-    smallest is 0.
+    FEI stage positions are tile centres with y up: ``x = StageX / PixelWidth - (width - 1) / 2``,
+    ``y = -StageY / PixelHeight - (height - 1) / 2``. Layout stage coordinates increase along
+    image rows and columns: ``y = stage_y_nm / pixel``. All origins are shifted so the smallest
+    is 0. A median neighbour overlap outside 2-50 % is warned about.
     """
-    folder = Path(folder)
-    if not folder.exists():
-        raise TileSetError(f"acquisition folder {str(folder)!r} does not exist")
-    if not folder.is_dir():
-        raise TileSetError(f"acquisition path {str(folder)!r} is not a folder")
-    grid_path = folder / GRID_FILE
-    grid: dict[str, Any] = {}
-    if grid_path.exists():
-        entries, grid = _tiles_from_grid_file(folder, grid_path)
-    else:
-        entries = _tiles_from_names(folder)
-    if not entries:
-        raise TileSetError(
-            f"acquisition folder {str(folder)!r} holds no tiles (expected files named "
-            f"Tile_RRR-CCC-*.tif or a {GRID_FILE})"
-        )
-    seen: dict[tuple[int, int], Path] = {}
-    for row, col, path in entries:
-        if (row, col) in seen:
-            raise TileSetError(
-                f"acquisition folder {str(folder)!r}: tiles {seen[(row, col)].name!r} and "
-                f"{path.name!r} are both at row {row}, col {col}"
-            )
-        seen[(row, col)] = path
-
-    headers = [read_tile_header(path) for _, _, path in entries]
+    _check_options(pixel_size_nm, grid, overlap, crop_bottom, missing_tiles)
+    path = Path(path)
+    if not path.exists():
+        raise TileSetError(f"acquisition folder {str(path)!r} does not exist")
+    grid = None if grid is None else (int(grid[0]), int(grid[1]))
+    folder, entries, desc, kind = _entries(path, None if layout is None else Path(layout), grid)
+    headers = [read_image_header(e["path"]) for e in entries]
     ref = headers[0]
-    expected_shape = ref["shape"]
-    if "tile_height" in grid and "tile_width" in grid:
-        expected_shape = (int(grid["tile_height"]), int(grid["tile_width"]))
-    for (_, _, path), head in zip(entries, headers, strict=True):
-        if head["shape"] != expected_shape:
+    expected = ref["shape"]
+    crop = _crop(ref, crop_bottom)
+    if "tile_height" in desc and "tile_width" in desc:
+        expected = (int(desc["tile_height"]) + crop, int(desc["tile_width"]))
+    for e, head in zip(entries, headers, strict=True):
+        name = e["path"].name
+        if head["shape"] != expected:
             raise TileReadError(
-                f"tile {path.name!r}: size {head['shape'][0]}x{head['shape'][1]} px, expected "
-                f"{expected_shape[0]}x{expected_shape[1]} px like the rest of the grid"
+                f"tile {name!r}: size {head['shape'][0]}x{head['shape'][1]} px, expected "
+                f"{expected[0]}x{expected[1]} px like the rest of the grid"
             )
         if head["dtype"] != ref["dtype"]:
             raise TileReadError(
-                f"tile {path.name!r}: pixel type {head['dtype']}, expected {ref['dtype']}"
+                f"tile {name!r}: pixel type {head['dtype']}, expected {ref['dtype']}"
             )
-        if not np.allclose(head["pixel_size_nm"], ref["pixel_size_nm"], rtol=1e-6):
+        if _crop(head, crop_bottom) != crop:
             raise TileReadError(
-                f"tile {path.name!r}: pixel size {head['pixel_size_nm']} nm differs from "
-                f"{ref['pixel_size_nm']} nm of {entries[0][2].name!r}"
+                f"tile {name!r}: data bar of {_crop(head, crop_bottom)} rows, expected {crop}"
             )
-    py, px = ref["pixel_size_nm"]
-    h, w = expected_shape
+    if crop >= expected[0]:
+        raise TileSetError(
+            f"option crop_bottom: {crop} rows leave nothing of {expected[0]}-row tiles"
+        )
+    shape = (expected[0] - crop, expected[1])
+    if kind == "fiji":
+        assign_rows_cols(entries, shape)
+    seen: dict[tuple[int, int], Path] = {}
+    for e in entries:
+        rc = (e["row"], e["col"])
+        if rc in seen:
+            raise TileSetError(
+                f"tile set {str(path)!r}: tiles {seen[rc].name!r} and {e['path'].name!r} are "
+                f"both at row {rc[0]}, col {rc[1]}"
+            )
+        seen[rc] = e["path"]
+    pixel = _pixel_size(entries, headers, pixel_size_nm)
+    y, x, sy, sx, source = _positions(entries, headers, shape, pixel, overlap, kind)
     table = pd.DataFrame(
         {
-            "row": [e[0] for e in entries],
-            "col": [e[1] for e in entries],
-            "path": [str(e[2]) for e in entries],
-            "stage_x_nm": [hd["stage_x_nm"] for hd in headers],
-            "stage_y_nm": [hd["stage_y_nm"] for hd in headers],
+            "row": [e["row"] for e in entries],
+            "col": [e["col"] for e in entries],
+            "path": [str(e["path"]) for e in entries],
+            "stage_x_nm": sx,
+            "stage_y_nm": sy,
+            "y_px": y - y.min(),
+            "x_px": x - x.min(),
         }
-    )
-    # pixel centres sit at integer coordinates, so a tile's centre is origin + (size - 1) / 2
-    y = -table["stage_y_nm"] / py - (h - 1) / 2
-    x = table["stage_x_nm"] / px - (w - 1) / 2
-    table["y_px"] = y - y.min()
-    table["x_px"] = x - x.min()
-    table = table.sort_values(["row", "col"], ignore_index=True)
-    rows = int(grid.get("rows", table["row"].max()))
-    cols = int(grid.get("cols", table["col"].max()))
-    present = set(seen)
+    ).sort_values(["row", "col"], ignore_index=True)
+    rows = int(grid[0] if grid else desc.get("rows", table["row"].max()))
+    cols = int(grid[1] if grid else desc.get("cols", table["col"].max()))
+    outside = table[(table["row"] > rows) | (table["col"] > cols)]
+    if len(outside):
+        raise TileSetError(
+            f"tile {Path(outside['path'].iloc[0]).name!r} is at row {outside['row'].iloc[0]}, "
+            f"col {outside['col'].iloc[0]}, outside the {rows}x{cols} grid"
+        )
     missing = tuple(
-        (r, c) for r in range(1, rows + 1) for c in range(1, cols + 1) if (r, c) not in present
+        (r, c) for r in range(1, rows + 1) for c in range(1, cols + 1) if (r, c) not in seen
     )
+    declared = {tuple(int(v) for v in m) for m in desc.get("missing", [])}
+    undeclared = [m for m in missing if m not in declared]
+    if undeclared and missing_tiles == "error":
+        shown = ", ".join(f"row {r} col {c}" for r, c in undeclared[:5])
+        more = f" and {len(undeclared) - 5} more" if len(undeclared) > 5 else ""
+        raise TileSetError(
+            f"tile set {str(path)!r}: {len(undeclared)} of {rows * cols} grid positions have no "
+            f"tile ({shown}{more}); give missing_tiles='blank' (--missing-tiles blank) to leave "
+            "them uncovered"
+        )
+    if undeclared:
+        warnings.warn(
+            f"tile set {str(path)!r}: {len(undeclared)} grid positions have no tile and are left "
+            "uncovered",
+            UserWarning,
+            stacklevel=2,
+        )
+    _warn_overlap(table, shape, repr(str(path)))
     return TileSet(
         folder=folder,
         tiles=table,
-        tile_shape=(h, w),
-        pixel_size_nm=(py, px),
+        tile_shape=shape,
+        pixel_size_nm=pixel,
         dtype=np.dtype(ref["dtype"]),
         rows=rows,
         cols=cols,
         missing=missing,
+        crop_bottom=crop,
+        position_source=source,
     )
-
-
-def read_tile(path: str | os.PathLike[str], *, shape: tuple[int, int], dtype: Any) -> np.ndarray:
-    """Decode one tile's pixels, checking its size and type; errors name the tile."""
-    path = Path(path)
-    try:
-        data = tifffile.imread(path, key=0)
-    except FileNotFoundError:
-        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
-    except Exception as exc:
-        raise TileReadError(f"tile {path.name!r}: cannot decode pixels ({exc})") from exc
-    if data.shape != tuple(shape):
-        raise TileReadError(f"tile {path.name!r}: size {data.shape}, expected {tuple(shape)}")
-    if data.dtype != np.dtype(dtype):
-        raise TileReadError(f"tile {path.name!r}: pixel type {data.dtype}, expected {dtype}")
-    return data

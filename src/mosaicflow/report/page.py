@@ -332,6 +332,12 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
                     ("tiles", stitching["n_tiles"]),
                     ("median correction", quantity(stitching["median_correction_px"], "px")),
                     ("largest correction", quantity(stitching["max_correction_px"], "px")),
+                    ("overlapping pairs measured", stitching.get("pairs")),
+                    ("pairs kept (consistent, better than chance)", stitching.get("pairs_kept")),
+                    (
+                        "largest residual of a tile after the solve",
+                        quantity(stitching.get("max_residual_px"), "px"),
+                    ),
                 ],
             )
         )

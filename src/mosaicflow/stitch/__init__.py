@@ -3,5 +3,15 @@
 from __future__ import annotations
 
 from mosaicflow.stitch.fuse import coverage, fuse, mosaic_shape, pixel_coords
+from mosaicflow.stitch.register import register_pairs
+from mosaicflow.stitch.solve import register_tileset, solve_positions
 
-__all__ = ["coverage", "fuse", "mosaic_shape", "pixel_coords"]
+__all__ = [
+    "coverage",
+    "fuse",
+    "mosaic_shape",
+    "pixel_coords",
+    "register_pairs",
+    "register_tileset",
+    "solve_positions",
+]

@@ -113,13 +113,24 @@ def fuse(
     h, w = tileset.tile_shape
     chunk_tuple = _normalize_chunks(chunks, shape)
     token = tokenize(
-        list(tileset.tiles["path"]), origins, chunk_tuple, str(tileset.dtype), tileset.tile_shape
+        list(tileset.tiles["path"]),
+        origins,
+        chunk_tuple,
+        str(tileset.dtype),
+        tileset.tile_shape,
+        tileset.crop_bottom,
     )
     read_name = f"read-tile-{token}"
     name = f"fuse-{token}"
     dsk: dict[Any, Any] = {}
     for i, path in enumerate(tileset.tiles["path"]):
-        dsk[(read_name, i)] = (_read_tile_task, path, (h, w), str(tileset.dtype))
+        dsk[(read_name, i)] = (
+            _read_tile_task,
+            path,
+            (h, w),
+            str(tileset.dtype),
+            tileset.crop_bottom,
+        )
     ystarts = np.cumsum((0, *chunk_tuple[0]))
     xstarts = np.cumsum((0, *chunk_tuple[1]))
     for bi in range(len(chunk_tuple[0])):
@@ -205,8 +216,11 @@ def coverage(
     )
 
 
-def _read_tile_task(path: str, shape: tuple[int, int], dtype: str) -> np.ndarray:
-    return read_tile(path, shape=shape, dtype=dtype)
+def _read_tile_task(
+    path: str, shape: tuple[int, int], dtype: str, crop_bottom: int = 0
+) -> np.ndarray:
+    """One tile's grey pixels with the data bar cropped (``TileSet.crop_bottom``)."""
+    return read_tile(path, shape=shape, dtype=dtype, crop_bottom=crop_bottom)
 
 
 def pixel_coords(shape: tuple[int, int], pixel_size_nm: Sequence[float]) -> dict[str, np.ndarray]:

@@ -1,0 +1,192 @@
+"""Global solve of tile positions from pairwise offsets: weighted least squares with outlier
+rejection, and weak stage-model edges so a tile without a reliable pair keeps its stage position
+relative to its neighbours (``docs/STITCHING.md``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.sparse.linalg import spsolve
+
+from mosaicflow.io import TileSet
+from mosaicflow.runner import Runner
+from mosaicflow.stitch.register import register_pairs
+
+PRIOR_WEIGHT = 1e-4
+"""Weight of a stage-model edge relative to a measured pair of quality 1 and the largest overlap."""
+
+
+def _solve(
+    n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, w: np.ndarray, anchor: np.ndarray
+) -> np.ndarray:
+    """Positions ``p`` minimising ``sum w (p_j - p_i - d)^2`` with ``mean(p) = mean(anchor)``."""
+    rows = np.arange(len(i))
+    a = sparse.csr_matrix(
+        (np.r_[-np.ones(len(i)), np.ones(len(i))], (np.r_[rows, rows], np.r_[i, j])),
+        shape=(len(i), n),
+    )
+    aw = a.multiply(w[:, None]).tocsr()
+    normal = (a.T @ aw).tolil()
+    rhs = aw.T @ d
+    # gauge: add the mean constraint as a Lagrange multiplier row
+    big = sparse.lil_matrix((n + 1, n + 1))
+    big[:n, :n] = normal
+    big[n, :n] = 1.0
+    big[:n, n] = 1.0
+    target = np.vstack([rhs, anchor.sum(axis=0, keepdims=True)])
+    sol = spsolve(big.tocsc(), target)
+    return np.asarray(sol, dtype=float).reshape(n + 1, -1)[:n]
+
+
+def default_tolerance(disagreement: np.ndarray, floor_px: float = 3.0) -> float:
+    """3 x the robust spread (1.4826 MAD) of the pairs' disagreement with the stage model, at
+    least ``floor_px``."""
+    if len(disagreement) == 0:
+        return floor_px
+    mad = float(np.median(np.abs(disagreement - np.median(disagreement, axis=0))))
+    return max(floor_px, 3.0 * 1.4826 * mad)
+
+
+def solve_positions(
+    tileset: TileSet,
+    pairs: pd.DataFrame,
+    *,
+    tolerance_px: float | None = None,
+    min_quality: float | None = None,
+    null_quantile: float = 0.9,
+    max_residual_px: float = 0.5,
+    return_pairs: bool = False,
+) -> Any:
+    """Tile positions from the pairwise offsets of :func:`register_pairs`.
+
+    Parameters
+    ----------
+    tileset : TileSet
+        The tiles (their nominal positions ``y_px``, ``x_px`` are the stage model).
+    pairs : pandas.DataFrame
+        The table of :func:`register_pairs` (rows of ``kind == "null"`` give the chance level).
+        A measured pair weighs ``quality**2 * overlap_px / max(overlap_px)``.
+    tolerance_px : float, optional
+        Largest distance (px) between a pair's measured offset and its nominal offset, after
+        removing the median disagreement of pairs of the same direction (a systematic pitch
+        error is not an outlier). Default: 3 x the robust spread of those disagreements, at
+        least 3 px.
+    min_quality : float, optional
+        Smallest quality kept. Default: the ``null_quantile`` quantile of the null pairs'
+        quality (0 without null pairs).
+    null_quantile : float
+        Quantile of the null qualities used when ``min_quality`` is not given.
+    max_residual_px : float
+        While the worst residual of a kept pair exceeds this, that pair is dropped and the
+        system solved again.
+    return_pairs : bool
+        Also return the pairs with ``kept``, ``reason`` and ``residual_px`` columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index and order of ``tileset.tiles``: ``y_px``, ``x_px`` (solved origins; their mean
+        equals the mean nominal origin), ``residual_px`` (largest residual of the tile's kept
+        pairs, 0 without any) and ``n_pairs_kept``. With ``return_pairs``, ``(tiles, pairs)``.
+    """
+    nominal = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
+    n = len(nominal)
+    table = pairs[pairs["kind"] == "neighbour"].copy()
+    null = pairs.loc[pairs["kind"] == "null", "quality"].dropna().to_numpy(float)
+    if min_quality is None:
+        min_quality = float(np.quantile(null, null_quantile)) if len(null) else 0.0
+    meas = table[["dy", "dx"]].to_numpy(float)
+    nom = table[["nominal_dy", "nominal_dx"]].to_numpy(float)
+    ok = np.isfinite(meas).all(axis=1) & np.isfinite(table["quality"].to_numpy(float))
+    reason = np.where(ok, "", "unmeasured").astype(object)
+    # (a) disagreement with the stage model, per pair direction
+    disagree = meas - nom
+    direction = [tuple(v) for v in np.sign(np.round(nom / np.array(tileset.tile_shape) * 2))]
+    centred = np.full_like(disagree, np.nan)
+    for key in set(direction):
+        sel = np.array([d == key for d in direction]) & ok
+        if sel.any():
+            centred[sel] = disagree[sel] - np.median(disagree[sel], axis=0)
+    tol = default_tolerance(centred[ok]) if tolerance_px is None else float(tolerance_px)
+    far = ok & (np.hypot(centred[:, 0], centred[:, 1]) > tol)
+    reason[far] = "stage"
+    # (b) no better than chance
+    weak = ok & ~far & (table["quality"].to_numpy(float) <= min_quality)
+    reason[weak] = "quality"
+    kept = reason == ""
+    ii, jj = table["i"].to_numpy(int), table["j"].to_numpy(int)
+    quality = np.clip(table["quality"].to_numpy(float), 0.0, 1.0)
+    area = table["overlap_px"].to_numpy(float)
+    weight = np.maximum(quality, 1e-3) ** 2 * area / max(float(area.max(initial=0.0)), 1.0)
+    while True:
+        k = np.flatnonzero(kept)
+        e_i = np.r_[ii[k], ii]
+        e_j = np.r_[jj[k], jj]
+        e_d = np.vstack([meas[k], nom])
+        e_w = np.r_[weight[k], np.full(len(ii), PRIOR_WEIGHT)]
+        pos = _solve(n, e_i, e_j, e_d, e_w, nominal)
+        resid = np.hypot(*(pos[jj] - pos[ii] - meas).T)
+        if not len(k) or resid[k].max() <= max_residual_px:
+            break
+        worst = k[int(np.argmax(resid[k]))]
+        kept[worst] = False
+        reason[worst] = "residual"
+    tile_resid = np.zeros(n)
+    count = np.zeros(n, dtype=np.int64)
+    for idx in np.flatnonzero(kept):
+        for t in (ii[idx], jj[idx]):
+            tile_resid[t] = max(tile_resid[t], resid[idx])
+            count[t] += 1
+    tiles = pd.DataFrame(
+        {"y_px": pos[:, 0], "x_px": pos[:, 1], "residual_px": tile_resid, "n_pairs_kept": count},
+        index=tileset.tiles.index,
+    )
+    if not return_pairs:
+        return tiles
+    table["kept"] = kept
+    table["reason"] = reason
+    table["residual_px"] = np.where(np.isfinite(meas).all(axis=1), resid, np.nan)
+    return tiles, table
+
+
+def register_tileset(
+    tileset: TileSet,
+    *,
+    register: bool = True,
+    max_shift_px: float | None = None,
+    runner: Runner | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
+    """Register a tile set: its tiles table with the solved positions, the judged pairs, and
+    what was kept.
+
+    The returned table's ``y_px``, ``x_px`` are what fusion uses (the solved positions, or the
+    nominal ones when ``register`` is false or there is one tile); ``nominal_y_px``,
+    ``nominal_x_px`` keep the stage's; ``residual_px`` and ``n_pairs_kept`` come from
+    :func:`solve_positions`. A tile set registered before is registered again from its nominal
+    positions.
+    """
+    tiles = tileset.tiles.copy()
+    if "nominal_y_px" not in tiles:
+        tiles["nominal_y_px"] = tiles["y_px"]
+        tiles["nominal_x_px"] = tiles["x_px"]
+    tiles["y_px"], tiles["x_px"] = tiles["nominal_y_px"], tiles["nominal_x_px"]
+    info: dict[str, Any] = {"registered": bool(register and len(tiles) > 1)}
+    if not info["registered"]:
+        return tiles, None, info
+    nominal = dataclasses.replace(tileset, tiles=tiles)
+    pairs = register_pairs(nominal, max_shift_px=max_shift_px, compute=False)
+    pairs = (runner or Runner()).compute(pairs, "register")
+    positions, judged = solve_positions(nominal, pairs, return_pairs=True)
+    for col in ("y_px", "x_px", "residual_px", "n_pairs_kept"):
+        tiles[col] = positions[col].to_numpy()
+    neighbours = judged[judged["kind"] == "neighbour"]
+    info.update(
+        n_pairs=len(neighbours),
+        n_pairs_kept=int(neighbours["kept"].sum()),
+        max_residual_px=float(np.nanmax(tiles["residual_px"])),
+    )
+    return tiles, judged, info
