@@ -12,21 +12,9 @@ from mosaicflow.stitch import register_pairs
 from mosaicflow.stitch.register import candidate_pairs, masked_ncc
 
 
-@pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("reg") / "grid"
-    synth.write_maps_grid(
-        folder,
-        rows=3,
-        cols=4,
-        tile_shape=(300, 400),
-        overlap=0.1,
-        stage_error_px=8,
-        snr=20,
-        seed=2,
-        density=40.0,
-    )
-    return folder
+@pytest.fixture
+def grid(write_grid, tmp_path):
+    return write_grid(tmp_path / "grid", 2)
 
 
 def _truth(folder, tileset) -> np.ndarray:

@@ -26,18 +26,8 @@ def _relative_error(positions: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.hypot(err[:, 0], err[:, 1])
 
 
-def _write(folder: Path, seed: int) -> tuple:
-    synth.write_maps_grid(
-        folder,
-        rows=3,
-        cols=4,
-        tile_shape=(300, 400),
-        overlap=0.1,
-        stage_error_px=8,
-        snr=20,
-        seed=seed,
-        density=40.0,
-    )
+def _write(write_grid, folder: Path, seed: int) -> tuple:
+    write_grid(folder, seed)
     tileset = read_tileset(folder)
     origins = synth.read_ground_truth(folder)[1]
     merged = tileset.tiles.merge(origins, on=["row", "col"], suffixes=("", "_true"))
@@ -45,8 +35,8 @@ def _write(folder: Path, seed: int) -> tuple:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_synthetic_accuracy(tmp_path, seed):
-    tileset, true = _write(tmp_path / "grid", seed)
+def test_synthetic_accuracy(write_grid, tmp_path, seed):
+    tileset, true = _write(write_grid, tmp_path / "grid", seed)
     solved = solve_positions(tileset, register_pairs(tileset))
     assert list(solved.columns) == ["y_px", "x_px", "residual_px", "n_pairs_kept"]
     assert solved.index.equals(tileset.tiles.index)
@@ -69,9 +59,9 @@ def _flatten(path: Path, value: int, rng: np.random.Generator) -> None:
     tifffile.imwrite(path, flat, photometric="minisblack", extratags=[(FEI_TAG, "s", 0, raw, True)])
 
 
-def test_featureless_region_no_worse_than_stage(tmp_path):
+def test_featureless_tiles_stay_within_the_grids_stage_error(write_grid, tmp_path):
     folder = tmp_path / "grid"
-    tileset, true = _write(folder, 2)
+    tileset, true = _write(write_grid, folder, 2)
     rng = np.random.default_rng(0)
     flat_rc = [(2, 2), (2, 3)]
     flat = [
