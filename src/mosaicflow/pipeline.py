@@ -123,13 +123,14 @@ class Pipeline:
         Reads the tile headers once (the ``tiles`` stage reuses them), the checkpoint's and the
         classifier's headers, and checks the output: a run store made with ``resume`` or
         ``overwrite`` where one exists, never a folder or store mosaicflow did not make, never
-        the input folder or a path inside it. Raises a :class:`MosaicflowError` naming the
+        the input or a folder holding its tiles, nor a path inside one. Raises a :class:`MosaicflowError` naming the
         file or option at fault; writes nothing.
         """
-        self._check_output()
         cfg = self.config
+        self._check_output()  # the given path, before reading anything
         if cfg.input is not None and self._tileset is None:
             self._tileset = read_tileset(cfg.input, **cfg.tiles.reader_options())
+            self._check_output()  # and every folder the tiles are in
         if cfg.segment.method == "model" and cfg.segment.model:
             from mosaicflow.segmentation import read_checkpoint_metadata
 
@@ -144,12 +145,19 @@ class Pipeline:
         if self.config.input is not None and "://" not in self.out:
             out = Path(self.out).expanduser().resolve()
             given = Path(self.config.input).expanduser().resolve()
-            source = given.parent if given.is_file() else given
-            if out == source or source in out.parents or out in source.parents:
-                raise StoreError(
-                    f"--out {self.out!r} overlaps the input {str(given)!r}: mosaicflow never "
-                    "writes into its input; choose an output outside the acquisition folder"
-                )
+            # The input folder, and every folder holding tiles (a layout file may name tiles
+            # anywhere); a layout file or a single image is itself input, not its folder.
+            folders = {given} if given.is_dir() else set()
+            if self._tileset is not None:
+                folders |= {Path(p).resolve().parent for p in self._tileset.tiles["path"]}
+            for folder in sorted(folders):
+                if out == folder or folder in out.parents or out in folder.parents:
+                    raise StoreError(
+                        f"--out {self.out!r} overlaps the input folder {str(folder)!r}: "
+                        "mosaicflow never writes into its input; choose an output outside it"
+                    )
+            if out == given:
+                raise StoreError(f"--out {self.out!r} is the input {str(given)!r}")
         exists = RunStore.check_target(self.out, replace=self.overwrite)
         if exists and not (self.resume or self.overwrite):
             raise StoreError(

@@ -191,3 +191,20 @@ def test_cli_reads_plain_images_with_grid_options(tmp_path, capsys):
     code, _ = _run_cli([str(acq), "--out", str(tmp_path / "none.zarr"), "--grid", "2x2"], capsys)
     assert code != 0  # no pixel size, no overlap: refused before any cluster starts
     assert not (tmp_path / "none.zarr").exists()
+
+
+def test_a_layout_file_protects_the_tile_folders_not_its_own(small_grid, tmp_path, capsys):
+    """A layout may name tiles in another folder: an output beside the layout is fine, one in
+    the tiles' folder is refused."""
+    from mosaicflow.config import Config
+    from mosaicflow.pipeline import Pipeline
+
+    tiles = sorted(small_grid.folder.glob("Tile_*.tif"))
+    rows = [f"{p},{int(p.name[5:8])},{int(p.name[9:12])}" for p in tiles]
+    layout = tmp_path / "layout.csv"
+    layout.write_text("file,row,col\n" + "\n".join(rows) + "\n")
+    config = Config(input=str(layout))
+    Pipeline(config, tmp_path / "run.zarr").preflight()  # beside the layout: allowed
+    code, printed = _run_cli([str(layout), "--out", str(small_grid.folder / "run.zarr")], capsys)
+    assert code == 2 and "never writes into its input" in printed
+    assert not (small_grid.folder / "run.zarr").exists()

@@ -85,34 +85,21 @@ def test_featureless_tiles_stay_within_the_grids_stage_error(write_grid, tmp_pat
     assert (solved["n_pairs_kept"].iloc[flat] == 0).all()
 
 
-def _fei_tile(path: Path, image: np.ndarray, origin: tuple[float, float]) -> None:
-    h, w = image.shape
-    cy, cx = origin[0] + (h - 1) / 2, origin[1] + (w - 1) / 2
-    ini = (
-        f"[Scan]\nPixelWidth=1e-09\nPixelHeight=1e-09\n"
-        f"[Stage]\nStageX={cx * 1e-9!r}\nStageY={-cy * 1e-9!r}\n"
-        f"[Image]\nResolutionX={w}\nResolutionY={h}\n"
-    )
-    tifffile.imwrite(
-        path, image, photometric="minisblack", extratags=[(FEI_TAG, "s", 0, ini, True)]
-    )
-
-
 @pytest.mark.skipif(not BSE.is_dir(), reason=f"real data folder {BSE} is absent")
 def test_real_sem_bse_within_reference(tmp_path):
-    from PIL import Image
-
     ref = pd.read_csv(BSE / "reference_positions.csv")
-    truth = {}
+    truth, layout = {}, []
+    h, w = 442, 512  # tiles; ~10 % vertical, ~26 % horizontal overlap
     for rec in ref.itertuples():
         # stitch2d names: Grid@COL ROW
         col, row = (int(v) for v in re.search(r"Grid@(\d+) (\d+)", rec.filename).groups())
-        image = np.asarray(Image.open(BSE / rec.filename).convert("L"))
-        h, w = image.shape  # 442 x 512: ~10 % vertical, ~26 % horizontal overlap
         nominal = (row * h * (1 - 0.10), col * w * (1 - 0.26))
-        _fei_tile(tmp_path / f"Tile_{row + 1:03d}-{col + 1:03d}-000000_0-000.tif", image, nominal)
+        layout.append((BSE / rec.filename, row + 1, col + 1, *nominal, 1.0))
         truth[(row + 1, col + 1)] = (rec.y_px, rec.x_px)
-    tileset = read_tileset(tmp_path)
+    columns = ["file", "row", "col", "stage_y_nm", "stage_x_nm", "pixel_size_nm"]
+    pd.DataFrame(layout, columns=columns).to_csv(tmp_path / "layout.csv", index=False)
+    tileset = read_tileset(tmp_path / "layout.csv")  # the JPEGs, read as they are
+    assert tileset.tile_shape == (h, w)
     true = np.array(
         [truth[rc] for rc in zip(tileset.tiles["row"], tileset.tiles["col"], strict=True)]
     )
