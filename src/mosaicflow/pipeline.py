@@ -123,8 +123,8 @@ class Pipeline:
         Reads the tile headers once (the ``tiles`` stage reuses them), the checkpoint's and the
         classifier's headers, and checks the output: a run store made with ``resume`` or
         ``overwrite`` where one exists, never a folder or store mosaicflow did not make, never
-        the input or a folder holding its tiles, nor a path inside one. Raises a :class:`MosaicflowError` naming the
-        file or option at fault; writes nothing.
+        the input or a folder holding its tiles, nor a path inside one. Raises a
+        :class:`MosaicflowError` naming the file or option at fault; writes nothing.
         """
         cfg = self.config
         self._check_output()  # the given path, before reading anything
