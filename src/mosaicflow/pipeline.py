@@ -22,6 +22,7 @@ from rich.console import Console
 
 from mosaicflow import __version__
 from mosaicflow.config import Config
+from mosaicflow.config.values import config_differences
 from mosaicflow.errors import ConfigError, StoreError
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import TileSet, read_tileset
@@ -48,23 +49,6 @@ STAGES = (
     "particles",
     "report",
 )
-
-
-def _config_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    diffs = []
-    for section, values in current.items():
-        if section in ("cluster",):
-            continue
-        old = stored.get(section)
-        if isinstance(values, dict) and isinstance(old, dict):
-            diffs += [
-                f"{section}.{k}: {old.get(k)!r} -> {v!r}"
-                for k, v in values.items()
-                if old.get(k) != v
-            ]
-        elif old != values:
-            diffs.append(f"{section}: {old!r} -> {values!r}")
-    return diffs
 
 
 class Pipeline:
@@ -172,7 +156,7 @@ class Pipeline:
         current = self.config.to_dict()
         stored = store.meta.get("config")
         if stored is not None:
-            diffs = _config_differences(stored, current)
+            diffs = config_differences(stored, current)
             if diffs:
                 raise StoreError(
                     f"run store {self.out!r} was made with another configuration; cannot resume "
@@ -240,11 +224,31 @@ class Pipeline:
         return {"pixels": self.tileset.n_pixels if pairs is not None else 0, **info}
 
     def _stage_mosaic(self, store: RunStore) -> dict[str, Any]:
-        from mosaicflow.stitch import fuse
+        from mosaicflow.stitch import equalize_tileset, fuse
 
-        mosaic = fuse(self.tileset, chunks=self.config.store.chunk)
+        cfg = self.config.stitch
+        gains, flat, info = None, None, {}
+        if (cfg.equalize or cfg.flatfield) and len(self.tileset.tiles) > 1:
+            gains, flat, info = equalize_tileset(
+                self.tileset, flatfield=cfg.flatfield, runner=self.runner
+            )
+            if not cfg.equalize:
+                gains = None
+            else:
+                tiles = self.tileset.tiles.assign(
+                    gain=gains["gain"].to_numpy(), offset=gains["offset"].to_numpy()
+                )
+                store.write_table("tiles", tiles)
+                self._tileset = dataclasses.replace(self.tileset, tiles=tiles)
+        mosaic = fuse(
+            self.tileset,
+            chunks=self.config.store.chunk,
+            blend=cfg.blend,
+            gains=gains,
+            flatfield=flat,
+        )
         store.write_image("mosaic", mosaic, chunk=self.config.store.chunk, runner=self.runner)
-        return {"pixels": int(mosaic.size), "shape": list(mosaic.shape)}
+        return {"pixels": int(mosaic.size), "shape": list(mosaic.shape), "blend": cfg.blend, **info}
 
     def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow import restoration
@@ -452,6 +456,8 @@ class Pipeline:
             self.client = client
             self.runner = Runner(client, console=self.console)
         store = self.store = self._open_store()
+        if self.resume and store.stage_done("register"):
+            self._tileset = None  # the stored registered positions, not the headers' nominal ones
         if self.client is not None:
             self._say(f"Dask dashboard: {self.client.dashboard_link}")
         if not (store.stage_done("tiles") and store.stage_done("mosaic")):

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mosaicflow.config import AUTO_MIN_DIAMETER_PX, parse_size
+from mosaicflow.config import AUTO_MIN_DIAMETER_PX
+from mosaicflow.config.values import parse_size
 
 #: The particles stage's scratch table: every object found, before the size and edge selection.
 UNFILTERED = "particles_unfiltered"

@@ -168,7 +168,7 @@ def test_cli_tile_set_options_reach_the_config():
         "layout": "layout.csv",
         "pixel_size_nm": 2.5,
         "grid": (3, 4),
-        "overlap": 0.15,
+        "overlap": (0.15, 0.15),
         "crop_bottom": 60,
         "missing_tiles": "blank",
     }

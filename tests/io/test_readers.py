@@ -69,6 +69,11 @@ def test_stitch2d_with_row_col_layout_and_grid_options(tmp_path):
     last = tiles.tiles.iloc[-1]
     assert (last["row"], last["col"]) == (3, 2)
     assert (last["y_px"], last["x_px"]) == pytest.approx((2 * 442 * 0.9, 512 * 0.9))
+    # the layout names files outside its folder, so "file" is the path itself
+    assert list(tiles.tiles["file"]) == list(tiles.tiles["path"])
+    # this grid's overlaps differ: about 10 % vertically and 25 % across
+    two = read_tileset(layout, pixel_size_nm=10, overlap=(0.1, 0.25)).tiles.iloc[-1]
+    assert (two["y_px"], two["x_px"]) == pytest.approx((2 * 442 * 0.9, 512 * 0.75))
     # without a layout: sorted name order, row by row (these names run column first)
     by_grid = read_tileset(STITCH2D, grid=(3, 2), overlap=0.1, pixel_size_nm=10)
     names = [Path(p).name for p in by_grid.tiles["path"]]
@@ -303,11 +308,14 @@ def test_tiles_config_section():
         {"tiles": {"grid": "3x4", "overlap": "0.1", "pixel_size_nm": 2, "crop_bottom": 5}}
     )
     options = config.tiles.reader_options()
-    assert options["grid"] == (3, 4) and options["overlap"] == 0.1
+    assert options["grid"] == (3, 4) and options["overlap"] == (0.1, 0.1)
+    two = Config.from_dict({"tiles": {"overlap": "0.1,0.25"}}).tiles.reader_options()
+    assert two["overlap"] == (0.1, 0.25)
     assert options["crop_bottom"] == 5 and options["missing_tiles"] == "error"
     with pytest.raises(ConfigError, match=r"tiles\.grid.*ROWSxCOLS"):
         Config.from_dict({"tiles": {"grid": "3 by 4"}})
     with pytest.raises(ConfigError, match=r"tiles\.missing_tiles"):
         Config.from_dict({"tiles": {"missing_tiles": "skip"}})
-    with pytest.raises(ConfigError, match=r"tiles\.overlap"):
-        Config.from_dict({"tiles": {"overlap": 2}})
+    for bad in (2, "0.1,0.2,0.3", "a,b", "0.1,1.5"):
+        with pytest.raises(ConfigError, match=r"tiles\.overlap"):
+            Config.from_dict({"tiles": {"overlap": bad}})

@@ -196,7 +196,7 @@ def test_truth_window_equals_fusing_tiles_cut_from_the_truth(
         cols=tileset.cols,
         missing=tileset.missing,
     )
-    expected = np.asarray(fuse(label_tiles, chunks=100).data.compute())
+    expected = np.asarray(fuse(label_tiles, chunks=100, blend="nearest").data.compute())
 
     frame = matching.TileFrame.from_tables(tileset.tiles, origins, tileset.tile_shape)
     assert frame.fused_shape == expected.shape

@@ -148,7 +148,7 @@ def test_million_rows_are_summarised(check_page, table_store, tmp_path: Path) ->
 
 def test_stitching_section_only_with_registration(full_table, table_store, tmp_path: Path) -> None:
     """No registration columns in the tiles table: no stitching figures, no section."""
-    from mosaicflow.report.summary import REGISTRATION_COLUMNS
+    from mosaicflow.report.stitching import REGISTRATION_COLUMNS
 
     tiles = pd.DataFrame({"row": [1, 1], "col": [1, 2], "y_px": [0.0, 3.0], "x_px": [0.0, 1260.0]})
     store = table_store(tmp_path / "s.zarr", full_table(np.random.default_rng(3), 20))
@@ -167,3 +167,32 @@ def test_stitching_section_only_with_registration(full_table, table_store, tmp_p
     assert summary["stitching"]["median_correction_px"] == pytest.approx(2.5)
     assert summary["stitching"]["max_correction_px"] == pytest.approx(2.5)
     assert "id='stitching'" in page
+    assert not (tmp_path / "s.zarr" / "report" / "tile_residuals.png").exists()  # no tile shape
+
+    # with the tile set's shape, the pairs and the mosaic stage's record: the residual map, the
+    # rejected pairs by reason and the equalisation's ranges
+    store.update_meta(tileset={"tile_shape": [900, 1400]})
+    store.write_table("tiles", moved.assign(residual_px=[0.1, float("nan")]))
+    pairs = pd.DataFrame(
+        {
+            "i": [0, 0, 0],
+            "j": [1, 1, 1],
+            "kind": ["neighbour", "neighbour", "null"],
+            "kept": [True, False, False],
+            "reason": ["", "quality", ""],
+            "quality": [0.6, 0.1, 0.05],
+            "quality_nominal": [0.2, 0.0, 0.0],
+        }
+    )
+    store.write_table("pairs", pairs)
+    store.set_stage("mosaic", "done", blend="linear", gain_range=[0.9, 1.1], offset_range=[-3, 4])
+    summary = write_report(store)
+    page = (tmp_path / "s.zarr" / "report" / "index.html").read_text()
+    assert (tmp_path / "s.zarr" / "report" / "tile_residuals.png").stat().st_size > 1000
+    assert summary["stitching"]["rejected_by_reason"] == {"quality": 1}
+    assert summary["stitching"]["gain_range"] == [0.9, 1.1]
+    assert "1 quality" in page and "tile gains (equalisation)" in page and "0.9 to 1.1" in page
+    # the kept pair's overlap NCC before and after registration
+    assert summary["stitching"]["overlap_ncc_nominal"] == pytest.approx(0.2)
+    assert summary["stitching"]["overlap_ncc_registered"] == pytest.approx(0.6)
+    assert "0.200 -&gt; 0.600" in page or "0.200 -> 0.600" in page

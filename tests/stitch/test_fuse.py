@@ -1,9 +1,11 @@
-"""Fusion: the chunked mosaic equals a whole-image placement of the tiles by the same
-nearest-centre rule, for any chunking; coverage marks exactly the acquired pixels."""
+"""Fusion: the chunked mosaic equals a whole-image placement of the tiles by the same rule
+(nearest centre, or linear blending with gains and a flat field), for any chunking; coverage
+marks exactly the acquired pixels."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 
@@ -51,7 +53,7 @@ def holey_grid(tmp_path_factory):
 @pytest.mark.parametrize("chunks", [1000, 128, (37, 53), (9, 250)])
 def test_fused_mosaic_equals_the_whole_image_placement(holey_grid, chunks):
     expected, covered = _whole_image_oracle(holey_grid)
-    mosaic = fuse(holey_grid, chunks=chunks)
+    mosaic = fuse(holey_grid, chunks=chunks, blend="nearest")
     assert mosaic.shape == expected.shape == mosaic_shape(holey_grid)
     np.testing.assert_array_equal(mosaic.values, expected)
     np.testing.assert_array_equal(coverage(holey_grid, chunks=chunks).values, covered)
@@ -70,3 +72,71 @@ def test_coordinates_are_nm_from_the_pixel_size(holey_grid):
 def test_positions_must_match_the_tiles(holey_grid):
     with pytest.raises(ConfigError, match="positions has 2 rows"):
         fuse(holey_grid, holey_grid.tiles.iloc[:2])
+
+
+def _blend_oracle(tileset, gains=None, flat=None) -> np.ndarray:
+    """Every tile over the whole mosaic at once, corrected, then averaged with weights equal to
+    the distance (1 at the border pixel) to the tile's nearest edge."""
+    origins = np.rint(tileset.tiles[["y_px", "x_px"]].to_numpy(float)).astype(int)
+    origins -= origins.min(axis=0)
+    h, w = tileset.tile_shape
+    shape = (origins[:, 0].max() + h, origins[:, 1].max() + w)
+    yy, xx = np.mgrid[:h, :w]
+    edge = np.minimum.reduce([yy + 1, h - yy, xx + 1, w - xx]).astype(float)
+    total, weight = np.zeros(shape), np.zeros(shape)
+    for k, ((ty, tx), path) in enumerate(zip(origins, tileset.tiles["path"], strict=True)):
+        tile = tifffile.imread(path).astype(float)
+        if flat is not None:
+            tile = tile / flat
+        if gains is not None:
+            tile = tile * gains["gain"].iloc[k] + gains["offset"].iloc[k]
+        total[ty : ty + h, tx : tx + w] += edge * tile
+        weight[ty : ty + h, tx : tx + w] += edge
+    fused = np.divide(total, weight, out=np.zeros(shape), where=weight > 0)
+    return np.clip(np.rint(fused), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("chunks", [1000, (37, 53)])
+def test_linear_blend_equals_the_whole_image_blend(holey_grid, chunks):
+    n = len(holey_grid.tiles)
+    rng = np.random.default_rng(0)
+    gains = pd.DataFrame({"gain": rng.uniform(0.8, 1.2, n), "offset": rng.uniform(-9, 9, n)})
+    yy, xx = np.mgrid[: holey_grid.tile_shape[0], : holey_grid.tile_shape[1]]
+    flat = (1.0 - 0.1 * ((yy / yy.max() - 0.5) ** 2 + (xx / xx.max() - 0.5) ** 2)).astype(
+        np.float32
+    )
+    for g, f in ((None, None), (gains, flat)):
+        expected = _blend_oracle(holey_grid, g, f)
+        fused = fuse(holey_grid, chunks=chunks, blend="linear", gains=g, flatfield=f).values
+        # float rounding order may differ from the oracle's by one grey level at .5 boundaries
+        assert np.abs(fused.astype(int) - expected).max() <= 1
+        assert (fused != expected).mean() < 1e-3
+    # the chunking itself never changes a pixel
+    np.testing.assert_array_equal(
+        fuse(holey_grid, chunks=chunks, gains=gains, flatfield=flat).values,
+        fuse(holey_grid, chunks=64, gains=gains, flatfield=flat).values,
+    )
+
+
+def test_corrections_apply_in_nearest_mode_too(holey_grid):
+    n = len(holey_grid.tiles)
+    gains = pd.DataFrame({"gain": np.full(n, 0.5), "offset": np.full(n, 10.0)})
+    plain = fuse(holey_grid, chunks=64, blend="nearest").values.astype(float)
+    scaled = fuse(holey_grid, chunks=64, blend="nearest", gains=gains).values
+    covered = coverage(holey_grid, chunks=64).values
+    expected = np.clip(np.rint(plain * 0.5 + 10), 0, 255)
+    np.testing.assert_array_equal(scaled[covered], expected[covered])
+    assert (scaled[~covered] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"blend": "feather"}, "option blend: 'feather'"),
+        ({"gains": pd.DataFrame({"gain": [1.0]})}, "gains: expected 'gain' and 'offset'"),
+        ({"flatfield": np.ones((3, 3))}, "flatfield: expected finite positive"),
+    ],
+)
+def test_bad_fusion_options_are_named(holey_grid, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        fuse(holey_grid, **kwargs)

@@ -1,5 +1,6 @@
-"""Command line: ``mosaicflow run`` (the whole job), ``mosaicflow synth`` (test data) and
-``mosaicflow classify-train`` (a particle classifier). One module per command; this one builds
+"""Command line: ``mosaicflow run`` (the whole job), ``mosaicflow stitch`` (registration and
+fusion only), ``mosaicflow synth`` (test data) and ``mosaicflow classify-train`` (a particle
+classifier). One module per command; this one builds
 the parser and turns mosaicflow's errors into one red line and exit status 2."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 
 from rich.console import Console
 
-from mosaicflow.cli import classify, run, synth
+from mosaicflow.cli import classify, run, stitch, synth
 from mosaicflow.errors import MosaicflowError
 
 
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mosaicflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run.add_parser(sub)
+    stitch.add_parser(sub)
     synth.add_parser(sub)
     classify.add_parser(sub)
     return parser

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from mosaicflow.config import (
     AUTO_MIN_DIAMETER_PX,
+    BLEND_MODES,
     DEFAULT_CHUNK_PX,
     DENOISE_METHODS,
     EDGE_POLICIES,
@@ -30,53 +31,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="acquisition folder or YAML config (default: built-in synthetic grid)",
     )
     run.add_argument("--out", required=True, help="run store path or URL (e.g. run.zarr)")
-    tiles = run.add_argument_group("tile set (any image format; see docs/GRID_FORMAT.md)")
-    tiles.add_argument(
-        "--layout",
-        default=None,
-        help="tile layout: a CSV file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm] or a Fiji "
-        "TileConfiguration.txt (file names relative to it)",
-    )
-    tiles.add_argument(
-        "--pixel-size",
-        type=float,
-        default=None,
-        metavar="NM",
-        help="pixel size in nm (overrides the layout and the tile metadata)",
-    )
-    tiles.add_argument(
-        "--grid",
-        default=None,
-        metavar="ROWSxCOLS",
-        help="grid size; without a layout the image files are taken in sorted name order, "
-        "row by row",
-    )
-    tiles.add_argument(
-        "--overlap",
-        type=float,
-        default=None,
-        metavar="F",
-        help="fraction of a tile shared with its neighbour (grid model, e.g. 0.1)",
-    )
-    tiles.add_argument(
-        "--crop-bottom",
-        type=int,
-        default=None,
-        metavar="PX",
-        help="rows of data bar to cut from each tile (default: from FEI metadata, else none)",
-    )
-    tiles.add_argument(
-        "--missing-tiles",
-        choices=MISSING_TILE_POLICIES,
-        default=None,
-        help="a grid position without a tile: error (default) or blank (left uncovered)",
-    )
-    run.add_argument(
-        "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
-    )
-    run.add_argument(
-        "--workers", type=int, default=None, help="local workers (default: cores, max 8)"
-    )
+    add_tile_options(run)
+    add_stitch_options(run)
+    add_cluster_options(run)
     run.add_argument(
         "--chunk",
         type=int,
@@ -130,22 +87,119 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="read a --classifier file of the old pickle-based format (it can run code when "
         "loaded: only for files whose origin you trust)",
     )
-    run.add_argument(
-        "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
-    )
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing run store (only a store mosaicflow made is ever replaced)",
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_store_options(run)
     run.set_defaults(func=main)
     return run
 
 
+def add_tile_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how a tile set is read (``tiles`` configuration section)."""
+    tiles = parser.add_argument_group("tile set (any image format; see docs/GRID_FORMAT.md)")
+    tiles.add_argument(
+        "--layout",
+        default=None,
+        help="tile layout: a CSV file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm] or a Fiji "
+        "TileConfiguration.txt (file names relative to it)",
+    )
+    tiles.add_argument(
+        "--pixel-size",
+        type=float,
+        default=None,
+        metavar="NM",
+        help="pixel size in nm (overrides the layout and the tile metadata)",
+    )
+    tiles.add_argument(
+        "--grid",
+        default=None,
+        metavar="ROWSxCOLS",
+        help="grid size; without a layout the image files are taken in sorted name order, "
+        "row by row",
+    )
+    tiles.add_argument(
+        "--overlap",
+        default=None,
+        metavar="F[,FX]",
+        help="fraction of a tile shared with its neighbour (grid model, e.g. 0.1), or the "
+        "vertical and horizontal fractions, e.g. 0.1,0.25",
+    )
+    tiles.add_argument(
+        "--crop-bottom",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="rows of data bar to cut from each tile (default: from FEI metadata, else none)",
+    )
+    tiles.add_argument(
+        "--missing-tiles",
+        choices=MISSING_TILE_POLICIES,
+        default=None,
+        help="a grid position without a tile: error (default) or blank (left uncovered)",
+    )
+
+
+def add_stitch_options(parser: argparse.ArgumentParser) -> None:
+    """Registration and fusion options (``stitch`` configuration section)."""
+    group = parser.add_argument_group("stitching (see docs/STITCHING.md)")
+    group.add_argument(
+        "--no-register",
+        dest="register",
+        action="store_false",
+        default=None,
+        help="fuse at the stage positions (default: register every overlapping pair and solve)",
+    )
+    group.add_argument(
+        "--blend",
+        choices=BLEND_MODES,
+        default=None,
+        help="linear: feathered across overlaps (default); nearest: each pixel from one tile",
+    )
+    group.add_argument(
+        "--no-equalize",
+        dest="equalize",
+        action="store_false",
+        default=None,
+        help="keep each tile's brightness (default: per-tile gain and offset from the overlaps)",
+    )
+    group.add_argument(
+        "--flatfield",
+        action="store_true",
+        default=None,
+        help="divide every tile by the shading all tiles share, estimated from the tiles",
+    )
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where the work runs."""
+    parser.add_argument(
+        "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="local workers (default: cores, max 8)"
+    )
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """What to do with an existing store, and progress output."""
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run store (only a store mosaicflow made is ever replaced)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
-    """The run's configuration: YAML or defaults, then the options given, then the environment."""
+    """The run's configuration: YAML or defaults, then the options given, then the environment.
+
+    Shared by the commands that run the pipeline; options a command does not have are unset.
+    """
     from mosaicflow.config import Config
+
+    def opt(name: str) -> Any:
+        return getattr(args, name, None)
 
     if args.input and Path(args.input).suffix.lower() in (".yaml", ".yml"):
         config = Config.from_yaml(args.input)
@@ -160,15 +214,24 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "crop_bottom": args.crop_bottom,
             "missing_tiles": args.missing_tiles,
         },
-        "store": {"chunk": args.chunk},
-        "denoise": {"method": args.denoise, "sigma": args.sigma},
-        "segment": {
-            "method": "model" if args.model else None,
-            "model": args.model,
-            "polarity": args.polarity,
+        "stitch": {
+            "register": args.register,
+            "blend": args.blend,
+            "equalize": args.equalize,
+            "flatfield": args.flatfield,
         },
-        "measure": {"min_size": args.min_size, "edge_policy": args.edge_policy},
-        "classify": {"model": args.classifier, "trust_pickle": args.trust_classifier_pickle},
+        "store": {"chunk": opt("chunk")},
+        "denoise": {"method": opt("denoise"), "sigma": opt("sigma")},
+        "segment": {
+            "method": "model" if opt("model") else None,
+            "model": opt("model"),
+            "polarity": opt("polarity"),
+        },
+        "measure": {"min_size": opt("min_size"), "edge_policy": opt("edge_policy")},
+        "classify": {
+            "model": opt("classifier"),
+            "trust_pickle": opt("trust_classifier_pickle"),
+        },
         "cluster": {"address": args.cluster, "n_workers": args.workers},
     }
     for section, values in overrides.items():

@@ -1,10 +1,11 @@
 """One tile image of any common format: its header (size, type, FEI/Thermo metadata) without
 decoding pixels, and its pixels as a grey 2-D array with the data bar cropped.
 
-TIFF is read with tifffile (the FEI/Thermo INI block of tag 34682 included); PNG, JPEG and BMP
-with Pillow. Colour tiles become grey by luminance, ``0.299 R + 0.587 G + 0.114 B`` (ITU-R
-BT.601, the weights Pillow's ``"L"`` mode uses), rounded back to the tile's integer type; an
-alpha channel is dropped.
+TIFF is read with tifffile (the FEI/Thermo INI block of tag 34682, the FEI/Thermo TEM XML of tag
+34683 and Zeiss ``CZ_SEM`` tag 34118 included; :mod:`mosaicflow.io.vendor_metadata` reads the
+last two); PNG, JPEG and BMP with Pillow. Colour tiles become grey by luminance,
+``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, the weights Pillow's ``"L"`` mode uses), rounded
+back to the tile's integer type; an alpha channel is dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import tifffile
 
 from mosaicflow.errors import TileReadError
+from mosaicflow.io.vendor_metadata import TEM_TAG, ZEISS_TAG, parse_tem_xml, zeiss_from_tag
 
 FEI_TAG = 34682
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -59,7 +61,8 @@ def metadata_float(meta: dict[str, dict[str, str]], section: str, key: str, sour
     return value
 
 
-def _check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+def check_complete(tif: tifffile.TiffFile, path: Path) -> None:
+    """Refuse a TIFF whose first page's image data runs past the end of the file."""
     size = path.stat().st_size
     page = tif.pages.first
     end = max(
@@ -114,21 +117,35 @@ _PIL_DTYPES = {
 }
 
 
+def _tag_value(page: Any, code: int) -> Any:
+    tag = page.tags.get(code)
+    return None if tag is None else tag.value
+
+
 def read_image_header(path: Path) -> dict[str, Any]:
-    """Shape ``(height, width)`` as stored, grey dtype and FEI metadata (or None) of one image.
+    """Shape ``(height, width)`` as stored, grey dtype and vendor metadata of one image.
 
     Pixels are not decoded; a TIFF is checked for truncation against its strip offsets, any
     other format for a readable header.
+
+    Returns
+    -------
+    dict
+        ``shape``, ``dtype``; ``fei`` (the INI block of tag 34682 as ``{section: {key:
+        value}}``), ``tem`` (the fields of tag 34683's XML, read only without tag 34682) and
+        ``zeiss`` (tag 34118 as tifffile parses it), each None where the tag is absent.
     """
+    tem = zeiss = None
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 shape = tuple(int(s) for s in page.shape)
                 dtype = np.dtype(page.dtype)
-                tag = page.tags.get(FEI_TAG)
-                value = None if tag is None else tag.value
-                _check_complete(tif, path)
+                value = _tag_value(page, FEI_TAG)
+                tem = _tag_value(page, TEM_TAG) if value is None else None
+                zeiss = _tag_value(page, ZEISS_TAG)
+                check_complete(tif, path)
         else:
             from PIL import Image
 
@@ -146,7 +163,13 @@ def read_image_header(path: Path) -> dict[str, Any]:
     except Exception as exc:
         kind = "TIFF" if path.suffix.lower() in TIFF_SUFFIXES else "image"
         raise TileReadError(f"tile {path.name!r}: not a readable {kind} ({exc})") from exc
-    return {"shape": _grey_shape(shape, path), "dtype": dtype, "fei": _fei_from_tag(value, path)}
+    return {
+        "shape": _grey_shape(shape, path),
+        "dtype": dtype,
+        "fei": _fei_from_tag(value, path),
+        "tem": None if tem is None else parse_tem_xml(tem, source=path.name),
+        "zeiss": None if zeiss is None else zeiss_from_tag(zeiss, source=path.name),
+    }
 
 
 def to_grey(data: np.ndarray) -> np.ndarray:

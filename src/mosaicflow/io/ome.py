@@ -24,15 +24,42 @@ def _write_block(block: np.ndarray, target: zarr.Array, block_info: Any = None) 
     return np.ones((1,) * block.ndim, dtype=np.uint8)
 
 
+def write_unit(target: zarr.Array) -> tuple[int, ...]:
+    """The block one task may write whole: the shard of a sharded array, else the chunk."""
+    shards = getattr(target, "shards", None)
+    return tuple(shards) if shards else tuple(target.chunks)
+
+
+def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> None:
+    """Refuse Dask chunks that do not start on the target's write units.
+
+    Two tasks writing parts of one Zarr chunk, or of one shard, each read-modify-write the
+    whole of it, and one of them loses its part without an error.
+    """
+    unit = write_unit(target)
+    for axis, (sizes, step) in enumerate(zip(chunks, unit, strict=True)):
+        starts = np.cumsum((0, *sizes[:-1]))
+        bad = starts[starts % step != 0]
+        if len(bad):
+            raise StoreError(
+                f"writing {target.path or 'array'}: a task would start at pixel {int(bad[0])} "
+                f"on axis {axis}, inside a {'shard' if unit != tuple(target.chunks) else 'chunk'}"
+                f" of {step} px; tasks must write whole chunks and shards"
+            )
+
+
 def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: str) -> None:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers.
 
-    The Dask chunks must equal the Zarr chunks (the last ones may be shorter), so that no two
-    tasks write the same Zarr chunk.
+    The Dask array is rechunked to the target's write unit (its shard if sharded, else its
+    chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
+    tasks write the same Zarr chunk or shard.
     """
-    expected = da.core.normalize_chunks(target.chunks, arr.shape)
+    unit = write_unit(target)
+    expected = da.core.normalize_chunks(unit, arr.shape)
     if arr.chunks != expected:
-        arr = arr.rechunk(target.chunks)
+        arr = arr.rechunk(unit)
+    check_alignment(arr.chunks, target)
     markers = da.map_blocks(
         _write_block,
         arr,

@@ -21,7 +21,6 @@ from mosaicflow.errors import TileReadError, TileSetError
 from mosaicflow.io.images import (
     FEI_TAG,
     is_image,
-    metadata_float,
     parse_fei_metadata,
     read_image_header,
     read_tile,
@@ -39,6 +38,8 @@ from mosaicflow.io.layouts import (
     read_layout_csv,
     sorted_entries,
 )
+from mosaicflow.io.maps_project import read_maps_metadata
+from mosaicflow.io.positions import OPTIONS_HINT, crop_rows, nominal_positions, pixel_size
 
 __all__ = [
     "FEI_TAG",
@@ -54,10 +55,6 @@ __all__ = [
 MISSING_POLICIES = ("error", "blank")
 #: Overlaps between neighbours outside this range are warned about.
 OVERLAP_RANGE = (0.02, 0.5)
-_OPTIONS_HINT = (
-    "give pixel_size_nm (--pixel-size) and either a layout (--layout: a file,row,col CSV or a "
-    "Fiji TileConfiguration.txt) or grid=(rows, cols) (--grid ROWSxCOLS) with overlap (--overlap)"
-)
 
 
 @dataclass(frozen=True)
@@ -86,8 +83,9 @@ class TileSet:
     crop_bottom : int
         Rows cut from the bottom of every stored tile (the SEM data bar) by :func:`read_tile`.
     position_source : str
-        Where the nominal positions come from: ``fei-stage``, ``layout-stage``, ``fiji`` or
-        ``grid-model``.
+        Where the nominal positions come from: ``layout-stage``, ``fiji``,
+        ``maps-stitchingdata``, ``fei-stage``, ``tem-stage``, ``zeiss-stage``, ``grid-model`` or
+        ``maps-project-grid`` (``docs/GRID_FORMAT.md``).
     """
 
     folder: Path
@@ -140,7 +138,7 @@ class TileSet:
 def _check_options(
     pixel_size_nm: float | None,
     grid: tuple[int, int] | None,
-    overlap: float | None,
+    overlap: tuple[float, float] | None,
     crop_bottom: int | None,
     missing_tiles: str,
 ) -> None:
@@ -148,7 +146,7 @@ def _check_options(
         raise TileSetError(f"option pixel_size_nm must be a number > 0, got {pixel_size_nm!r}")
     if grid is not None and (len(grid) != 2 or min(int(g) for g in grid) < 1):
         raise TileSetError(f"option grid must be (rows, cols) with both >= 1, got {grid!r}")
-    if overlap is not None and not 0 <= overlap < 1:
+    if overlap is not None and not all(0 <= v < 1 for v in overlap):
         raise TileSetError(f"option overlap must be in [0, 1), got {overlap!r}")
     if crop_bottom is not None and crop_bottom < 0:
         raise TileSetError(f"option crop_bottom must be >= 0 px, got {crop_bottom!r}")
@@ -196,106 +194,16 @@ def _entries(
         )
     raise TileSetError(
         f"acquisition folder {str(path)!r} holds {len(files)} image files but no Maps tile names: "
-        f"{_OPTIONS_HINT}"
+        f"{OPTIONS_HINT}"
     )
 
 
-def _crop(head: dict[str, Any], crop_bottom: int | None) -> int:
-    """Rows of data bar under the image: the option, else where FEI ``[Image] ResolutionY`` is
-    less than the stored height, else 0."""
-    if crop_bottom is not None:
-        return int(crop_bottom)
-    fei = head["fei"]
+def _relative_name(path: Path, folder: Path) -> str:
+    """The tile's file name relative to the acquisition folder (its absolute path if outside)."""
     try:
-        res_y = int(float(fei["Image"]["ResolutionY"])) if fei else 0
-    except (KeyError, ValueError):
-        res_y = 0
-    return max(head["shape"][0] - res_y, 0) if 0 < res_y else 0
-
-
-def _pixel_size(
-    entries: list[Entry], headers: list[dict[str, Any]], option: float | None
-) -> tuple[float, float]:
-    """The option, else the layout's ``pixel_size_nm`` column, else FEI metadata; all tiles
-    must agree."""
-    if option is not None:
-        return float(option), float(option)
-    sizes: list[tuple[float, float]] = []
-    if all("pixel_size_nm" in e for e in entries):
-        sizes = [(e["pixel_size_nm"], e["pixel_size_nm"]) for e in entries]
-    else:
-        for e, head in zip(entries, headers, strict=True):
-            name = e["path"].name
-            if head["fei"] is None:
-                raise TileReadError(
-                    f"tile {name!r}: no FEI/Thermo metadata (TIFF tag 34682) and no pixel size "
-                    f"from the options, so pixel size and stage position are unknown: "
-                    f"{_OPTIONS_HINT}"
-                )
-            py = metadata_float(head["fei"], "Scan", "PixelHeight", name) * 1e9
-            px = metadata_float(head["fei"], "Scan", "PixelWidth", name) * 1e9
-            sizes.append((py, px))
-    for e, size in zip(entries, sizes, strict=True):
-        if min(size) <= 0:
-            raise TileReadError(
-                f"tile {e['path'].name!r}: non-positive pixel size {size[0]} x {size[1]} nm"
-            )
-        if not np.allclose(size, sizes[0], rtol=1e-6):
-            raise TileReadError(
-                f"tile {e['path'].name!r}: pixel size {size} nm differs from "
-                f"{sizes[0]} nm of {entries[0]['path'].name!r}"
-            )
-    return sizes[0]
-
-
-def _positions(
-    entries: list[Entry],
-    headers: list[dict[str, Any]],
-    shape: tuple[int, int],
-    pixel: tuple[float, float],
-    overlap: float | None,
-    kind: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """Nominal origins ``(y, x)`` in px and the stage columns, by precedence: layout stage
-    coordinates, Fiji pixel positions, FEI stage metadata, the grid model."""
-    n = len(entries)
-    nan = np.full(n, np.nan)
-    h, w = shape
-    py, px = pixel
-    if all("stage_y_nm" in e for e in entries):
-        sy = np.array([e["stage_y_nm"] for e in entries], float)
-        sx = np.array([e["stage_x_nm"] for e in entries], float)
-        return sy / py, sx / px, sy, sx, "layout-stage"
-    if kind == "fiji":
-        y = np.array([e["y_px"] for e in entries], float)
-        x = np.array([e["x_px"] for e in entries], float)
-        return y, x, nan, nan, "fiji"
-    if all(hd["fei"] is not None and "Stage" in hd["fei"] for hd in headers):
-        sy = np.array(
-            [
-                metadata_float(hd["fei"], "Stage", "StageY", e["path"].name) * 1e9
-                for e, hd in zip(entries, headers, strict=True)
-            ]
-        )
-        sx = np.array(
-            [
-                metadata_float(hd["fei"], "Stage", "StageX", e["path"].name) * 1e9
-                for e, hd in zip(entries, headers, strict=True)
-            ]
-        )
-        # pixel centres sit at integer coordinates, so a tile's centre is origin + (size - 1) / 2
-        return -sy / py - (h - 1) / 2, sx / px - (w - 1) / 2, sy, sx, "fei-stage"
-    if overlap is None and n > 1:
-        lacking = next(e for e, hd in zip(entries, headers, strict=True) if hd["fei"] is None)
-        raise TileReadError(
-            f"tile {lacking['path'].name!r}: no stage position (no FEI/Thermo metadata, TIFF tag "
-            f"34682, and no stage_y_nm/stage_x_nm in a layout): give overlap (--overlap) for the "
-            "grid model, or a layout with positions"
-        )
-    step = 1.0 - (overlap or 0.0)
-    y = np.array([(e["row"] - 1) * h * step for e in entries], float)
-    x = np.array([(e["col"] - 1) * w * step for e in entries], float)
-    return y, x, nan, nan, "grid-model"
+        return path.relative_to(folder).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _warn_overlap(table: pd.DataFrame, shape: tuple[int, int], source: str) -> None:
@@ -327,7 +235,7 @@ def read_tileset(
     layout: str | os.PathLike[str] | None = None,
     pixel_size_nm: float | None = None,
     grid: tuple[int, int] | None = None,
-    overlap: float | None = None,
+    overlap: float | tuple[float, float] | None = None,
     crop_bottom: int | None = None,
     missing_tiles: str = "error",
 ) -> TileSet:
@@ -343,13 +251,14 @@ def read_tileset(
         A CSV ``file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm]`` or a Fiji
         ``TileConfiguration.txt``; file names relative to the layout.
     pixel_size_nm : float, optional
-        Pixel size; overrides the layout's column and the tile metadata.
+        Pixel size; overrides the layout's column, the tile metadata and a Maps project.
     grid : (rows, cols), optional
         Grid size; without a layout or Maps names the image files are taken in sorted name
         order, row by row.
-    overlap : float, optional
+    overlap : float or (float, float), optional
         Fraction of a tile shared with its neighbour, for the grid model (origins = grid index
-        x tile size x (1 - overlap)) when no stage position is known.
+        x tile size x (1 - overlap)) when no stage position is known; a pair gives the vertical
+        (tile below) and horizontal (tile to the right) overlaps.
     crop_bottom : int, optional
         Rows of data bar to cut from the bottom of every tile (default: where FEI
         ``[Image] ResolutionY`` is less than the stored height, else none).
@@ -370,9 +279,17 @@ def read_tileset(
     -----
     FEI stage positions are tile centres with y up: ``x = StageX / PixelWidth - (width - 1) / 2``,
     ``y = -StageY / PixelHeight - (height - 1) / 2``. Layout stage coordinates increase along
-    image rows and columns: ``y = stage_y_nm / pixel``. All origins are shifted so the smallest
+    image rows and columns: ``y = stage_y_nm / pixel``. Zeiss (tag 34118) and TEM XML (tag
+    34683) stage positions are read like FEI's. For Maps raw tiles, ``MapsProject.xml`` and
+    ``StitchingData.xml`` beside the folder add positions, a layer rotation, the grid size and a
+    pixel size (precedence in ``docs/GRID_FORMAT.md``). All origins are shifted so the smallest
     is 0. A median neighbour overlap outside 2-50 % is warned about.
     """
+    if overlap is not None:
+        overlap = (overlap, overlap) if np.ndim(overlap) == 0 else tuple(overlap)
+        if len(overlap) != 2:
+            raise TileSetError(f"option overlap must be one fraction or two, got {overlap!r}")
+        overlap = (float(overlap[0]), float(overlap[1]))
     _check_options(pixel_size_nm, grid, overlap, crop_bottom, missing_tiles)
     path = Path(path)
     if not path.exists():
@@ -382,7 +299,7 @@ def read_tileset(
     headers = [read_image_header(e["path"]) for e in entries]
     ref = headers[0]
     expected = ref["shape"]
-    crop = _crop(ref, crop_bottom)
+    crop = crop_rows(ref, crop_bottom, entries[0]["path"].name)
     if "tile_height" in desc and "tile_width" in desc:
         expected = (int(desc["tile_height"]) + crop, int(desc["tile_width"]))
     for e, head in zip(entries, headers, strict=True):
@@ -396,10 +313,8 @@ def read_tileset(
             raise TileReadError(
                 f"tile {name!r}: pixel type {head['dtype']}, expected {ref['dtype']}"
             )
-        if _crop(head, crop_bottom) != crop:
-            raise TileReadError(
-                f"tile {name!r}: data bar of {_crop(head, crop_bottom)} rows, expected {crop}"
-            )
+        if (bar := crop_rows(head, crop_bottom, name)) != crop:
+            raise TileReadError(f"tile {name!r}: data bar of {bar} rows, expected {crop}")
     if crop >= expected[0]:
         raise TileSetError(
             f"option crop_bottom: {crop} rows leave nothing of {expected[0]}-row tiles"
@@ -416,10 +331,12 @@ def read_tileset(
                 f"both at row {rc[0]}, col {rc[1]}"
             )
         seen[rc] = e["path"]
-    pixel = _pixel_size(entries, headers, pixel_size_nm)
-    y, x, sy, sx, source = _positions(entries, headers, shape, pixel, overlap, kind)
+    maps = read_maps_metadata(entries)
+    pixel = pixel_size(entries, headers, pixel_size_nm, maps, expected[1])
+    y, x, sy, sx, source = nominal_positions(entries, headers, shape, pixel, overlap, kind, maps)
     table = pd.DataFrame(
         {
+            "file": [_relative_name(e["path"], folder) for e in entries],
             "row": [e["row"] for e in entries],
             "col": [e["col"] for e in entries],
             "path": [str(e["path"]) for e in entries],
@@ -429,8 +346,9 @@ def read_tileset(
             "x_px": x - x.min(),
         }
     ).sort_values(["row", "col"], ignore_index=True)
-    rows = int(grid[0] if grid else desc.get("rows", table["row"].max()))
-    cols = int(grid[1] if grid else desc.get("cols", table["col"].max()))
+    layer = None if maps is None else maps.layer
+    rows = int(grid[0] if grid else desc.get("rows", (layer and layer.rows) or table["row"].max()))
+    cols = int(grid[1] if grid else desc.get("cols", (layer and layer.cols) or table["col"].max()))
     outside = table[(table["row"] > rows) | (table["col"] > cols)]
     if len(outside):
         raise TileSetError(

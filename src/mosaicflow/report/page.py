@@ -338,10 +338,38 @@ def _sections(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
                         "largest residual of a tile after the solve",
                         quantity(stitching.get("max_residual_px"), "px"),
                     ),
+                    *_stitching_extra_rows(stitching),
                 ],
             )
         )
     return parts
+
+
+def _stitching_extra_rows(stitching: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Rejected pairs by reason, the blending and the equalisation's ranges, where recorded."""
+    rows: list[tuple[str, Any]] = []
+    reasons = stitching.get("rejected_by_reason")
+    if reasons:
+        rows.append(("pairs rejected", ", ".join(f"{n} {reason}" for reason, n in reasons.items())))
+    if stitching.get("overlap_ncc_registered") is not None:
+        rows.append(
+            (
+                "mean overlap NCC of kept pairs, stage -> registered",
+                f"{stitching['overlap_ncc_nominal']:.3f} -> "
+                f"{stitching['overlap_ncc_registered']:.3f}",
+            )
+        )
+    if stitching.get("blend"):
+        rows.append(("blending across overlaps", stitching["blend"]))
+    for key, label in (
+        ("gain_range", "tile gains (equalisation)"),
+        ("offset_range", "tile offsets (grey levels)"),
+        ("flatfield_range", "flat field"),
+    ):
+        if stitching.get(key):
+            lo, hi = stitching[key]
+            rows.append((label, f"{lo:.3g} to {hi:.3g}"))
+    return rows
 
 
 def render_page(

@@ -294,38 +294,3 @@ def jsonable(value: Any) -> Any:
 def records(table: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of ``table`` as JSON-ready dicts."""
     return [jsonable(row) for row in table.to_dict(orient="records")]
-
-
-# -- stitching (hook) ----------------------------------------------------------------------
-REGISTRATION_COLUMNS = ("nominal_y_px", "nominal_x_px")
-"""Columns the ``register`` stage adds to the ``tiles`` table: each tile's nominal (stage)
-top-left in mosaic pixels, beside the registered ``y_px``, ``x_px`` that fusion uses."""
-
-
-def stitching_quality(store: RunStore) -> dict[str, Any] | None:
-    """How far registration moved the tiles from their nominal stage positions.
-
-    ``None`` (and no section in the report) while the ``tiles`` table has no
-    :data:`REGISTRATION_COLUMNS` (a run without registration). With them: the correction
-    ``registered - nominal`` of each tile, less its median over the tiles (both sets of
-    positions are only defined up to a common shift), summarised in pixels, and the pairs kept.
-    """
-    if not store.has_table("tiles"):
-        return None
-    if not set(REGISTRATION_COLUMNS) <= set(store.table_columns("tiles")):
-        return None
-    tiles = store.read_table("tiles", columns=["y_px", "x_px", *REGISTRATION_COLUMNS])
-    registered = tiles[["y_px", "x_px"]].to_numpy(np.float64)
-    nominal = tiles[list(REGISTRATION_COLUMNS)].to_numpy(np.float64)
-    shift = registered - nominal
-    shift -= np.median(shift, axis=0)
-    norm = np.hypot(shift[:, 0], shift[:, 1])
-    stage = store.stages().get("register", {})
-    return {
-        "n_tiles": len(tiles),
-        "median_correction_px": float(np.median(norm)),
-        "max_correction_px": float(norm.max()),
-        "pairs": stage.get("n_pairs"),
-        "pairs_kept": stage.get("n_pairs_kept"),
-        "max_residual_px": stage.get("max_residual_px"),
-    }

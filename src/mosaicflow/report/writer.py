@@ -14,6 +14,7 @@ from mosaicflow.measure._kernel import FLAG_COLUMNS
 from mosaicflow.report import matching, overlay, plots
 from mosaicflow.report.page import FigureEntry, render_page
 from mosaicflow.report.scalebar import ScaleBar, image_nm_per_px, length_label, scale_bar
+from mosaicflow.report.stitching import plot_tile_residuals, stitching_quality
 from mosaicflow.report.summary import (
     ECD,
     SUMMARY_SHAPE_COLUMNS,
@@ -28,7 +29,6 @@ from mosaicflow.report.summary import (
     shape_statistics,
     size_statistics,
     stage_timings,
-    stitching_quality,
     truth_class_fractions,
 )
 
@@ -206,6 +206,19 @@ def write_report(
         summary["ground_truth"] = gt
 
     summary["stitching"] = stitching_quality(store)
+    tile_shape = meta.get("tileset", {}).get("tile_shape")
+    if summary["stitching"] is not None and tile_shape:
+        tiles = store.read_table("tiles")
+        pairs = store.read_table("pairs") if store.has_table("pairs") else None
+        shape = (int(tile_shape[0]), int(tile_shape[1]))
+        out.figure(
+            "tile_residuals",
+            plot_tile_residuals(tiles, pairs, shape),
+            "Registration residuals",
+            "Tiles at their registered positions, coloured by their largest residual after the "
+            "global solve (grey: no kept pair, placed by the stage model); solid black lines "
+            "join pairs kept, dashed red lines pairs rejected.",
+        )
     summary["stages"] = stage_timings(meta)
     summary["diagnostics"] = diagnostics
 

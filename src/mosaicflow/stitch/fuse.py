@@ -1,9 +1,19 @@
 """Fusion of positioned tiles into one lazily computed mosaic, planned per output chunk.
 
-Each output pixel is taken from the tile whose centre is nearest (distance normalised by the
-tile's half-size), so seams fall in the middle of overlaps and no pixel is blurred by averaging
-two slightly misplaced tiles. The choice depends only on global pixel coordinates, so the mosaic
-is identical for any chunking. Pixels covered by no tile are 0 and reported by ``coverage``.
+Two rules (``blend``):
+
+* ``"linear"`` (the default): every tile covering a pixel contributes, weighted by the pixel's
+  distance to the tile's nearest edge (``min(1 + d_top, 1 + d_bottom, 1 + d_left, 1 + d_right)``),
+  so across an overlap the weights ramp linearly from one tile to the other and no seam is left
+  where registered tiles meet.
+* ``"nearest"``: each pixel from the tile whose centre is nearest (distance normalised by the
+  tile's half-size); seams fall in the middle of overlaps and nothing is averaged.
+
+Before blending each tile can be corrected: ``gain * raw / flatfield + offset`` (from
+:mod:`mosaicflow.stitch.equalize`). Both rules depend only on global pixel coordinates, and a
+pixel sums its tiles in the tiles' table order, so the mosaic is identical for any chunking.
+Pixels covered by no tile are 0 and reported by ``coverage``. Integer tiles give an integer
+mosaic of the same type (rounded, clipped to the type's range).
 """
 
 from __future__ import annotations
@@ -18,14 +28,10 @@ import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
-from mosaicflow.config import DEFAULT_CHUNK_PX
+from mosaicflow.config import BLEND_MODES, DEFAULT_CHUNK_PX
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.tiles import TileSet, read_tile
-
-
-def _integer_origins(positions: pd.DataFrame) -> np.ndarray:
-    origins = np.rint(positions[["y_px", "x_px"]].to_numpy(dtype=np.float64)).astype(np.int64)
-    return origins - origins.min(axis=0)
+from mosaicflow.stitch.equalize import integer_origins as _integer_origins
 
 
 def mosaic_shape(tileset: TileSet, positions: pd.DataFrame | None = None) -> tuple[int, int]:
@@ -42,6 +48,8 @@ def _fuse_chunk(
     dtype: Any,
     *tiles: np.ndarray,
 ) -> np.ndarray:
+    """The nearest-centre rule on one output region (also used to tell which tile shows a
+    pixel: :class:`mosaicflow.report.matching.TileFrame`)."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out = np.zeros((y1 - y0, x1 - x0), dtype=dtype)
@@ -67,6 +75,65 @@ def _fuse_chunk(
     return out
 
 
+def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def _corrected(part: np.ndarray, gain: float, offset: float, flat: np.ndarray | None) -> np.ndarray:
+    """``gain * part / flat + offset`` in float64 (``flat``: the same part of the flat field)."""
+    out = part.astype(np.float64)
+    if flat is not None:
+        out /= flat
+    if gain != 1.0 or offset != 0.0:
+        out = out * gain + offset
+    return out
+
+
+def _blend_chunk(
+    region: tuple[int, int, int, int],
+    origins: np.ndarray,
+    tile_shape: tuple[int, int],
+    dtype: str,
+    mode: str,
+    gains: np.ndarray,
+    flat: np.ndarray | None,
+    *tiles: np.ndarray,
+) -> np.ndarray:
+    """One output region: the tiles touching it, corrected, then combined by ``mode``."""
+    y0, y1, x0, x1 = region
+    h, w = tile_shape
+    out_dtype = np.dtype(dtype)
+    identity = flat is None and bool((gains == (1.0, 0.0)).all())
+    if mode == "nearest":
+        if identity:
+            return _fuse_chunk(region, origins, tile_shape, out_dtype, *tiles)
+        corrected = [
+            _corrected(t, float(g), float(o), flat) for t, (g, o) in zip(tiles, gains, strict=True)
+        ]
+        return _to_dtype(
+            _fuse_chunk(region, origins, tile_shape, np.float64, *corrected), out_dtype
+        )
+    total = np.zeros((y1 - y0, x1 - x0), dtype=np.float64)
+    weight = np.zeros_like(total)
+    for (ty, tx), tile, (g, o) in zip(origins, tiles, gains, strict=True):
+        sy0, sy1 = max(y0, ty), min(y1, ty + h)
+        sx0, sx1 = max(x0, tx), min(x1, tx + w)
+        src = (slice(sy0 - ty, sy1 - ty), slice(sx0 - tx, sx1 - tx))
+        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)
+        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)
+        wt = np.minimum(np.minimum(ly + 1, h - ly)[:, None], np.minimum(lx + 1, w - lx)[None, :])
+        dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        part = _corrected(tile[src], float(g), float(o), None if flat is None else flat[src])
+        total[dst] += wt * part
+        weight[dst] += wt
+    covered = weight > 0
+    total[covered] /= weight[covered]
+    return _to_dtype(total, out_dtype)
+
+
 def _normalize_chunks(
     chunks: int | Sequence[int], shape: tuple[int, int]
 ) -> tuple[tuple[int, ...], ...]:
@@ -80,6 +147,9 @@ def fuse(
     positions: pd.DataFrame | None = None,
     *,
     chunks: int | Sequence[int] = DEFAULT_CHUNK_PX,
+    blend: str = "linear",
+    gains: pd.DataFrame | None = None,
+    flatfield: np.ndarray | None = None,
 ) -> xr.DataArray:
     """Fuse a tile set into a lazy mosaic.
 
@@ -92,6 +162,13 @@ def fuse(
         Defaults to the nominal stage positions. Rounded to whole pixels.
     chunks : int or (int, int)
         Output chunk size in pixels.
+    blend : {"linear", "nearest"}
+        How overlapping tiles are combined (module docstring).
+    gains : pandas.DataFrame, optional
+        ``gain`` and ``offset`` per tile, in the order of ``tileset.tiles``
+        (:func:`mosaicflow.stitch.equalize.equalize_tileset`); default none.
+    flatfield : numpy.ndarray, optional
+        The shading every tile is divided by, shape ``tileset.tile_shape``, mean about 1.
 
     Returns
     -------
@@ -108,9 +185,19 @@ def fuse(
         raise ConfigError(
             f"positions has {len(positions)} rows, the tile set {len(tileset.tiles)} tiles"
         )
+    if blend not in BLEND_MODES:
+        raise ConfigError(f"option blend: {blend!r} is not one of {', '.join(BLEND_MODES)}")
     origins = _integer_origins(positions)
     shape = mosaic_shape(tileset, positions)
     h, w = tileset.tile_shape
+    gain_table = _gain_table(gains, len(tileset.tiles))
+    if flatfield is not None:
+        flatfield = np.asarray(flatfield, dtype=np.float32)
+        if flatfield.shape != (h, w) or not (np.isfinite(flatfield).all() and flatfield.min() > 0):
+            raise ConfigError(
+                f"flatfield: expected finite positive values of shape {(h, w)}, got "
+                f"{flatfield.shape}"
+            )
     chunk_tuple = _normalize_chunks(chunks, shape)
     token = tokenize(
         list(tileset.tiles["path"]),
@@ -119,10 +206,14 @@ def fuse(
         str(tileset.dtype),
         tileset.tile_shape,
         tileset.crop_bottom,
+        blend,
+        gain_table,
+        flatfield,
     )
     read_name = f"read-tile-{token}"
     name = f"fuse-{token}"
-    dsk: dict[Any, Any] = {}
+    flat_key = f"flatfield-{token}"
+    dsk: dict[Any, Any] = {flat_key: flatfield}
     for i, path in enumerate(tileset.tiles["path"]):
         dsk[(read_name, i)] = (
             _read_tile_task,
@@ -140,11 +231,14 @@ def fuse(
             x0, x1 = int(xstarts[bj]), int(xstarts[bj + 1])
             hits = np.flatnonzero(hits_y & (origins[:, 1] < x1) & (origins[:, 1] + w > x0))
             dsk[(name, bi, bj)] = (
-                _fuse_chunk,
+                _blend_chunk,
                 (y0, y1, x0, x1),
                 origins[hits],
                 (h, w),
                 str(tileset.dtype),
+                blend,
+                gain_table[hits],
+                flat_key,
                 *[(read_name, int(t)) for t in hits],
             )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
@@ -159,8 +253,26 @@ def fuse(
             "units": "nm",
             "source": str(tileset.folder),
             "n_tiles": len(tileset.tiles),
+            "blend": blend,
+            "equalised": gains is not None,
+            "flatfield": flatfield is not None,
         },
     )
+
+
+def _gain_table(gains: pd.DataFrame | None, n_tiles: int) -> np.ndarray:
+    """``(n_tiles, 2)`` gain and offset per tile; the identity without ``gains``."""
+    if gains is None:
+        return np.tile(np.array([1.0, 0.0]), (n_tiles, 1))
+    if len(gains) != n_tiles or not {"gain", "offset"} <= set(gains.columns):
+        raise ConfigError(
+            f"gains: expected 'gain' and 'offset' columns for {n_tiles} tiles, got "
+            f"{len(gains)} rows with {list(gains.columns)}"
+        )
+    table = gains[["gain", "offset"]].to_numpy(np.float64)
+    if not (np.isfinite(table).all() and (table[:, 0] > 0).all()):
+        raise ConfigError("gains: every gain must be positive and every value finite")
+    return table
 
 
 def _coverage_chunk(

@@ -2,7 +2,8 @@
 every pair of tiles whose nominal rectangles overlap, with a quality score per pair.
 
 Method (``docs/STITCHING.md``): each pair's nominal overlap rectangle is widened by the allowed
-shift and cut from both tiles; an exact normalised cross-correlation (NCC) over every integer
+shift and read from both tiles (only those strips and the pre-filter's halo are read, through
+``mosaicflow.io.regions``); an exact normalised cross-correlation (NCC) over every integer
 shift with enough common pixels (Padfield's masked NCC, computed with FFTs) gives the integer
 peak inside the allowed window, and scikit-image's ``phase_cross_correlation`` with upsampling on
 the common region at that shift gives the sub-pixel part. The quality is the NCC at the peak.
@@ -21,7 +22,8 @@ from scipy import fft as sfft
 from scipy import ndimage
 from skimage.registration import phase_cross_correlation
 
-from mosaicflow.io import TileSet, read_tile
+from mosaicflow.io import TileSet
+from mosaicflow.io.regions import read_tile_region
 
 PAIR_COLUMNS = (
     "i",
@@ -33,6 +35,7 @@ PAIR_COLUMNS = (
     "nominal_dx",
     "quality",
     "overlap_px",
+    "quality_nominal",
 )
 
 
@@ -68,27 +71,45 @@ def _strips(
     return win_i, win_j
 
 
-def _xcorr(a: np.ndarray, b: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Full linear cross-correlation ``c[k] = sum_m a[m + s] b[m]`` with ``s = k - (b.shape-1)``."""
-    fa = sfft.rfftn(a, shape)
-    fb = sfft.rfftn(b[::-1, ::-1], shape)
-    return sfft.irfftn(fa * fb, shape)[: a.shape[0] + b.shape[0] - 1, : a.shape[1] + b.shape[1] - 1]
+def _overlap_counts(ref_shape: tuple[int, int], mov_shape: tuple[int, int]) -> np.ndarray:
+    """Common pixels of a ``ref_shape`` and a ``mov_shape`` rectangle at every integer shift
+    (the correlation of two all-ones images): an outer product of 1-D overlaps."""
+    per_axis = []
+    for nr, nm in zip(ref_shape, mov_shape, strict=True):
+        s = np.arange(nr + nm - 1) - (nm - 1)
+        per_axis.append(np.minimum(nr, s + nm) - np.maximum(0, s))
+    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
 
 
 def masked_ncc(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """NCC of ``ref`` and ``mov`` over their common pixels for every integer shift.
 
     Returns ``(ncc, count)``, both of shape ``ref.shape + mov.shape - 1``; index ``k`` is the
-    shift ``s = k - (mov.shape - 1)`` at which ``mov[m]`` lies on ``ref[m + s]``.
+    shift ``s = k - (mov.shape - 1)`` at which ``mov[m]`` lies on ``ref[m + s]``. Five
+    correlations (Padfield's sums over the common pixels) from four forward FFTs (the all-ones
+    masks' transforms are outer products of 1-D ones); the count of common pixels is exact
+    arithmetic.
     """
-    shape = tuple(sfft.next_fast_len(int(n), real=True) for n in np.add(ref.shape, mov.shape))
-    one_r, one_m = np.ones_like(ref), np.ones_like(mov)
-    n = np.rint(_xcorr(one_r, one_m, shape))
-    sr = _xcorr(ref, one_m, shape)
-    sm = _xcorr(one_r, mov, shape)
-    sr2 = _xcorr(ref * ref, one_m, shape)
-    sm2 = _xcorr(one_r, mov * mov, shape)
-    srm = _xcorr(ref, mov, shape)
+    out = tuple(int(n) for n in np.add(ref.shape, mov.shape) - 1)
+    shape = tuple(sfft.next_fast_len(n, real=True) for n in out)
+    crop = (slice(0, out[0]), slice(0, out[1]))
+
+    def fwd(x: np.ndarray) -> np.ndarray:
+        return sfft.rfftn(x, shape)
+
+    def fwd_ones(like: tuple[int, int]) -> np.ndarray:  # a box's transform is separable
+        return np.outer(sfft.fft(np.ones(like[0]), shape[0]), sfft.rfft(np.ones(like[1]), shape[1]))
+
+    def inv(x: np.ndarray) -> np.ndarray:
+        return sfft.irfftn(x, shape)[crop]
+
+    mov_rev = mov[::-1, ::-1]
+    f_ref, f_ref2, f_one_r = fwd(ref), fwd(ref * ref), fwd_ones(ref.shape)
+    f_mov, f_mov2, f_one_m = fwd(mov_rev), fwd(mov_rev * mov_rev), fwd_ones(mov.shape)
+    n = _overlap_counts(ref.shape, mov.shape)
+    sr, sm = inv(f_ref * f_one_m), inv(f_one_r * f_mov)
+    sr2, sm2 = inv(f_ref2 * f_one_m), inv(f_one_r * f_mov2)
+    srm = inv(f_ref * f_mov)
     safe = np.maximum(n, 1)
     var_r = np.maximum(sr2 - sr * sr / safe, 0)
     var_m = np.maximum(sm2 - sm * sm / safe, 0)
@@ -98,10 +119,10 @@ def masked_ncc(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ncc, n
 
 
-def _read(tileset: TileSet, path: Any) -> np.ndarray:
-    crop = int(getattr(tileset, "crop_bottom", 0) or 0)
-    extra = {"crop_bottom": crop} if crop else {}
-    return read_tile(path, shape=tileset.tile_shape, dtype=tileset.dtype, **extra)
+def _halo(sigma: float | None) -> int:
+    """Radius (px) of SciPy's Gaussian kernels at ``sigma`` (``truncate=4``): the real pixels a
+    strip needs around it for its LoG to equal the whole tile's."""
+    return int(4.0 * float(sigma) + 0.5) if sigma else 0
 
 
 def _prefilter(image: np.ndarray, sigma: float | None) -> np.ndarray:
@@ -109,6 +130,30 @@ def _prefilter(image: np.ndarray, sigma: float | None) -> np.ndarray:
     if not sigma:
         return image
     return -ndimage.gaussian_laplace(image, sigma)  # LoG: whitens and removes the gain/offset
+
+
+def _strip_pixels(
+    tileset: TileSet, path: Any, window: tuple[slice, slice], sigma: float | None
+) -> np.ndarray:
+    """The pre-filtered pixels of one strip of a tile, equal to pre-filtering the whole tile and
+    cutting the strip: only the strip and a halo of the filter's radius are read (clipped to
+    the tile, where the filter's reflection at the tile edge is the same)."""
+    h, w = tileset.tile_shape
+    halo = _halo(sigma)
+    rows, cols = window
+    y0, y1 = max(rows.start - halo, 0), min(rows.stop + halo, h)
+    x0, x1 = max(cols.start - halo, 0), min(cols.stop + halo, w)
+    crop = int(getattr(tileset, "crop_bottom", 0) or 0)
+    pixels = read_tile_region(
+        path,
+        slice(y0, y1),
+        slice(x0, x1),
+        shape=tileset.tile_shape,
+        dtype=tileset.dtype,
+        crop_bottom=crop,
+    )
+    inner = (slice(rows.start - y0, rows.stop - y0), slice(cols.start - x0, cols.stop - x0))
+    return _prefilter(pixels, sigma)[inner]
 
 
 def _register_one(
@@ -121,16 +166,17 @@ def _register_one(
     upsample: int,
     min_overlap: float,
     log_sigma: float | None,
-) -> tuple[float, float, float, int]:
-    """Offset (dy, dx) of tile j from tile i, NCC quality and common pixel count of one pair."""
+) -> tuple[float, float, float, int, float]:
+    """Offset (dy, dx) of tile j from tile i, NCC quality, common pixel count and NCC at the
+    nominal offset of one pair."""
     paths = tileset.tiles["path"].to_numpy()
     margin = int(np.ceil(max_shift))
     base = np.rint(nominal).astype(int)
     win_i, win_j = _strips(base, tileset.tile_shape, margin)
-    ref = _prefilter(_read(tileset, paths[i]), log_sigma)[win_i]
-    mov = _prefilter(_read(tileset, paths[j]), log_sigma)[win_j]
+    ref = _strip_pixels(tileset, paths[i], win_i, log_sigma)
+    mov = _strip_pixels(tileset, paths[j], win_j, log_sigma)
     if ref.size == 0 or mov.size == 0:
-        return np.nan, np.nan, np.nan, 0
+        return np.nan, np.nan, np.nan, 0, np.nan
     ncc, count = masked_ncc(ref, mov)
     # offset = a0 + s - b0 (a0, b0: window origins in tiles i and j)
     a0 = np.array([win_i[0].start, win_i[1].start])
@@ -144,8 +190,12 @@ def _register_one(
     allowed = (np.hypot(offy - nominal[0], offx - nominal[1]) <= max_shift) & (
         count >= max(16.0, min_overlap * nominal_overlap)
     )
+    # the NCC at the stage's own offset (rounded): what the overlap looked like before
+    k_nom = tuple(base - a0 + b0 + np.array(mov.shape) - 1)
+    inside = all(0 <= k < n for k, n in zip(k_nom, ncc.shape, strict=True))
+    at_nominal = float(ncc[k_nom]) if inside and count[k_nom] > 0 else np.nan
     if not allowed.any():
-        return np.nan, np.nan, np.nan, 0
+        return np.nan, np.nan, np.nan, 0, at_nominal
     score = np.where(allowed, ncc, -np.inf)
     k = np.unravel_index(int(np.argmax(score)), score.shape)
     s = np.array([sy[k], sx[k]])
@@ -172,7 +222,7 @@ def _register_one(
         if np.all(np.abs(shift) <= 1.0):
             sub = -np.asarray(shift, dtype=float)
     off = a0 + s + sub - b0
-    return float(off[0]), float(off[1]), float(ncc[k]), int(count[k])
+    return float(off[0]), float(off[1]), float(ncc[k]), int(count[k]), at_nominal
 
 
 def register_pairs(
@@ -216,7 +266,9 @@ def register_pairs(
         One row per pair: ``i``, ``j`` (row positions in ``tileset.tiles``), ``kind``
         (``"neighbour"`` or ``"null"``), measured offset ``dy``, ``dx`` of tile j from tile i in
         mosaic pixels (NaN where nothing could be measured), ``nominal_dy``, ``nominal_dx``,
-        ``quality`` (NCC at the peak) and ``overlap_px`` (common pixels at the peak).
+        ``quality`` (NCC at the peak), ``overlap_px`` (common pixels at the peak) and
+        ``quality_nominal`` (the NCC at the nominal offset, rounded: the overlap's agreement
+        before registration; NaN outside the strips).
     """
     max_shift = default_max_shift(tileset.tile_shape) if max_shift_px is None else max_shift_px
     if max_shift <= 0:
@@ -239,10 +291,10 @@ def register_pairs(
         dask.delayed(_register_one, pure=True)(tileset, i, j, nom, **opts) for i, j, _, nom in jobs
     ]
 
-    def build(results: list[tuple[float, float, float, int]]) -> pd.DataFrame:
+    def build(results: list[tuple[float, float, float, int, float]]) -> pd.DataFrame:
         rows = [
-            (i, j, kind, dy, dx, nom[0], nom[1], q, n)
-            for (i, j, kind, nom), (dy, dx, q, n) in zip(jobs, results, strict=True)
+            (i, j, kind, dy, dx, nom[0], nom[1], q, n, q0)
+            for (i, j, kind, nom), (dy, dx, q, n, q0) in zip(jobs, results, strict=True)
         ]
         frame = pd.DataFrame(rows, columns=list(PAIR_COLUMNS))
         return frame.astype({"i": np.int64, "j": np.int64, "overlap_px": np.int64})
@@ -274,3 +326,90 @@ def _null_pairs(
         if all(far):
             out.append((i, j, k))
     return out
+
+
+def _ncc_at(a: np.ndarray, b: np.ndarray, offset: np.ndarray) -> tuple[float, int]:
+    """Raw-pixel NCC over the common region of tiles ``a`` and ``b`` with ``b`` at the integer
+    ``offset`` from ``a``, and the number of common pixels."""
+    dy, dx = int(offset[0]), int(offset[1])
+    ya, xa = max(dy, 0), max(dx, 0)
+    yb, xb = max(-dy, 0), max(-dx, 0)
+    hh = min(a.shape[0] - ya, b.shape[0] - yb)
+    ww = min(a.shape[1] - xa, b.shape[1] - xb)
+    if hh <= 1 or ww <= 1:
+        return np.nan, 0
+    ca = a[ya : ya + hh, xa : xa + ww] - a[ya : ya + hh, xa : xa + ww].mean()
+    cb = b[yb : yb + hh, xb : xb + ww] - b[yb : yb + hh, xb : xb + ww].mean()
+    den = np.sqrt(float((ca * ca).sum()) * float((cb * cb).sum()))
+    return (float((ca * cb).sum()) / den if den > 0 else np.nan), hh * ww
+
+
+def overlap_ncc(
+    tileset: TileSet,
+    positions: dict[str, np.ndarray],
+    *,
+    max_shift_px: float | None = None,
+    min_overlap: float = 0.25,
+) -> pd.DataFrame:
+    """How well the overlaps of side-by-side neighbours match: raw-pixel NCC over each pair's
+    common overlap at the given positions, and at the best integer offset of the pair alone.
+
+    Parameters
+    ----------
+    tileset : TileSet
+        The tiles; their ``y_px``, ``x_px`` are the nominal positions.
+    positions : dict of str to (n, 2) array
+        Named sets of tile origins ``(y, x)`` in the order of ``tileset.tiles``; each pair's
+        offset is rounded to whole pixels.
+    max_shift_px : float, optional
+        The exhaustive search covers every integer offset within this distance of the nominal
+        offset along each axis (a square), with a common area of at least ``min_overlap`` of the
+        nominal overlap. Default: :func:`default_max_shift`.
+    min_overlap : float
+        Smallest common area of a searched offset, as a fraction of the nominal overlap.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair of neighbours sharing a side (diagonal pairs left out): ``i``, ``j``,
+        ``ncc_<name>`` per set of positions, ``best_ncc``, ``best_dy``, ``best_dx``. The best
+        is each pair's own upper bound: no one set of rigid positions need reach it for every
+        pair at once.
+    """
+    h, w = tileset.tile_shape
+    max_shift = default_max_shift(tileset.tile_shape) if max_shift_px is None else max_shift_px
+    margin = int(np.ceil(max_shift))
+    nominal = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
+    paths = tileset.tiles["path"].to_numpy()
+    tiles: dict[int, np.ndarray] = {}
+
+    def tile(k: int) -> np.ndarray:
+        if k not in tiles:
+            tiles[k] = _strip_pixels(tileset, paths[k], (slice(0, h), slice(0, w)), None)
+        return tiles[k]
+
+    rows = []
+    for i, j in candidate_pairs(tileset):
+        nom = nominal[j] - nominal[i]
+        if abs(nom[0]) >= h / 2 and abs(nom[1]) >= w / 2:
+            continue  # diagonal
+        row: dict[str, Any] = {"i": i, "j": j}
+        for name, pos in positions.items():
+            off = np.rint(np.asarray(pos[j], float) - np.asarray(pos[i], float))
+            row[f"ncc_{name}"] = _ncc_at(tile(i), tile(j), off)[0]
+        base = np.rint(nom).astype(int)
+        win_i, win_j = _strips(base, tileset.tile_shape, margin)
+        mov = tile(j)[win_j]
+        ncc, count = masked_ncc(tile(i)[win_i], mov)
+        offy = win_i[0].start + np.arange(ncc.shape[0]) - (mov.shape[0] - 1) - win_j[0].start
+        offx = win_i[1].start + np.arange(ncc.shape[1]) - (mov.shape[1] - 1) - win_j[1].start
+        nominal_area = max(0, h - abs(base[0])) * max(0, w - abs(base[1]))
+        allowed = (
+            (np.abs(offy - nom[0]) <= max_shift)[:, None]
+            & (np.abs(offx - nom[1]) <= max_shift)[None, :]
+            & (count >= max(16.0, min_overlap * nominal_area))
+        )
+        k = np.unravel_index(int(np.argmax(np.where(allowed, ncc, -np.inf))), ncc.shape)
+        row.update(best_ncc=float(ncc[k]), best_dy=int(offy[k[0]]), best_dx=int(offx[k[1]]))
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,6 +1,6 @@
 """Global solve of tile positions from pairwise offsets: weighted least squares with outlier
-rejection, and weak stage-model edges so a tile without a reliable pair keeps its stage position
-relative to its neighbours (``docs/STITCHING.md``)."""
+rejection, and a weak prior at each tile's stage position so a tile without a reliable pair
+keeps exactly its stage position (``docs/STITCHING.md``)."""
 
 from __future__ import annotations
 
@@ -17,29 +17,36 @@ from mosaicflow.runner import Runner
 from mosaicflow.stitch.register import register_pairs
 
 PRIOR_WEIGHT = 1e-4
-"""Weight of a stage-model edge relative to a measured pair of quality 1 and the largest overlap."""
+"""Weight of each tile's stage prior ``p_i = nominal_i``, relative to a measured pair of
+quality 1 over the largest overlap (weight 1)."""
 
 
 def _solve(
-    n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, w: np.ndarray, anchor: np.ndarray
+    n: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    d: np.ndarray,
+    w: np.ndarray,
+    prior: np.ndarray,
+    prior_weight: float = PRIOR_WEIGHT,
 ) -> np.ndarray:
-    """Positions ``p`` minimising ``sum w (p_j - p_i - d)^2`` with ``mean(p) = mean(anchor)``."""
+    """Positions ``p`` minimising ``sum w (p_j - p_i - d)^2 + prior_weight sum (p - prior)^2``.
+
+    Summing the normal equations over the tiles of any connected component of the edges gives
+    ``mean(p) = mean(prior)`` over that component (the edge terms cancel in pairs): every
+    component, and so the whole set, keeps its priors' mean, and a tile without an edge stays
+    exactly at its prior.
+    """
     rows = np.arange(len(i))
     a = sparse.csr_matrix(
         (np.r_[-np.ones(len(i)), np.ones(len(i))], (np.r_[rows, rows], np.r_[i, j])),
         shape=(len(i), n),
     )
     aw = a.multiply(w[:, None]).tocsr()
-    normal = (a.T @ aw).tolil()
-    rhs = aw.T @ d
-    # gauge: add the mean constraint as a Lagrange multiplier row
-    big = sparse.lil_matrix((n + 1, n + 1))
-    big[:n, :n] = normal
-    big[n, :n] = 1.0
-    big[:n, n] = 1.0
-    target = np.vstack([rhs, anchor.sum(axis=0, keepdims=True)])
-    sol = spsolve(big.tocsc(), target)
-    return np.asarray(sol, dtype=float).reshape(n + 1, -1)[:n]
+    normal = (a.T @ aw + prior_weight * sparse.identity(n)).tocsc()
+    rhs = aw.T @ d + prior_weight * prior
+    sol = spsolve(normal, rhs)
+    return np.asarray(sol, dtype=float).reshape(n, -1)
 
 
 def default_tolerance(disagreement: np.ndarray, floor_px: float = 3.0) -> float:
@@ -90,7 +97,9 @@ def solve_positions(
     -------
     pandas.DataFrame
         Index and order of ``tileset.tiles``: ``y_px``, ``x_px`` (solved origins; their mean
-        equals the mean nominal origin), ``residual_px`` (largest residual of the tile's kept
+        equals the mean nominal origin over all tiles and over every connected component of
+        kept pairs, and a tile without a kept pair is exactly at its nominal origin),
+        ``residual_px`` (largest residual of the tile's kept
         pairs, 0 without any) and ``n_pairs_kept``. With ``return_pairs``, ``(tiles, pairs)``.
     """
     nominal = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
@@ -124,11 +133,7 @@ def solve_positions(
     weight = np.maximum(quality, 1e-3) ** 2 * area / max(float(area.max(initial=0.0)), 1.0)
     while True:
         k = np.flatnonzero(kept)
-        e_i = np.r_[ii[k], ii]
-        e_j = np.r_[jj[k], jj]
-        e_d = np.vstack([meas[k], nom])
-        e_w = np.r_[weight[k], np.full(len(ii), PRIOR_WEIGHT)]
-        pos = _solve(n, e_i, e_j, e_d, e_w, nominal)
+        pos = _solve(n, ii[k], jj[k], meas[k], weight[k], nominal)
         resid = np.hypot(*(pos[jj] - pos[ii] - meas).T)
         if not len(k) or resid[k].max() <= max_residual_px:
             break

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,17 @@ from typing import Any
 
 import yaml
 
+from mosaicflow.config.values import (
+    parse_grid,
+    parse_overlap,
+    parse_size,
+)
 from mosaicflow.errors import ConfigError
 
 ENV_PREFIX = "MOSAICFLOW_"
 #: Store chunk side in pixels: a 1024x1024 uint8 chunk is 1 MiB, a few per task fit any worker.
 DEFAULT_CHUNK_PX = 1024
+BLEND_MODES = ("linear", "nearest")
 
 
 @dataclass(frozen=True)
@@ -42,29 +47,21 @@ class SynthConfig:
 MISSING_TILE_POLICIES = ("error", "blank")
 
 
-def parse_grid(text: str, what: str = "tiles.grid") -> tuple[int, int]:
-    """``"3x4"`` -> ``(3, 4)`` (rows, cols).
-
-    Raises
-    ------
-    ConfigError
-        Anything but two positive integers joined by ``x``.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if match is None or min(int(match.group(1)), int(match.group(2))) < 1:
-        raise ConfigError(f"{what}: expected ROWSxCOLS such as '3x4', got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
 @dataclass(frozen=True)
 class StitchConfig:
     """``register``: measure every overlapping tile pair's offset (phase correlation) and solve
     all positions together before fusing (``docs/STITCHING.md``); ``false`` fuses at the stage
     positions. ``max_shift_px``: the largest stage error searched (default: a tenth of the
-    smaller tile side, at least 16 px)."""
+    smaller tile side, at least 16 px). ``blend``: ``linear`` (feathered across overlaps) or
+    ``nearest`` (each pixel from the tile with the nearest centre). ``equalize``: per-tile gain
+    and offset from the overlaps. ``flatfield``: divide every tile by the shading all tiles
+    share (estimated from the tiles; for grids of at least a few dozen tiles)."""
 
     register: bool = True
     max_shift_px: float | None = None
+    blend: str = "linear"
+    equalize: bool = True
+    flatfield: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,13 +70,14 @@ class TilesConfig:
     ``docs/GRID_FORMAT.md``). ``layout``: a ``file,row,col`` CSV or a Fiji
     ``TileConfiguration.txt``; ``pixel_size_nm``: overrides the layout and tile metadata;
     ``grid``: ``"ROWSxCOLS"`` (image files in sorted name order, row by row); ``overlap``: the
-    fraction shared by neighbours, for the grid model; ``crop_bottom``: data-bar rows cut from
-    every tile (default: from FEI metadata); ``missing_tiles``: ``error`` or ``blank``."""
+    fraction shared by neighbours, for the grid model (one value, or ``"VERTICAL,HORIZONTAL"``);
+    ``crop_bottom``: data-bar rows cut from every tile (default: from FEI metadata);
+    ``missing_tiles``: ``error`` or ``blank``."""
 
     layout: str | None = None
     pixel_size_nm: float | None = None
     grid: str | None = None
-    overlap: float | None = None
+    overlap: str | None = None
     crop_bottom: int | None = None
     missing_tiles: str = "error"
 
@@ -89,7 +87,7 @@ class TilesConfig:
             "layout": self.layout,
             "pixel_size_nm": self.pixel_size_nm,
             "grid": None if self.grid is None else parse_grid(self.grid),
-            "overlap": self.overlap,
+            "overlap": parse_overlap(self.overlap),
             "crop_bottom": self.crop_bottom,
             "missing_tiles": self.missing_tiles,
         }
@@ -109,26 +107,6 @@ POLARITIES = ("bright", "dark", "auto")
 EDGE_POLICIES = ("keep", "flag", "drop")
 #: ``measure.min_size: auto``: the smallest listed equivalent diameter, in pixels.
 AUTO_MIN_DIAMETER_PX = 3.0
-
-
-def parse_size(text: str, what: str = "measure.min_size") -> tuple[float, str] | None:
-    """``"12 nm"``, ``"3px"``, ``"0"`` -> ``(12.0, "nm")``, ``(3.0, "px")``, ``(0.0, "px")``;
-    ``"auto"`` -> ``None``.
-
-    Raises
-    ------
-    ConfigError
-        Anything else, with the accepted forms.
-    """
-    value = str(text).strip().lower()
-    if value == "auto":
-        return None
-    match = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(nm|px)?", value)
-    if match is None or (match.group(2) is None and float(match.group(1)) != 0):
-        raise ConfigError(
-            f"{what}: expected 'auto', '0' or a size such as '12 nm' or '3 px', got {text!r}"
-        )
-    return float(match.group(1)), match.group(2) or "px"
 
 
 @dataclass(frozen=True)
@@ -335,10 +313,6 @@ class Config:
                 f"tiles.pixel_size_nm must be > 0 or empty, got {tiles.pixel_size_nm}",
             ),
             (
-                tiles.overlap is None or 0 <= tiles.overlap < 1,
-                f"tiles.overlap must be in [0, 1) or empty, got {tiles.overlap}",
-            ),
-            (
                 tiles.crop_bottom is None or tiles.crop_bottom >= 0,
                 f"tiles.crop_bottom must be >= 0 px or empty, got {tiles.crop_bottom}",
             ),
@@ -348,18 +322,23 @@ class Config:
                 f"{tiles.missing_tiles!r}",
             ),
         ]
-        checks.append(
+        checks += [
             (
                 self.stitch.max_shift_px is None or self.stitch.max_shift_px > 0,
                 f"stitch.max_shift_px must be > 0 or empty, got {self.stitch.max_shift_px}",
-            )
-        )
+            ),
+            (
+                self.stitch.blend in BLEND_MODES,
+                f"stitch.blend must be one of {BLEND_MODES}, got {self.stitch.blend!r}",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid configuration: {message}")
         parse_size(self.measure.min_size)
         if self.tiles.grid is not None:
             parse_grid(self.tiles.grid)
+        parse_overlap(self.tiles.overlap)
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
