@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -112,3 +116,94 @@ def shapes() -> pd.DataFrame:
 def model(shapes) -> ParticleClassifier:
     """60 trees, 3-fold CV, one thread: trained on :func:`shapes`."""
     return train(shapes, shapes["truth"], n_estimators=60, cv=3, n_jobs=1)
+
+
+# -- real scheduler and worker processes ---------------------------------------------------
+class DaskProcesses:
+    """Starts `dask scheduler` / `dask worker` processes on 127.0.0.1 and kills them."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, kind: str, *args: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", f"distributed.cli.dask_{kind}", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.started.append(proc)
+        return proc
+
+    def worker(self, address: str) -> subprocess.Popen:
+        return self.start("worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny")
+
+    def cluster(self, n_workers: int = 2):
+        """``(client, scheduler, workers, address)`` of a fresh scheduler with workers."""
+        from distributed import Client
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        address = f"tcp://127.0.0.1:{port}"
+        scheduler = self.start(
+            "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"
+        )
+        workers = [self.worker(address) for _ in range(n_workers)]
+        client = Client(address, timeout=30)
+        client.wait_for_workers(n_workers, timeout=60)
+        return client, scheduler, workers, address
+
+    @staticmethod
+    def kill(proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dask_processes():
+    """Real scheduler and worker processes; every one still running is killed at the end."""
+    procs = DaskProcesses()
+    yield procs
+    for proc in procs.started:
+        procs.kill(proc)
+
+
+# -- a real S3-protocol server ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def s3_server():
+    """``serve(folder, bucket, key, secret)``: a moto S3 server on 127.0.0.1 (in server mode,
+    spoken to over HTTP) with ``folder`` uploaded to ``s3://bucket/acq``; returns
+    ``(endpoint, boto3 client)``. Every server started is stopped at the end of the session."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    servers = []
+
+    def serve(folder: Path, bucket: str, key: str, secret: str):
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        servers.append(server)
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+        )
+        client.create_bucket(Bucket=bucket)
+        root = Path(folder)
+        for path in sorted(root.rglob("*")):
+            if path.is_file():
+                client.upload_file(str(path), bucket, f"acq/{path.relative_to(root).as_posix()}")
+        return endpoint, client
+
+    yield serve
+    for server in servers:
+        server.stop()

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "classify": 6,
     "report": 7,
     "selection": 7,
+    "deploy": 7,  # below cluster, whose kubernetes back-end builds its KubeCluster from it
     "cluster": 8,
     "pipeline": 8,
     "cli": 9,

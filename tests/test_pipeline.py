@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
 import zarr
 
 from mosaicflow import cluster, open_run
@@ -372,3 +373,33 @@ def test_one_object_covering_the_mosaic_is_a_warning(small_grid, tmp_path):
     )
     warnings = store.stages()["particles"].get("warnings", [])
     assert len(warnings) == 1 and "check --polarity" in warnings[0]
+
+
+# -- bad input named before the heavy stages -------------------------------------------------
+def test_a_blank_tile_is_named_by_the_tiles_stage(grid_copy, tmp_path):
+    tile = grid_copy / "Tile_001-002-000000_0-000.tif"
+    with tifffile.TiffFile(tile) as tif:
+        page = tif.pages.first
+        shape, dtype = page.shape, page.dtype
+        fei = page.tags[34682]
+        tif.filehandle.seek(fei.valueoffset)
+        raw = tif.filehandle.read(fei.count)
+    tifffile.imwrite(tile, np.zeros(shape, dtype), extratags=[(34682, "s", 0, raw, True)])
+    out = tmp_path / "blank.zarr"
+    with pytest.raises(TileReadError, match=r"Tile_001-002-000000_0-000\.tif.*blank"):
+        _run(grid_copy, out, 256)
+    stages = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
+    assert stages["tiles"]["status"] == "failed"
+    assert not any(s["status"] == "done" for s in stages.values())
+
+
+def test_a_truncated_classifier_is_refused_before_anything_is_written(small_grid, model, tmp_path):
+    from mosaicflow.errors import ClassifierError
+
+    path = model.save(tmp_path / "forest.clf")
+    path.write_bytes(path.read_bytes()[:-500])
+    config = Config(input=str(small_grid.folder)).replace("classify", model=str(path))
+    out = tmp_path / "never.zarr"
+    with pytest.raises(ClassifierError, match=r"forest\.clf"):
+        Pipeline(config, str(out)).preflight()
+    assert not out.exists()

@@ -1,16 +1,80 @@
-"""Connecting to a Dask cluster: an in-process LocalCluster (default) or a scheduler address."""
+"""Connecting to a Dask cluster: an in-process LocalCluster (default), one worker per GPU
+(dask-cuda), a scheduler address, or a Kubernetes cluster (dask-kubernetes operator)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit
 
-from mosaicflow.errors import ClusterError
+from mosaicflow.errors import ClusterError, ConfigError
+
+#: How the ``--cluster`` option and the ``cluster.address`` setting are named in messages.
+OPTION = "--cluster (cluster.address)"
+SCHEMES = ("tcp", "tls")
+KUBERNETES = "kubernetes"
+USAGE = (
+    "use 'local', 'local-cuda', a scheduler address tcp://host:port, 'kubernetes' or "
+    "kubernetes://NAME"
+)
 
 
 def default_workers() -> int:
     """Local workers by default: one per core, at most 8."""
     return max(1, min(os.cpu_count() or 1, 8))
+
+
+def parse_address(address: str) -> tuple[str, str | None]:
+    """What a cluster address asks for, checked before any connection is tried.
+
+    Parameters
+    ----------
+    address : str
+        ``local``, ``local-cuda``, ``tcp://host:port`` (or ``tls://``), ``kubernetes`` or
+        ``kubernetes://NAME``.
+
+    Returns
+    -------
+    kind : str
+        ``"local"``, ``"local-cuda"``, ``"scheduler"`` or ``"kubernetes"``.
+    target : str or None
+        The scheduler address, or the name of an existing DaskCluster; None otherwise.
+
+    Raises
+    ------
+    ClusterError
+        The address is not understood; the message names the option.
+    """
+    if not isinstance(address, str) or not address.strip():
+        raise ClusterError(f"{OPTION} {address!r} not understood: {USAGE}")
+    address = address.strip()
+    if address in ("local", "local-cuda", KUBERNETES):
+        return address, None
+    if "://" not in address:
+        raise ClusterError(f"{OPTION} {address!r} not understood: {USAGE}")
+    scheme, rest = address.split("://", 1)
+    if scheme == KUBERNETES:
+        from mosaicflow.deploy import check_name
+
+        try:
+            return KUBERNETES, check_name(rest, what=OPTION)
+        except ConfigError as exc:
+            raise ClusterError(str(exc)) from None
+    if scheme not in SCHEMES:
+        raise ClusterError(f"{OPTION} {address!r}: unknown scheme {scheme + '://'!r}; {USAGE}")
+    try:
+        parts = urlsplit(address)
+        port = parts.port
+    except ValueError as exc:
+        raise ClusterError(
+            f"{OPTION} {address!r}: bad scheduler address ({exc}); {USAGE}"
+        ) from None
+    if not parts.hostname or port is None or parts.path not in ("", "/") or parts.query:
+        raise ClusterError(
+            f"{OPTION} {address!r}: a scheduler address needs a host and a port, e.g. "
+            "tcp://10.0.0.5:8786"
+        )
+    return "scheduler", address
 
 
 def connect(
@@ -20,27 +84,38 @@ def connect(
     threads_per_worker: int = 1,
     memory_limit: str = "auto",
     timeout: float = 10.0,
+    gpu_workers: int = 0,
 ) -> Any:
     """Return a ``distributed.Client``.
 
     Parameters
     ----------
     address : str
-        ``"local"`` starts a ``LocalCluster`` of worker processes on 127.0.0.1; a scheduler
-        address such as ``tcp://10.0.0.5:8786`` connects to a running cluster.
+        ``"local"`` starts a ``LocalCluster`` of worker processes on 127.0.0.1;
+        ``"local-cuda"`` a dask-cuda ``LocalCUDACluster`` (one worker per GPU, each with the
+        Dask resource ``GPU=1``); a scheduler address such as ``tcp://10.0.0.5:8786`` connects
+        to a running cluster; ``"kubernetes"`` creates a DaskCluster from
+        ``mosaicflow.deploy.cluster_spec()`` (the spec of ``deployments/kubernetes``) and
+        ``kubernetes://NAME`` connects to an existing DaskCluster.
     n_workers : int, optional
-        Local workers (default: the number of cores, at most 8).
+        Local workers (default: the number of cores, at most 8; for ``local-cuda``, one per
+        visible GPU), or the CPU workers of a new Kubernetes cluster.
     timeout : float
         Seconds to wait for a remote scheduler before failing.
+    gpu_workers : int
+        For ``"kubernetes"``: workers of the GPU worker group added to the new cluster
+        (``mosaicflow.deploy.gpu_worker_spec``); 0 adds none.
 
     Raises
     ------
     ClusterError
-        The scheduler cannot be reached, or the address is not understood.
+        The address is not understood (before any connection is tried), the back-end's
+        package is not installed, or the cluster cannot be reached or started.
     """
+    kind, target = parse_address(address)
     from distributed import Client, LocalCluster
 
-    if address == "local":
+    if kind == "local":
         cluster = LocalCluster(
             n_workers=n_workers or default_workers(),
             threads_per_worker=threads_per_worker,
@@ -50,21 +125,71 @@ def connect(
             memory_limit=memory_limit,
         )
         return Client(cluster)
-    if "://" not in address:
-        raise ClusterError(
-            f"cluster address {address!r} not understood: use 'local' or a scheduler address "
-            "such as tcp://host:8786"
-        )
+    if kind == "local-cuda":
+        return Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
+    if kind == "kubernetes":
+        return Client(_kubernetes(target, n_workers, gpu_workers))
     try:
-        return Client(address, timeout=timeout)
+        return Client(target, timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({exc})"
         ) from exc
 
 
+def _local_cuda(n_workers: int | None, threads_per_worker: int, memory_limit: str) -> Any:
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError as exc:
+        raise ClusterError(
+            f"{OPTION} 'local-cuda' needs dask-cuda, which is not installed: "
+            f"pip install 'mosaicflow[gpu]' ({exc})"
+        ) from None
+    kwargs: dict[str, Any] = {}
+    if n_workers:
+        kwargs["n_workers"] = n_workers
+    return LocalCUDACluster(
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        host="127.0.0.1",
+        dashboard_address=":0",
+        resources={"GPU": 1},  # the label the pipeline routes model inference windows by
+        **kwargs,
+    )
+
+
+def _kubernetes(name: str | None, n_workers: int | None, gpu_workers: int) -> Any:
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError as exc:
+        raise ClusterError(
+            f"{OPTION} 'kubernetes' needs dask-kubernetes, which is not installed: "
+            f"pip install 'mosaicflow[k8s]' ({exc})"
+        ) from None
+    from mosaicflow import deploy
+
+    try:
+        if name is not None:
+            return KubeCluster.from_name(name)
+        d = deploy.Deployment(
+            cpu_workers=n_workers or deploy.Deployment.cpu_workers, gpu_workers=gpu_workers
+        )
+        cluster = KubeCluster(custom_cluster_spec=deploy.cluster_spec(d))
+        if gpu_workers:
+            cluster.add_worker_group("gpu", custom_spec=deploy.gpu_worker_spec(d))
+        return cluster
+    except ClusterError:
+        raise
+    except Exception as exc:  # kr8s, kubernetes and the operator raise many kinds
+        what = f"DaskCluster {name!r}" if name else "a new DaskCluster"
+        raise ClusterError(
+            f"{OPTION}: cannot reach {what} on Kubernetes ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 def close(client: Any) -> None:
-    """Close a client and, if it owns one, its local cluster."""
+    """Close a client and, if it owns one, its cluster (a local one, or a Kubernetes cluster
+    it created; one connected by name is left running)."""
     cluster = getattr(client, "cluster", None)
     client.close()
     if cluster is not None:

@@ -33,3 +33,7 @@ class CheckpointError(MosaicflowError):
 
 class ClassifierError(MosaicflowError):
     """A classifier file, its training data or the table it is applied to is unusable."""
+
+
+class Interrupted(MosaicflowError):
+    """The user stopped a run (Ctrl-C); what was written is kept and the run can be resumed."""

@@ -344,3 +344,48 @@ def test_trusted_old_pickle_file_still_loads_and_converts(model, shapes, tmp_pat
     new = trusted.save(tmp_path / "new.clf")
     assert read_header(new)["format_version"] == FORMAT_VERSION
     pd.testing.assert_frame_equal(predict(shapes, load(new)), predict(shapes, model))
+
+
+# --------------------------------------------------------------------------- pre-flight check
+
+
+def test_validate_reads_the_whole_file_that_the_header_check_passes(model, tmp_path):
+    """A truncated or crafted file passes the header check (the old pre-flight) but not the
+    full validation, which names the file; a sound file passes both."""
+    from mosaicflow.classify.fileformat import validate_classifier_file
+
+    path = model.save(tmp_path / "model.clf")
+    assert validate_classifier_file(path) == read_header(path)
+    good = path.read_bytes()
+    truncated = tmp_path / "truncated.clf"
+    truncated.write_bytes(good[: len(good) - 1000])
+    check_loadable(truncated)  # the header alone looks fine
+    with pytest.raises(ClassifierError, match=r"'.*truncated\.clf': truncated or damaged"):
+        validate_classifier_file(truncated)
+    head, payload = _split(path)
+    head = json.loads(json.dumps(head))
+    arrays = _arrays(head, payload)
+    arrays["feature"][np.flatnonzero(arrays["left_child"] != -1)[0]] = len(model.features)
+    crafted = _write(tmp_path / "crafted.clf", head, _pack(head, arrays))
+    check_loadable(crafted)
+    with pytest.raises(ClassifierError, match=r"crafted\.clf.*feature outside"):
+        validate_classifier_file(crafted)
+    with pytest.raises(ClassifierError, match=r"missing\.clf'?: not found"):
+        validate_classifier_file(tmp_path / "missing.clf")
+
+
+def test_validate_never_runs_a_pickle(model, tmp_path):
+    from mosaicflow.classify.fileformat import validate_classifier_file
+
+    sentinel = tmp_path / "SENTINEL"
+    evil = _write_old_format(tmp_path / "evil.joblib", model, pickle.dumps(_RunsCode(sentinel)))
+    with pytest.raises(ClassifierError, match="pickle-based"):
+        validate_classifier_file(evil)
+    # trusted: length and checksum are checked, the pickle is left for the run to load
+    assert validate_classifier_file(evil, trust_pickle=True)["format_version"] == 1
+    assert not sentinel.exists()
+    data = evil.read_bytes()
+    (tmp_path / "cut.joblib").write_bytes(data[:-3])
+    with pytest.raises(ClassifierError, match=r"cut\.joblib': truncated or damaged"):
+        validate_classifier_file(tmp_path / "cut.joblib", trust_pickle=True)
+    assert not sentinel.exists()

@@ -88,5 +88,5 @@ def test_a_truncated_tiff_is_refused_not_read_short(tmp_path):
     offset = tifffile.TiffFile(path).pages.first.dataoffsets[0]
     end = offset + 30 * 40
     path.write_bytes(data[: end - 5 * 40] + data[end:])  # the last 5 rows gone
-    with pytest.raises(TileReadError, match="t.tif.*truncated"):
+    with pytest.raises(TileReadError, match=r"t\.tif.*truncated"):
         read_tile_region(path, slice(0, 30), slice(0, 10), shape=(30, 40), dtype=np.uint8)

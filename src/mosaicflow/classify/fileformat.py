@@ -132,6 +132,43 @@ def check_loadable(path: str | Path, *, trust_pickle: bool = False) -> dict[str,
     return head
 
 
+def validate_classifier_file(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any]:
+    """Check that a run can use the classifier file, reading all of it but running nothing.
+
+    Meant for a run's pre-flight check: a file that passes loads later. A current-format file
+    is read whole, as :func:`load` reads it (payload length and checksum, every tree's arrays
+    checked and built, header and forest agreeing on features and classes). An old
+    pickle-based file is refused, as :func:`load` refuses it, unless ``trust_pickle``; then its
+    payload's length and checksum are checked, but the pickle is not run here (that happens
+    once, when the run loads it).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    trust_pickle : bool, keyword-only
+        As for :func:`load`.
+
+    Returns
+    -------
+    dict
+        The file's header.
+
+    Raises
+    ------
+    ClassifierError
+        Naming the file and what is wrong: missing, foreign, truncated or damaged, a newer
+        format version, a forest that disagrees with its header or cannot be rebuilt, an old
+        pickle-based file without ``trust_pickle``.
+    """
+    head = check_loadable(path, trust_pickle=trust_pickle)
+    if head["format_version"] == PICKLE_FORMAT_VERSION:
+        _read(path, payload=True)
+    else:
+        load(path)
+    return head
+
+
 def _pickle_refusal(path: str | Path, head: dict[str, Any]) -> str:
     return (
         f"classifier file '{path}' is in the old pickle-based format (format version "
@@ -302,4 +339,5 @@ __all__ = [
     "load",
     "read_header",
     "save",
+    "validate_classifier_file",
 ]

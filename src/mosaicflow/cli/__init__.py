@@ -1,7 +1,7 @@
 """Command line: ``mosaicflow run`` (the whole job), ``mosaicflow stitch`` (registration and
 fusion only), ``mosaicflow synth`` (test data) and ``mosaicflow classify-train`` (a particle
-classifier). One module per command; this one builds
-the parser and turns mosaicflow's errors into one red line and exit status 2."""
+classifier). One module per command; this one builds the parser and turns mosaicflow's errors
+into one red line and exit status 2, and Ctrl-C into one line and exit status 130."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from rich.console import Console
 
 from mosaicflow.cli import classify, run, stitch, synth
-from mosaicflow.errors import MosaicflowError
+from mosaicflow.errors import Interrupted, MosaicflowError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=False)
     try:
         return int(args.func(args, console))
+    except Interrupted as exc:
+        console.print(f"[bold yellow]interrupted:[/bold yellow] {exc}", soft_wrap=True)
+        return 130
+    except KeyboardInterrupt:  # before any stage started: nothing was written
+        console.print("[bold yellow]interrupted:[/bold yellow] stopped by the user", soft_wrap=True)
+        return 130
     except MosaicflowError as exc:
         console.print(f"[bold red]error:[/bold red] {type(exc).__name__}: {exc}", soft_wrap=True)
         return 2

@@ -171,7 +171,11 @@ def add_stitch_options(parser: argparse.ArgumentParser) -> None:
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """Where the work runs."""
     parser.add_argument(
-        "--cluster", default=None, help="'local' (default) or a scheduler address tcp://host:port"
+        "--cluster",
+        default=None,
+        help="where the work runs: local (default, sized from the machine), local-cuda (one "
+        "worker per GPU), tcp://host:port (a running scheduler), kubernetes (a new DaskCluster "
+        "from deployments/kubernetes) or kubernetes://NAME (an existing one)",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="local workers (default: cores, max 8)"
@@ -179,7 +183,17 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """What to do with an existing store, and progress output."""
+    """What to do with an existing store, how object storage is reached, and progress output."""
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an fsspec storage option for an input or --out at a URL (s3://...), e.g. "
+        "endpoint_url=http://127.0.0.1:9000, key=..., secret=..., anon=true, "
+        "client_kwargs.region_name=us-east-1; repeatable, over the configuration's storage "
+        "section. Credentials are never printed nor stored in the run store",
+    )
     parser.add_argument(
         "--resume", action="store_true", help="continue an earlier run, skipping finished stages"
     )
@@ -187,6 +201,12 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
         "--overwrite",
         action="store_true",
         help="replace an existing run store (only a store mosaicflow made is ever replaced)",
+    )
+    parser.add_argument(
+        "--break-lock",
+        action="store_true",
+        help="break the store's lock when the run holding it is gone (dead process or expired "
+        "lease); a live run's lock is never broken",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -197,6 +217,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Shared by the commands that run the pipeline; options a command does not have are unset.
     """
     from mosaicflow.config import Config
+    from mosaicflow.config.values import storage_options_from_args
 
     def opt(name: str) -> Any:
         return getattr(args, name, None)
@@ -233,6 +254,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
             "trust_pickle": opt("trust_classifier_pickle"),
         },
         "cluster": {"address": args.cluster, "n_workers": args.workers},
+        # --storage-option KEY=VALUE set over the configuration's own options
+        "storage": {
+            "options": storage_options_from_args(opt("storage_option"), config.storage.options)
+            if opt("storage_option")
+            else None
+        },
     }
     for section, values in overrides.items():
         values = {k: v for k, v in values.items() if v is not None}
@@ -253,6 +280,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         console=None if args.quiet else console,
+        break_lock=args.break_lock,
     )
     pipeline.preflight()  # bad input, files or store fail here, before any cluster starts
     client = cluster.connect(

@@ -59,6 +59,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         console=None if args.quiet else console,
+        break_lock=args.break_lock,
     )
     pipeline.preflight()
     client = cluster.connect(

@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from mosaicflow.config.values import (
+    coerce_value,
     parse_grid,
+    parse_memory_limit,
     parse_overlap,
     parse_size,
 )
@@ -55,13 +57,16 @@ class StitchConfig:
     smaller tile side, at least 16 px). ``blend``: ``linear`` (feathered across overlaps) or
     ``nearest`` (each pixel from the tile with the nearest centre). ``equalize``: per-tile gain
     and offset from the overlaps. ``flatfield``: divide every tile by the shading all tiles
-    share (estimated from the tiles; for grids of at least a few dozen tiles)."""
+    share (estimated from the tiles; for grids of at least a few dozen tiles). ``device``:
+    where pairs are registered, ``cpu``, ``gpu`` (CuPy/cuCIM through ``mosaicflow.dispatch``;
+    unverified on a GPU so far) or ``auto`` (the GPU where a worker has one)."""
 
     register: bool = True
     max_shift_px: float | None = None
     blend: str = "linear"
     equalize: bool = True
     flatfield: bool = False
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -193,13 +198,32 @@ class ClassifyConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """``address``: ``local`` (a LocalCluster of ``n_workers`` processes) or a scheduler
-    address such as ``tcp://host:8786``."""
+    """``address``: ``local`` (a LocalCluster of ``n_workers`` processes, at least 1; empty:
+    sized from the machine), ``local-cuda`` (one worker per GPU), a scheduler address such as
+    ``tcp://host:8786``, ``kubernetes`` or ``kubernetes://NAME`` (``mosaicflow.cluster``).
+    ``memory_limit`` per worker: ``auto``, a size (``4GiB``, ``4 GB``), a whole number of bytes,
+    a fraction in (0, 1] of the machine's memory, or 0 for none
+    (:func:`~mosaicflow.config.values.parse_memory_limit`). ``no_worker_timeout_s``: a stage
+    with no worker at all for this long fails instead of waiting for ever;
+    ``stall_timeout_s``: a stage where no task finishes for this long (and 20 x the slowest
+    task so far) fails as hung (:class:`mosaicflow.runner.Runner`)."""
 
     address: str = "local"
     n_workers: int | None = None
     threads_per_worker: int = 1
     memory_limit: str = "auto"
+    no_worker_timeout_s: float = 120.0
+    stall_timeout_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """``options``: fsspec storage options for inputs and run stores at URLs (``s3://...``),
+    as the file system spells them: for S3 (s3fs) ``endpoint_url``, ``key``, ``secret``,
+    ``token``, ``anon``, ``client_kwargs: {region_name: ...}``. Credentials are never printed
+    and never stored in a run store (the stored configuration has them as ``***``)."""
+
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -217,8 +241,10 @@ class Config:
     measure: MeasureConfig = field(default_factory=MeasureConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
     def __post_init__(self) -> None:
+        self._coerce_types()
         checks = [
             (self.store.chunk >= 16, f"store.chunk must be >= 16 px, got {self.store.chunk}"),
             (
@@ -331,14 +357,53 @@ class Config:
                 self.stitch.blend in BLEND_MODES,
                 f"stitch.blend must be one of {BLEND_MODES}, got {self.stitch.blend!r}",
             ),
+            (
+                self.stitch.device in ("cpu", "gpu", "auto"),
+                f"stitch.device must be cpu, gpu or auto, got {self.stitch.device!r}",
+            ),
+        ]
+        cluster = self.cluster
+        checks += [
+            (
+                cluster.n_workers is None or cluster.n_workers >= 1,
+                f"cluster.n_workers (--workers) must be >= 1 or empty (sized from the "
+                f"machine), got {cluster.n_workers}",
+            ),
+            (
+                cluster.threads_per_worker >= 1,
+                f"cluster.threads_per_worker must be >= 1, got {cluster.threads_per_worker}",
+            ),
+            (
+                cluster.no_worker_timeout_s > 0 and cluster.stall_timeout_s > 0,
+                "cluster.no_worker_timeout_s and cluster.stall_timeout_s must be > 0 s, got "
+                f"{cluster.no_worker_timeout_s} and {cluster.stall_timeout_s}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid configuration: {message}")
+        parse_memory_limit(cluster.memory_limit)
         parse_size(self.measure.min_size)
         if self.tiles.grid is not None:
             parse_grid(self.tiles.grid)
         parse_overlap(self.tiles.overlap)
+
+    def _coerce_types(self) -> None:
+        """Every value with its field's type (:func:`~mosaicflow.config.values.coerce_value`),
+        before any value is compared: ``store.chunk: 512.9`` or ``segment.tta: 'no'`` is a
+        :class:`ConfigError` naming the option, never truncated or taken as true."""
+        object.__setattr__(self, "input", coerce_value("input", "str | None", self.input))
+        for section in dataclasses.fields(self):
+            if section.name == "input":
+                continue
+            values = getattr(self, section.name)
+            if not isinstance(values, _section_class(section.name)):
+                raise ConfigError(f"configuration section {section.name!r}: got {values!r}")
+            typed = {
+                f.name: coerce_value(f"{section.name}.{f.name}", f.type, getattr(values, f.name))
+                for f in dataclasses.fields(values)
+            }
+            object.__setattr__(self, section.name, dataclasses.replace(values, **typed))
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -365,9 +430,7 @@ class Config:
             for name in value:
                 if name not in known:
                     raise ConfigError(f"unknown key {key}.{name}; known: {sorted(known)}")
-            kwargs[key] = section_cls(
-                **{k: _coerce(key, k, known[k].type, v) for k, v in value.items()}
-            )
+            kwargs[key] = section_cls(**value)  # typed by __post_init__
         return cls(**kwargs)
 
     @classmethod
@@ -416,28 +479,5 @@ def _section_class(name: str) -> type:
         "measure": MeasureConfig,
         "classify": ClassifyConfig,
         "cluster": ClusterConfig,
+        "storage": StorageConfig,
     }[name]
-
-
-def _coerce(section: str, key: str, annotation: Any, value: Any) -> Any:
-    text = str(annotation)
-    if value is None:
-        if "None" in text:
-            return None
-        raise ConfigError(f"{section}.{key} may not be empty")
-    if text.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{section}.{key}: expected true or false, got {value!r}")
-    try:
-        if text.startswith("int"):
-            return int(value)
-        if text.startswith("float"):
-            return float(value)
-        if text.startswith("str"):
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{section}.{key}: expected {text}, got {value!r}") from None
-    return value

@@ -32,6 +32,16 @@ _TABLE: dict[str, tuple[str, str, str]] = {
         "cupyx.scipy.ndimage",
         "generate_binary_structure",
     ),
+    "gaussian_laplace": ("scipy.ndimage", "cupyx.scipy.ndimage", "gaussian_laplace"),
+    "fft": ("scipy.fft", "cupyx.scipy.fft", "fft"),
+    "rfft": ("scipy.fft", "cupyx.scipy.fft", "rfft"),
+    "rfftn": ("scipy.fft", "cupyx.scipy.fft", "rfftn"),
+    "irfftn": ("scipy.fft", "cupyx.scipy.fft", "irfftn"),
+    "phase_cross_correlation": (
+        "skimage.registration",
+        "cucim.skimage.registration",
+        "phase_cross_correlation",
+    ),
     # cuCIM has no non-local means: the GPU entry is mosaicflow's own array-API implementation.
     "denoise_nl_means": (
         "skimage.restoration",

@@ -11,7 +11,10 @@ back to the tile's integer type; an alpha channel is dropped.
 from __future__ import annotations
 
 import configparser
+import contextlib
+import io
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import numpy as np
 import tifffile
 
 from mosaicflow.errors import TileReadError
+from mosaicflow.io.remote import RemotePath, access_error, as_path
 from mosaicflow.io.vendor_metadata import TEM_TAG, ZEISS_TAG, parse_tem_xml, zeiss_from_tag
 
 FEI_TAG = 34682
@@ -63,7 +67,8 @@ def metadata_float(meta: dict[str, dict[str, str]], section: str, key: str, sour
 
 def check_complete(tif: tifffile.TiffFile, path: Path) -> None:
     """Refuse a TIFF whose first page's image data runs past the end of the file."""
-    size = path.stat().st_size
+    # A remote file's size is known from its open handle: no further request.
+    size = tif.filehandle.size if isinstance(path, RemotePath) else path.stat().st_size
     page = tif.pages.first
     end = max(
         (int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts, strict=True)),
@@ -117,13 +122,37 @@ _PIL_DTYPES = {
 }
 
 
+#: Bytes fetched per request when a remote TIFF is read piece by piece (headers, windows).
+REMOTE_BLOCK = 2**18
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[Any]:
+    """What tifffile or Pillow opens: a local path itself, or an open file object at a URL
+    (read in :data:`REMOTE_BLOCK` pieces, so a header read fetches little of the file)."""
+    if isinstance(path, RemotePath):
+        with path.open("rb", block_size=REMOTE_BLOCK) as fh:
+            yield fh
+    else:
+        yield path
+
+
+def remote_error(exc: BaseException, path: Path) -> TileReadError | None:
+    """The storage's refusal to read a remote tile (credentials, endpoint), named clearly."""
+    if not isinstance(path, RemotePath):
+        return None
+    found = access_error(exc, str.__str__(path), "tile", TileReadError)
+    return found if isinstance(found, TileReadError) else None
+
+
 def _tag_value(page: Any, code: int) -> Any:
     tag = page.tags.get(code)
     return None if tag is None else tag.value
 
 
 def read_image_header(path: Path) -> dict[str, Any]:
-    """Shape ``(height, width)`` as stored, grey dtype and vendor metadata of one image.
+    """Shape ``(height, width)`` as stored, grey dtype and vendor metadata of one image (a
+    local path, or a :class:`~mosaicflow.io.remote.RemotePath` read through a file object).
 
     Pixels are not decoded; a TIFF is checked for truncation against its strip offsets, any
     other format for a readable header.
@@ -138,7 +167,7 @@ def read_image_header(path: Path) -> dict[str, Any]:
     tem = zeiss = None
     try:
         if path.suffix.lower() in TIFF_SUFFIXES:
-            with tifffile.TiffFile(path) as tif:
+            with opened(path) as source, tifffile.TiffFile(source) as tif:
                 page = tif.pages.first
                 shape = tuple(int(s) for s in page.shape)
                 dtype = np.dtype(page.dtype)
@@ -149,7 +178,7 @@ def read_image_header(path: Path) -> dict[str, Any]:
         else:
             from PIL import Image
 
-            with Image.open(path) as img:
+            with opened(path) as source, Image.open(source) as img:
                 mode = img.mode
                 shape = (img.height, img.width)
             if mode not in _PIL_DTYPES:
@@ -161,6 +190,8 @@ def read_image_header(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
     except Exception as exc:
+        if (refused := remote_error(exc, path)) is not None:
+            raise refused from None
         kind = "TIFF" if path.suffix.lower() in TIFF_SUFFIXES else "image"
         raise TileReadError(f"tile {path.name!r}: not a readable {kind} ({exc})") from exc
     return {
@@ -186,11 +217,13 @@ def to_grey(data: np.ndarray) -> np.ndarray:
 
 
 def _decode(path: Path) -> np.ndarray:
+    # A remote tile is fetched whole in one request, then decoded from memory.
+    source: Any = io.BytesIO(path.read_bytes()) if isinstance(path, RemotePath) else path
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return np.asarray(tifffile.imread(path, key=0))
+        return np.asarray(tifffile.imread(source, key=0))
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         if img.mode in ("P", "CMYK", "YCbCr"):
             return np.asarray(img.convert("RGB"))
         if img.mode == "1":
@@ -204,15 +237,22 @@ def read_tile(
     shape: tuple[int, int],
     dtype: Any,
     crop_bottom: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Decode one tile's pixels as grey, crop ``crop_bottom`` rows (the data bar) and check its
-    size ``shape`` (after the crop) and type; errors name the tile."""
-    path = Path(path)
+    size ``shape`` (after the crop) and type; errors name the tile.
+
+    ``path`` is a local path or an fsspec URL (``s3://...``); ``storage_options`` (endpoint,
+    credentials) open a URL, by default those its :class:`~mosaicflow.io.remote.RemotePath`
+    carries."""
+    path = as_path(path, storage_options)
     try:
         data = to_grey(_decode(path))
     except FileNotFoundError:
         raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
     except Exception as exc:
+        if (refused := remote_error(exc, path)) is not None:
+            raise refused from None
         raise TileReadError(f"tile {path.name!r}: cannot decode pixels ({exc})") from exc
     stored = (int(shape[0]) + int(crop_bottom), int(shape[1]))
     if data.shape != stored:

@@ -13,9 +13,26 @@ ROOT_IMAGE = "mosaic"
 #: the root, version 1 (and stores from before the marker) had it in ``mosaic/``.
 RUN_FORMAT = "mosaicflow-run/2"
 _OLD_FORMATS = ("mosaicflow-run/1",)
+#: The lock file a writing run holds inside its store (``mosaicflow.io.lock``).
+LOCK_NAME = "mosaicflow.lock"
 #: The entries a run writes at the root of its store (besides the mosaic's level arrays
-#: ``0 .. N``); nothing else is ever removed.
-RUN_ENTRIES = frozenset({"zarr.json", *IMAGES, "labels", "tables", "report", "scratch"})
+#: ``0 .. N``); nothing else is ever removed (and the lock only by its holder).
+RUN_ENTRIES = frozenset(
+    {"zarr.json", *IMAGES, "labels", "tables", "report", "scratch", "progress", LOCK_NAME}
+)
+#: The stage that writes each image and table: reads of an unfinished stage's output are refused.
+IMAGE_STAGES = {
+    "mosaic": "mosaic",
+    "denoised": "denoised",
+    "probability": "probability",
+    "labels/particles": "labels",
+}
+TABLE_STAGES = {
+    "tiles": "tiles",
+    "ground_truth": "tiles",
+    "pairs": "register",
+    "particles": "particles",
+}
 #: Attribute key of an image group's own provenance (the root's ``mosaicflow`` key is the run's).
 IMAGE_ATTRS = "mosaicflow_image"
 
@@ -53,9 +70,11 @@ def target_state(fs: Any, path: str) -> str:
         return "run"
     if not fs.exists(path):
         return "empty"
-    if fs.isfile(path) or fs.ls(path, detail=False):
+    if fs.isfile(path):
         return "foreign"
-    return "empty"
+    # A folder holding only a lock is a store another run is creating right now: not foreign.
+    names = {e.rstrip("/").rsplit("/", 1)[-1] for e in fs.ls(path, detail=False)}
+    return "foreign" if names - {LOCK_NAME} else "empty"
 
 
 def foreign_message(fs: Any, path: str, url: str) -> str:

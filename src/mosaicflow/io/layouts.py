@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import warnings
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from mosaicflow.errors import TileSetError
 from mosaicflow.io.images import is_image
+from mosaicflow.io.remote import as_path, is_url, listdir
 
 GRID_FILE = "mosaicflow-grid.json"
 #: Maps raw tile names: ``Tile_{row}-{col}-{z}_{c}-{t}`` and any suffix (``.s0001_e00``).
@@ -38,7 +38,10 @@ def is_layout_file(path: Path) -> bool:
 
 
 def _tile_path(base: Path, name: str, layout: Path, where: str) -> Path:
-    path = Path(name) if Path(name).is_absolute() else base / name
+    if is_url(name):  # a URL opens with the options of the layout's own storage
+        path = as_path(name, getattr(base, "storage_options", None))
+    else:
+        path = Path(name) if Path(name).is_absolute() else base / name
     if not path.is_file():
         raise TileSetError(f"layout {str(layout)!r} {where} names {name!r}, but {path} is absent")
     return path
@@ -180,7 +183,7 @@ def maps_entries(folder: Path) -> list[Entry]:
     """Maps raw tiles by name; of several z/channel/time/suffix groups the first (sorted) is
     read and a warning names the others."""
     groups: dict[tuple[int, int, int, str], list[Entry]] = {}
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(listdir(folder)):
         match = TILE_PATTERN.match(name)
         if match is None:
             continue
@@ -206,7 +209,7 @@ def maps_entries(folder: Path) -> list[Entry]:
 
 def image_files(folder: Path) -> list[Path]:
     """The image files of a folder in sorted name order."""
-    return [folder / n for n in sorted(os.listdir(folder)) if is_image(folder / n)]
+    return [folder / n for n in sorted(listdir(folder)) if is_image(folder / n)]
 
 
 def sorted_entries(folder: Path, grid: tuple[int, int]) -> list[Entry]:

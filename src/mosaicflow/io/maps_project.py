@@ -12,7 +12,6 @@ names follow the description in ``docs/GRID_FORMAT.md``.
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -24,6 +23,7 @@ import numpy as np
 
 from mosaicflow.errors import TileReadError
 from mosaicflow.io.layouts import TILE_PATTERN
+from mosaicflow.io.remote import as_path, listdir
 from mosaicflow.io.safe_xml import child, child_text, iter_named, parse_xml
 from mosaicflow.io.vendor_metadata import length_nm
 
@@ -113,11 +113,12 @@ class MapsMetadata:
 
 
 def find_upwards(folder: Path, name: str, levels: int) -> Path | None:
-    """``name`` (case-insensitive) in ``folder`` or up to ``levels`` folders above it."""
+    """``name`` (case-insensitive) in ``folder`` or up to ``levels`` folders above it (a local
+    folder or a :class:`~mosaicflow.io.remote.RemotePath`, up to its bucket)."""
     here = folder.resolve()
     for _ in range(levels + 1):
         try:
-            found = [n for n in os.listdir(here) if n.lower() == name.lower()]
+            found = [n for n in listdir(here) if n.lower() == name.lower()]
         except OSError:
             found = []
         if found and (here / sorted(found)[0]).is_file():
@@ -258,7 +259,7 @@ def read_maps_metadata(entries: list[dict[str, Any]]) -> MapsMetadata | None:
     for other tiles or when neither file is found."""
     if not entries or not all(TILE_PATTERN.match(e["path"].name) for e in entries):
         return None
-    folder = Path(entries[0]["path"]).parent
+    folder = as_path(entries[0]["path"]).parent
     project = find_upwards(folder, PROJECT_FILE, PROJECT_LEVELS)
     stitching = find_upwards(folder, STITCHING_FILE, 1)
     if project is None and stitching is None:

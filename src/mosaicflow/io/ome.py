@@ -18,10 +18,40 @@ from mosaicflow.runner import Runner
 OME_VERSION = "0.5"
 
 
-def _write_block(block: np.ndarray, target: zarr.Array, block_info: Any = None) -> np.ndarray:
+def _write_block(
+    block: np.ndarray,
+    target: zarr.Array,
+    progress: zarr.Array | None = None,
+    block_info: Any = None,
+) -> np.ndarray:
     loc = block_info[0]["array-location"]
     target[tuple(slice(a, b) for a, b in loc)] = block
+    if progress is not None:  # recorded only once the chunk's data is written
+        progress[tuple(block_info[0]["chunk-location"])] = 1
     return np.ones((1,) * block.ndim, dtype=np.uint8)
+
+
+def progress_array(group: zarr.Group, name: str, target: zarr.Array, *, keep: bool) -> zarr.Array:
+    """One ``uint8`` flag per write unit of ``target`` (1: written), each flag its own Zarr
+    chunk so that tasks never share one. ``keep`` reuses flags already there when they still
+    describe ``target``'s grid (a resumed write); otherwise they start at 0."""
+    grid = tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
+    if keep and name in group and tuple(group[name].shape) == grid:
+        return group[name]
+    return group.create_array(
+        name, shape=grid, chunks=(1,) * len(grid), dtype="uint8", fill_value=0, overwrite=True
+    )
+
+
+def missing_chunks(target: zarr.Array, stored: set[str]) -> list[tuple[int, ...]]:
+    """Chunk indices of ``target`` whose file is not among ``stored`` (chunk keys ``c/i/j``
+    relative to the array); arrays are written with every chunk stored, empty ones included."""
+    grid = [range(math.ceil(n / c)) for n, c in zip(target.shape, target.chunks, strict=True)]
+    return [
+        idx
+        for idx in np.ndindex(*(len(g) for g in grid))
+        if "c/" + "/".join(str(i) for i in idx) not in stored
+    ]
 
 
 def write_unit(target: zarr.Array) -> tuple[int, ...]:
@@ -48,12 +78,21 @@ def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> 
             )
 
 
-def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: str) -> None:
-    """Write a Dask array into a Zarr array chunk by chunk, on the workers.
+def store_array(
+    arr: da.Array,
+    target: zarr.Array,
+    runner: Runner,
+    description: str,
+    progress: zarr.Array | None = None,
+) -> int:
+    """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
+    of chunks written now.
 
     The Dask array is rechunked to the target's write unit (its shard if sharded, else its
     chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
-    tasks write the same Zarr chunk or shard.
+    tasks write the same Zarr chunk or shard. With ``progress`` (:func:`progress_array`) each
+    task flags its chunk after writing it, and chunks already flagged are not computed again:
+    an interrupted write resumes where it stopped.
     """
     unit = write_unit(target)
     expected = da.core.normalize_chunks(unit, arr.shape)
@@ -64,15 +103,23 @@ def store_array(arr: da.Array, target: zarr.Array, runner: Runner, description: 
         _write_block,
         arr,
         target=target,
+        progress=progress,
         chunks=tuple((1,) * len(c) for c in arr.chunks),
         dtype=np.uint8,
         meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
     )
+    done = np.zeros(arr.numblocks, dtype=bool) if progress is None else progress[...] > 0
+    todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
+    if not todo:
+        return 0
+    if len(todo) < arr.npartitions:  # only the unwritten chunks (the graph is culled to them)
+        markers = da.concatenate([markers.blocks[idx].ravel() for idx in todo])
     written = runner.compute(markers, description)
-    if int(np.asarray(written).sum()) != arr.npartitions:
+    if int(np.asarray(written).sum()) != len(todo):
         raise StoreError(
-            f"{description}: only {int(written.sum())} of {arr.npartitions} chunks written"
+            f"{description}: only {int(np.asarray(written).sum())} of {len(todo)} chunks written"
         )
+    return len(todo)
 
 
 def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
@@ -87,12 +134,23 @@ def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:
 
 
 def write_multiscale(
-    group: zarr.Group, image: xr.DataArray, *, name: str, chunk: int, runner: Runner, label: bool
-) -> dict[str, Any]:
-    """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata.
+    group: zarr.Group,
+    image: xr.DataArray,
+    *,
+    name: str,
+    chunk: int,
+    runner: Runner,
+    label: bool,
+    progress: zarr.Group | None = None,
+    resume: bool = False,
+) -> tuple[dict[str, Any], int]:
+    """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata
+    and the number of chunks written now.
 
     ``name`` (e.g. ``labels/particles``) names the progress bars; its last part names the
-    multiscale.
+    multiscale. With ``progress`` (a group), each level's written chunks are flagged there
+    (:func:`progress_array`); with ``resume`` a level already there with the same shape, chunks
+    and type keeps its flagged chunks, and only the others are computed and written.
 
     Level 0 is written from the Dask graph by the workers, then each further level is computed
     from the stored level above (2x2 mean for images, every second pixel for labels, which keeps
@@ -106,6 +164,7 @@ def write_multiscale(
     pixel = list(spacing or (1.0, 1.0))
     levels = _levels_for(data.shape, chunk)
     datasets = []
+    written = 0
     for level in range(levels):
         if level:
             prev = da.from_zarr(group[str(level - 1)])
@@ -116,16 +175,34 @@ def write_multiscale(
             else:
                 data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
                 data = _cast_like(data, prev.dtype)
-        target = group.create_array(
-            str(level),
-            shape=data.shape,
-            chunks=(min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1),
-            dtype=data.dtype,
-            fill_value=0,
-            dimension_names=("y", "x"),
-            overwrite=True,
+        chunks = (min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1)
+        old = group[str(level)] if resume and str(level) in group else None
+        same = old is not None and (old.shape, old.chunks, old.dtype) == (
+            data.shape,
+            chunks,
+            data.dtype,
         )
-        store_array(data, target, runner, f"{name}[{level}]" if level else name)
+        target = (
+            old
+            if same
+            else group.create_array(
+                str(level),
+                shape=data.shape,
+                chunks=chunks,
+                dtype=data.dtype,
+                fill_value=0,
+                dimension_names=("y", "x"),
+                overwrite=True,
+                # every chunk stored, empty ones too: a missing chunk file is then a loss
+                config={"write_empty_chunks": True},
+            )
+        )
+        flags = (
+            None
+            if progress is None
+            else progress_array(progress, str(level), target, keep=bool(same))
+        )
+        written += store_array(data, target, runner, f"{name}[{level}]" if level else name, flags)
         scale = [p * 2**level for p in pixel]
         if label:
             # Level k holds level-0 pixels 0, 2^k, 2^(k+1), ...: its first centre is level 0's.
@@ -156,4 +233,4 @@ def write_multiscale(
             }
         ],
     }
-    return ome
+    return ome, written

@@ -6,6 +6,7 @@ model); the precedence is described in ``docs/GRID_FORMAT.md``.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,16 @@ from mosaicflow.io.vendor_metadata import (
     zeiss_store_height,
 )
 
-__all__ = ["OPTIONS_HINT", "crop_rows", "nominal_positions", "pixel_size", "tile_stage_nm"]
+__all__ = [
+    "OPTIONS_HINT",
+    "STAGE_OUTLIER_FRACTION",
+    "check_stage_grid",
+    "crop_rows",
+    "grid_model",
+    "nominal_positions",
+    "pixel_size",
+    "tile_stage_nm",
+]
 
 OPTIONS_HINT = (
     "give pixel_size_nm (--pixel-size) and either a layout (--layout: a file,row,col CSV or a "
@@ -31,6 +41,22 @@ OPTIONS_HINT = (
 _TAGS = "FEI/Thermo TIFF tag 34682 or 34683, Zeiss tag 34118"
 #: Relative difference tolerated between a tile's pixel size and the Maps project's.
 PROJECT_RTOL = 1e-3
+#: Position sources measured per tile, and so checked against the grid model.
+STAGE_SOURCES = (
+    "layout-stage",
+    "maps-stitchingdata",
+    "fei-stage",
+    "tem-stage",
+    "zeiss-stage",
+    "stage-metadata",
+)
+#: A tile further than this fraction of the tile side (along either axis) from its grid-model
+#: position is a stage outlier: beyond any stage error (which registration corrects), short of
+#: the whole step a swapped or corrupted position makes.
+STAGE_OUTLIER_FRACTION = 0.25
+#: With more outliers than this share of the tiles the grid model itself is not trusted.
+MAX_OUTLIER_SHARE = 1 / 3
+_SHOWN = 5
 
 
 def crop_rows(head: dict[str, Any], option: int | None, name: str) -> int:
@@ -218,3 +244,182 @@ def nominal_positions(
     y = np.array([(e["row"] - 1) * h * steps[0] for e in entries], float)
     x = np.array([(e["col"] - 1) * w * steps[1] for e in entries], float)
     return y, x, nan, nan, source
+
+
+def _median_step(
+    group: np.ndarray, index: np.ndarray, pos: np.ndarray, use: np.ndarray
+) -> np.ndarray | None:
+    """Median ``(dy, dx)`` per unit of ``index`` over every pair of used tiles that share
+    ``group`` (a row for the column step, a column for the row step); None without a pair."""
+    steps = []
+    for g in np.unique(group[use]):
+        members = np.flatnonzero(use & (group == g))
+        i, j = np.triu_indices(len(members), k=1)
+        i, j = members[i], members[j]
+        di = (index[j] - index[i]).astype(float)
+        keep = di != 0
+        steps.append((pos[j[keep]] - pos[i[keep]]) / di[keep, None])
+    found = np.concatenate(steps) if steps else np.empty((0, 2))
+    return np.median(found, axis=0) if len(found) else None
+
+
+def grid_model(
+    rows: np.ndarray, cols: np.ndarray, y: np.ndarray, x: np.ndarray, use: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The grid model of tile positions: ``offset + row * row_step + col * col_step``.
+
+    Each step is a ``(dy, dx)`` vector (a small stage rotation is allowed for), the median of
+    the position differences per index unit over every pair of tiles sharing a row (the column
+    step) or a column (the row step); the offset is the median over the tiles. Medians keep a
+    minority of wrong positions from moving the model.
+
+    Parameters
+    ----------
+    rows, cols : numpy.ndarray
+        Grid indices of the tiles.
+    y, x : numpy.ndarray
+        Their positions (px).
+    use : numpy.ndarray of bool, optional
+        The tiles the model is fitted on (default: all); it is evaluated for all.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray) or None
+        The model's ``y``, ``x`` of every tile; None when a step cannot be measured (several
+        rows but no two tiles in one column, or the same for columns).
+    """
+    rows, cols = np.asarray(rows, int), np.asarray(cols, int)
+    pos = np.column_stack([np.asarray(y, float), np.asarray(x, float)])
+    use = np.ones(len(pos), bool) if use is None else np.asarray(use, bool)
+    steps = []
+    for group, index in ((cols, rows), (rows, cols)):
+        step = _median_step(group, index, pos, use)
+        if step is None and len(np.unique(index[use])) > 1:
+            return None
+        steps.append(np.zeros(2) if step is None else step)
+    row_step, col_step = steps
+    base = rows[:, None] * row_step + cols[:, None] * col_step
+    model = base + np.median(pos[use] - base[use], axis=0)
+    return model[:, 0], model[:, 1]
+
+
+def check_stage_grid(
+    entries: list[Entry],
+    y: np.ndarray,
+    x: np.ndarray,
+    shape: tuple[int, int],
+    pixel: tuple[float, float],
+    source: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Check measured tile positions against the grid model; replace the outliers.
+
+    A tile further than :data:`STAGE_OUTLIER_FRACTION` of the tile side (along either axis)
+    from its :func:`grid_model` position (fitted on all tiles, then again without the
+    outliers) is a stage outlier: a ``UserWarning`` names it with its distance, and its
+    position becomes the grid model's. Two outliers each at the other's grid position are
+    reported as swapped. Only positions of the :data:`STAGE_SOURCES` are checked; with fewer
+    than 3 tiles, without a measurable step, or when more than :data:`MAX_OUTLIER_SHARE` of the
+    tiles are outliers (the tiles do not follow their rows and columns: the grid model is
+    not trusted), the positions are kept, the last with a warning.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The tiles (``row``, ``col``, ``path``), in the order of ``y`` and ``x``.
+    y, x : numpy.ndarray
+        Nominal origins (px).
+    shape : tuple of int
+        ``(height, width)`` of a tile (px).
+    pixel : tuple of float
+        ``(y, x)`` pixel size (nm), for the distances in the message.
+    source : str
+        The position source (``TileSet.position_source``).
+
+    Returns
+    -------
+    y, x : numpy.ndarray
+        The origins, outliers replaced.
+    outlier : numpy.ndarray of bool
+        Which tiles were replaced.
+    """
+    y, x = np.asarray(y, float).copy(), np.asarray(x, float).copy()
+    outlier = np.zeros(len(y), bool)
+    if source not in STAGE_SOURCES or len(y) < 3 or not np.isfinite(y).all():
+        return y, x, outlier
+    rows = np.array([e["row"] for e in entries], int)
+    cols = np.array([e["col"] for e in entries], int)
+    tol = STAGE_OUTLIER_FRACTION * np.asarray(shape, float)
+    model = None
+    for _ in range(2):  # fit on all tiles, then on the tiles that fit
+        fitted = grid_model(rows, cols, y, x, use=~outlier if outlier.any() else None)
+        if fitted is None:
+            return y, x, np.zeros(len(y), bool)
+        model = np.column_stack(fitted)
+        dev = np.column_stack([y, x]) - model
+        outlier = (np.abs(dev) > tol).any(axis=1)
+    assert model is not None
+    names = [e["path"].name for e in entries]
+    if outlier.sum() > MAX_OUTLIER_SHARE * len(y):
+        warnings.warn(
+            f"tile set {source}: {int(outlier.sum())} of {len(y)} tiles are more than "
+            f"{STAGE_OUTLIER_FRACTION:.0%} of a tile from the row/col grid model; the positions "
+            "do not follow a grid and are kept as they are (check the layout or metadata)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return y, x, np.zeros(len(y), bool)
+    if not outlier.any():
+        return y, x, outlier
+    pos = np.column_stack([y, x])
+    warnings.warn(
+        _outlier_message(names, rows, cols, pos, model, outlier, tol, pixel, source),
+        UserWarning,
+        stacklevel=3,
+    )
+    y[outlier], x[outlier] = model[outlier, 0], model[outlier, 1]
+    return y, x, outlier
+
+
+def _outlier_message(
+    names: list[str],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    pos: np.ndarray,
+    model: np.ndarray,
+    outlier: np.ndarray,
+    tol: np.ndarray,
+    pixel: tuple[float, float],
+    source: str,
+) -> str:
+    """Names the outliers (swapped pairs first), with their distances in px and µm."""
+
+    def label(i: int) -> str:
+        return f"{names[i]!r} (row {rows[i]}, col {cols[i]})"
+
+    def distance(d: np.ndarray) -> str:
+        um = float(np.hypot(d[0] * pixel[0], d[1] * pixel[1])) / 1000
+        return f"{float(np.hypot(d[0], d[1])):.0f} px ({um:.4g} µm)"
+
+    left = [int(i) for i in np.flatnonzero(outlier)]
+    parts = []
+    for i in list(left):
+        for j in left:
+            if j <= i or i not in left:
+                continue
+            if (np.abs(pos[i] - model[j]) <= tol).all() and (
+                np.abs(pos[j] - model[i]) <= tol
+            ).all():
+                parts.append(
+                    f"{label(i)} and {label(j)} look swapped: each sits at the other's grid "
+                    f"position, {distance(pos[i] - model[i])} from its own"
+                )
+                left = [k for k in left if k not in (i, j)]
+                break
+    parts += [f"{label(i)} is {distance(pos[i] - model[i])} from its grid position" for i in left]
+    more = f"; and {len(parts) - _SHOWN} more" if len(parts) > _SHOWN else ""
+    return (
+        f"tile set {source}: {int(outlier.sum())} of {len(pos)} tiles have a stage position more "
+        f"than {STAGE_OUTLIER_FRACTION:.0%} of a tile from the row/col grid model (median step per "
+        f"axis): {'; '.join(parts[:_SHOWN])}{more}. Their grid-model positions are used instead "
+        "(column stage_outlier of the tiles table); check the stage metadata"
+    )

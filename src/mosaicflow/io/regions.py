@@ -19,7 +19,15 @@ import numpy as np
 import tifffile
 
 from mosaicflow.errors import TileReadError
-from mosaicflow.io.images import TIFF_SUFFIXES, check_complete, read_tile, to_grey
+from mosaicflow.io.images import (
+    TIFF_SUFFIXES,
+    check_complete,
+    opened,
+    read_tile,
+    remote_error,
+    to_grey,
+)
+from mosaicflow.io.remote import as_path
 
 
 def _span(window: slice, size: int, name: str) -> tuple[int, int]:
@@ -61,7 +69,7 @@ def segments_for(page: tifffile.TiffPage, rows: slice, cols: slice) -> list[int]
 
 
 def _raw_rows(
-    tif: tifffile.TiffFile, page: tifffile.TiffPage, rows: slice, cols: slice
+    tif: tifffile.TiffFile, page: tifffile.TiffPage, rows: slice, cols: slice, name: str
 ) -> np.ndarray:
     """Uncompressed contiguous pixels (one strip or many, in order): read the window's rows
     only, straight from the file."""
@@ -72,7 +80,7 @@ def _raw_rows(
     data = tif.filehandle.read((rows.stop - rows.start) * row_bytes)
     if len(data) != (rows.stop - rows.start) * row_bytes:
         raise TileReadError(
-            f"tile {Path(tif.filehandle.path).name!r}: truncated TIFF (rows {rows.start}-"
+            f"tile {name!r}: truncated TIFF (rows {rows.start}-"
             f"{rows.stop} run past the end of the file)"
         )
     window = np.frombuffer(data, dtype=dtype).reshape(-1, width, samples)[:, cols]
@@ -82,14 +90,14 @@ def _raw_rows(
 
 def _tiff_window(path: Path, rows: slice, cols: slice, stored: tuple[int, int]) -> np.ndarray:
     """Stored pixels (samples last where there are several) of a window of a TIFF's first page."""
-    with tifffile.TiffFile(path) as tif:
+    with opened(path) as source, tifffile.TiffFile(source) as tif:
         page = tif.pages.first
         shape = (int(page.shaped[2]), int(page.shaped[3]))
         if shape != stored:
             raise TileReadError(f"tile {path.name!r}: size {shape}, expected {stored}")
         check_complete(tif, path)
         if page.is_final and page.is_contiguous and page.shaped[:2] == (1, 1):
-            return _raw_rows(tif, page, rows, cols)
+            return _raw_rows(tif, page, rows, cols, path.name)
         needed = segments_for(page, rows, cols)
         if needed is None:
             return np.asarray(page.asarray())[rows, cols]
@@ -126,13 +134,14 @@ def read_tile_region(
     shape: tuple[int, int],
     dtype: Any,
     crop_bottom: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Grey pixels ``[rows, cols]`` of one tile, decoding only what the window needs.
 
     Parameters
     ----------
-    path : path
-        The tile's image file.
+    path : path or str
+        The tile's image file: a local path or an fsspec URL (``s3://...``).
     rows, cols : slice
         The window, in the tile's pixels after the data-bar crop (step 1; ``None`` bounds and
         bounds past the tile are clipped as NumPy slicing clips them).
@@ -142,6 +151,9 @@ def read_tile_region(
         The tile's pixel type.
     crop_bottom : int
         Rows of data bar below the tile.
+    storage_options : dict, optional
+        fsspec options opening a URL (default: those its
+        :class:`~mosaicflow.io.remote.RemotePath` carries).
 
     Returns
     -------
@@ -155,14 +167,15 @@ def read_tile_region(
     tile's height decodes one column of tiles; of a strip-organised TIFF, the strips of its
     rows, whole rows wide); uncompressed contiguous pixels (a single strip included, the usual
     Maps tile) are read row range by row range from the file. Other formats are decoded
-    whole.
+    whole. A remote TIFF is read the same way through a file object: only the byte ranges
+    the window needs (in blocks of :data:`~mosaicflow.io.images.REMOTE_BLOCK`) are fetched.
 
     Raises
     ------
     TileReadError
         As :func:`mosaicflow.io.images.read_tile`: unreadable file, wrong size or type.
     """
-    path = Path(path)
+    path = as_path(path, storage_options)
     h, w = int(shape[0]), int(shape[1])
     r0, r1 = _span(rows, h, "rows")
     c0, c1 = _span(cols, w, "cols")
@@ -177,6 +190,8 @@ def read_tile_region(
     except FileNotFoundError:
         raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
     except Exception as exc:
+        if (refused := remote_error(exc, path)) is not None:
+            raise refused from None
         raise TileReadError(f"tile {path.name!r}: cannot decode pixels ({exc})") from exc
     if data.dtype != np.dtype(dtype):
         raise TileReadError(f"tile {path.name!r}: pixel type {data.dtype}, expected {dtype}")

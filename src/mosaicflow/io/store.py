@@ -11,13 +11,13 @@ is marked done only after every chunk it writes is written.
 from __future__ import annotations
 
 import datetime as _dt
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
 import fsspec
 import numpy as np
-import pandas as pd
 import xarray as xr
 import zarr
 
@@ -25,17 +25,22 @@ from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
 from mosaicflow.io.layout import (
     IMAGE_ATTRS,
+    IMAGE_STAGES,
     IMAGES,
     LABELS,
+    LOCK_NAME,
     ROOT_IMAGE,
     RUN_FORMAT,
+    TABLE_STAGES,
     foreign_message,
     is_run_entry,
     root_attrs,
     run_entries,
     target_state,
 )
-from mosaicflow.io.ome import OME_VERSION, write_multiscale
+from mosaicflow.io.ome import OME_VERSION, missing_chunks, write_multiscale
+from mosaicflow.io.remote import check_access, is_url
+from mosaicflow.io.tables import TableMixin
 from mosaicflow.runner import Runner
 
 
@@ -43,7 +48,7 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-class RunStore:
+class RunStore(TableMixin):
     """One run's Zarr v3 group (local path or fsspec URL such as ``s3://bucket/run.zarr``).
 
     The store is the only door to a run's files: the pipeline, the command line and the report
@@ -57,14 +62,17 @@ class RunStore:
         ``"r"`` reads a run store; ``"a"`` opens one or creates one where nothing is (a missing
         path or an empty folder); ``"w"`` creates one, replacing a run store already there.
     storage_options : dict, optional
-        Passed to fsspec for remote stores.
+        fsspec options of a remote store (``endpoint_url``, ``key``, ``secret``, ...): every
+        writer and reader of the store uses them (Zarr, Parquet through pandas, pyarrow and
+        Dask, report files, the lock).
 
     Raises
     ------
     StoreError
         ``url`` holds something mosaicflow did not make (a folder of other files, another
         program's Zarr store); it is never written into or deleted. Or, with ``"r"``, there is no
-        run store at ``url``.
+        run store at ``url``. Or the storage refuses access (wrong credentials or endpoint),
+        named with the URL.
 
     Notes
     -----
@@ -83,6 +91,8 @@ class RunStore:
         fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self._fs = fs
         self._path = path
+        if is_url(self.url):  # a refused request is named here, not deep inside a stage
+            check_access(fs, path, self.url, "run store", StoreError)
         state = target_state(self._fs, self._path)
         if state == "foreign":
             raise StoreError(foreign_message(self._fs, self._path, self.url))
@@ -123,6 +133,8 @@ class RunStore:
         probe.url = str(url).rstrip("/")
         probe.storage_options = storage_options or {}
         probe._fs, probe._path = fsspec.core.url_to_fs(probe.url, **probe.storage_options)
+        if is_url(probe.url):
+            check_access(probe._fs, probe._path, probe.url, "run store", StoreError)
         state = target_state(probe._fs, probe._path)
         if state == "foreign":
             raise StoreError(foreign_message(probe._fs, probe._path, probe.url))
@@ -139,7 +151,7 @@ class RunStore:
     def _clear(self) -> None:
         entries = run_entries(self._fs, self._path, self.url)
         for name, path in entries.items():
-            if is_run_entry(name):
+            if is_run_entry(name) and name != LOCK_NAME:  # the lock is its holder's
                 self._fs.rm(path, recursive=True)
 
     # -- run attributes -------------------------------------------------------------------
@@ -170,6 +182,26 @@ class RunStore:
         stages[stage] = entry
         self.update_meta(stages=stages)
 
+    def missing_outputs(self, stage: str) -> str | None:
+        """What a stage recorded as done has lost since (chunk files of its images, parts of
+        its tables), in words, or None when all of it is there."""
+        lost = []
+        for image, owner in IMAGE_STAGES.items():
+            if owner == stage:
+                missing = self.missing_image_chunks(image)
+                lost += [f"{n} chunk(s) of {image} level {level}" for level, n in missing.items()]
+        record = self.stages().get(stage, {})
+        for table, owner in TABLE_STAGES.items():
+            if owner != stage or (table == "pairs" and not record.get("registered")):
+                continue
+            if table == "ground_truth":
+                continue  # only synthetic inputs have one
+            expected = record.get("table_parts", {}).get(table)
+            found = self.table_parts(table)
+            if found == 0 or (expected is not None and found != expected):
+                lost.append(f"table {table} ({found} of {expected or 'its'} part(s))")
+        return "; ".join(lost) or None
+
     # -- images ---------------------------------------------------------------------------
     def _group(self, name: str) -> Any:
         """The Zarr group of image ``name``, or None; the mosaic is the root (or ``mosaic/`` in a
@@ -186,26 +218,37 @@ class RunStore:
         chunk: int = DEFAULT_CHUNK_PX,
         runner: Runner | None = None,
         label: bool = False,
-    ) -> None:
-        """Write ``image`` as an OME-Zarr multiscale image ``name``, replacing any earlier one.
+        resume: bool = False,
+    ) -> int:
+        """Write ``image`` as an OME-Zarr multiscale image ``name``; returns the chunks written.
 
         ``"mosaic"`` goes to the store's root (the store is that OME-Zarr image), labels to
         ``labels/<name>`` under it as NGFF image labels, the other layers to groups of their own
-        (see :func:`mosaicflow.io.ome.write_multiscale`).
+        (see :func:`mosaicflow.io.ome.write_multiscale`). Each written chunk is flagged in
+        ``progress/<name>/<level>``. Without ``resume`` an earlier image is replaced; with it,
+        the chunks an interrupted write already flagged are kept and only the others written.
         """
         if name == ROOT_IMAGE:
             group = self.root
             # Probed by name: listing the root would meet the tables' and report's files.
             level = 0
-            while str(level) in group:
+            while not resume and str(level) in group:
                 del group[str(level)]
                 level += 1
         else:
-            if name in self.root:
+            if name in self.root and not resume:
                 del self.root[name]
             group = self.root.require_group(name)
-        ome = write_multiscale(
-            group, image, name=name, chunk=chunk, runner=runner or Runner(), label=label
+        progress = self.root.require_group(f"progress/{name}")
+        ome, written = write_multiscale(
+            group,
+            image,
+            name=name,
+            chunk=chunk,
+            runner=runner or Runner(),
+            label=label,
+            progress=progress,
+            resume=resume,
         )
         if label:
             ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../"}}
@@ -216,6 +259,25 @@ class RunStore:
                 "labels": sorted(names | {name.split("/")[-1]}),
             }
         group.attrs.update({"ome": ome, IMAGE_ATTRS: dict(image.attrs)})
+        return written
+
+    def missing_image_chunks(self, name: str) -> dict[int, int]:
+        """Per level of image ``name``, how many chunk files are missing (levels with none
+        missing are left out; an image not stored at all counts its level 0 as one)."""
+        group = self._group(name)
+        if group is None or "0" not in group:
+            return {0: 1}
+        out = {}
+        for level in self.image_levels(name):
+            target = group[str(level)]
+            base = f"{self._path}/{target.path}".rstrip("/")
+            stored = {
+                p[len(base) + 1 :] for p in self._fs.find(base) if not p.endswith("zarr.json")
+            }
+            missing = missing_chunks(target, stored)
+            if missing:
+                out[level] = len(missing)
+        return out
 
     def set_label_classes(
         self, name: str, labels: Sequence[int], classes: Sequence[str], colors: dict[str, str]
@@ -316,111 +378,6 @@ class RunStore:
         if name not in self.root:
             self.root.require_group(name).attrs["mosaicflow"] = {"holds": f"{name} files"}
 
-    # -- tables ---------------------------------------------------------------------------
-    def table_path(self, name: str) -> str:
-        """URL of table ``name`` (a Parquet file, or a folder of parts written by workers)."""
-        return f"{self.url}/tables/{name}.parquet"
-
-    def write_table(
-        self,
-        name: str,
-        table: Any,
-        *,
-        runner: Runner | None = None,
-        metadata: dict[bytes, bytes] | None = None,
-    ) -> str:
-        """Write a pandas DataFrame (one file) or a Dask DataFrame (one part per partition,
-        written by the workers through ``runner``), replacing any earlier table ``name``.
-        ``metadata`` goes into the Parquet schema of every part (e.g. the columns' units)."""
-        self.remove_table(name)
-        self._folder_group("tables")
-        path = self.table_path(name)
-        options = self.storage_options or None
-        if isinstance(table, pd.DataFrame):
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            arrow = pa.Table.from_pandas(table, preserve_index=False)
-            if metadata:
-                arrow = arrow.replace_schema_metadata({**arrow.schema.metadata, **metadata})
-            with self._fs.open(path, "wb") as fh:
-                pq.write_table(arrow, fh)
-        else:
-            written = table.to_parquet(
-                path,
-                write_index=False,
-                compute=False,
-                storage_options=options,
-                custom_metadata=metadata or None,
-                # Zero-padded, so that a reader listing the folder takes the parts in order.
-                name_function=lambda i: f"part.{i:06d}.parquet",
-            )
-            (runner or Runner()).compute(written, name)
-        return path
-
-    def has_table(self, name: str) -> bool:
-        """Whether table ``name`` is stored."""
-        return bool(self._fs.exists(self.table_path(name)))
-
-    def remove_table(self, name: str) -> None:
-        """Delete table ``name`` if it is stored."""
-        path = self.table_path(name)
-        if self._fs.exists(path):
-            self._fs.rm(path, recursive=True)
-
-    def _dataset(self, name: str) -> Any:
-        import pyarrow.dataset as ds
-
-        if not self.has_table(name):
-            raise StoreError(f"run store {self.url!r} has no table {name!r}")
-        fs, path = fsspec.core.url_to_fs(self.table_path(name), **self.storage_options)
-        return ds.dataset(path, filesystem=fs, format="parquet")
-
-    def read_table_lazy(self, name: str) -> Any:
-        """Table ``name`` as a Dask DataFrame, one partition per stored part (each read with
-        pandas, in the parts' order)."""
-        import dask.dataframe as dd
-
-        if not self.has_table(name):
-            raise StoreError(f"run store {self.url!r} has no table {name!r}")
-        path = self.table_path(name)
-        if self._fs.isdir(path):
-            protocol = path.split("://", 1)[0] + "://" if "://" in path else ""
-            parts = sorted(
-                protocol + p for p in self._fs.ls(path, detail=False) if p.endswith(".parquet")
-            )
-        else:
-            parts = [path]
-        options = self.storage_options or None
-        meta = pd.read_parquet(parts[0], storage_options=options).iloc[:0]
-        return dd.from_map(_read_part, parts, storage_options=options, meta=meta)
-
-    def table_columns(self, name: str) -> list[str]:
-        """Column names of table ``name``, from its Parquet schema (reads no data)."""
-        return list(self._dataset(name).schema.names)
-
-    def count_rows(self, name: str) -> int:
-        """Rows of a stored table, from the Parquet footers (reads no data)."""
-        return int(self._dataset(name).count_rows())
-
-    def read_table(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        """Table ``name`` as pandas, sorted by ``label`` where it has one.
-
-        ``columns`` reads only those (each must exist), which keeps a million-row table with a
-        hundred columns small in memory.
-        """
-        if not self.has_table(name):
-            raise StoreError(f"run store {self.url!r} has no table {name!r}")
-        table = pd.read_parquet(
-            self.table_path(name),
-            columns=None if columns is None else list(columns),
-            storage_options=self.storage_options or None,
-        )
-        # A table written by the workers comes in chunk order, one part per chunk.
-        if "label" in table.columns and not table["label"].is_monotonic_increasing:
-            table = table.sort_values("label", ignore_index=True)
-        return table
-
     # -- report files ---------------------------------------------------------------------
     def report_path(self, name: str) -> str:
         """URL of file ``name`` of the run's report."""
@@ -453,10 +410,6 @@ class RunStore:
             return json.loads(fh.read())
 
 
-def _read_part(path: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
-    return pd.read_parquet(path, storage_options=storage_options)
-
-
 def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
     """Open a run store as an ``xarray.Dataset`` of its full-resolution images.
 
@@ -464,6 +417,8 @@ def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.D
     ----------
     url : str
         Path or fsspec URL of a run store written by ``mosaicflow run``.
+    storage_options : dict, optional
+        fsspec options of a remote store (``endpoint_url``, ``key``, ``secret``, ...).
 
     Returns
     -------
@@ -472,13 +427,22 @@ def open_run(url: str, *, storage_options: dict[str, Any] | None = None) -> xr.D
         backed, dims ``("y", "x")`` with coordinates in nm; ``attrs`` carry the run's metadata.
     """
     store = RunStore(url, mode="r", storage_options=storage_options)
-    variables = {}
-    for name in IMAGES:
-        if store.has_image(name):
-            variables[name] = store.read_image(name)
-    for name in LABELS:
-        if store.has_image(f"labels/{name}"):
-            variables["labels" if name == "particles" else name] = store.read_image(
-                f"labels/{name}"
-            )
-    return xr.Dataset(variables, attrs=store.meta)
+    stages = store.stages()
+    variables, unfinished = {}, []
+    for path in [*IMAGES, *(f"labels/{n}" for n in LABELS)]:
+        if not store.has_image(path):
+            continue
+        status = stages.get(IMAGE_STAGES.get(path, ""), {}).get("status")
+        if status not in (None, "done"):  # half-written: never served
+            unfinished.append(f"{path} (stage {IMAGE_STAGES[path]!r} {status})")
+            continue
+        name = path.split("/")[-1]
+        variables["labels" if name == "particles" else name] = store.read_image(path)
+    if unfinished:
+        warnings.warn(
+            f"run store {store.url!r}: left out of the dataset because their stage is not done: "
+            f"{', '.join(unfinished)}; finish the run with --resume",
+            UserWarning,
+            stacklevel=2,
+        )
+    return xr.Dataset(variables, attrs={**store.meta, "unfinished": unfinished})

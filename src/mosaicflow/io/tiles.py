@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,14 @@ from mosaicflow.io.layouts import (
     sorted_entries,
 )
 from mosaicflow.io.maps_project import read_maps_metadata
-from mosaicflow.io.positions import OPTIONS_HINT, crop_rows, nominal_positions, pixel_size
+from mosaicflow.io.positions import (
+    OPTIONS_HINT,
+    check_stage_grid,
+    crop_rows,
+    nominal_positions,
+    pixel_size,
+)
+from mosaicflow.io.remote import RemotePath, as_path, check_access, is_url
 
 __all__ = [
     "FEI_TAG",
@@ -63,13 +70,14 @@ class TileSet:
 
     Attributes
     ----------
-    folder : Path
-        The acquisition folder.
+    folder : Path or RemotePath
+        The acquisition folder (a :class:`~mosaicflow.io.remote.RemotePath` for a URL).
     tiles : pandas.DataFrame
         One row per present tile: ``row``, ``col`` (1-based), ``path``, ``stage_x_nm``,
         ``stage_y_nm`` (as the source gives them: FEI tile centre with y up, or a layout CSV's
         values; NaN where the source has none), ``y_px``, ``x_px`` (nominal top-left in mosaic
-        pixels, the smallest being 0).
+        pixels, the smallest being 0), ``stage_outlier`` (the tile's measured position was off
+        the row/col grid model and was replaced by the model's; ``docs/GRID_FORMAT.md``).
     tile_shape : tuple of int
         ``(height, width)`` of every tile after the data-bar crop.
     pixel_size_nm : tuple of float
@@ -86,6 +94,10 @@ class TileSet:
         Where the nominal positions come from: ``layout-stage``, ``fiji``,
         ``maps-stitchingdata``, ``fei-stage``, ``tem-stage``, ``zeiss-stage``, ``grid-model`` or
         ``maps-project-grid`` (``docs/GRID_FORMAT.md``).
+    storage_options : dict
+        fsspec options (endpoint, credentials) of tiles at URLs. Every URL in ``tiles.path``
+        becomes a :class:`~mosaicflow.io.remote.RemotePath` carrying them, so the tasks that
+        read tiles on the workers open them the same way; never written by :meth:`to_meta`.
     """
 
     folder: Path
@@ -98,11 +110,25 @@ class TileSet:
     missing: tuple[tuple[int, int], ...] = ()
     crop_bottom: int = 0
     position_source: str = "fei-stage"
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.folder, RemotePath) and not self.storage_options:
+            object.__setattr__(self, "storage_options", dict(self.folder.storage_options))
+        if "path" not in self.tiles or not any(is_url(p) for p in self.tiles["path"]):
+            return  # local tiles: the table is kept as given
+        options = self.storage_options or None
+        paths = [RemotePath(p, options) if is_url(p) else p for p in self.tiles["path"]]
+        # object dtype: a string column would turn the paths back into plain text
+        column = pd.Series(paths, index=self.tiles.index, dtype=object)
+        object.__setattr__(self, "tiles", self.tiles.assign(path=column))
 
     def to_meta(self) -> dict[str, Any]:
-        """Everything but the tiles table, as JSON-ready values (the run store keeps it)."""
+        """Everything but the tiles table and the storage options, as JSON-ready values (the
+        run store keeps it)."""
+        folder = self.folder
         return {
-            "folder": str(self.folder),
+            "folder": folder.as_posix() if isinstance(folder, RemotePath) else str(folder),
             "tile_shape": list(self.tile_shape),
             "pixel_size_nm": list(self.pixel_size_nm),
             "dtype": str(self.dtype),
@@ -114,10 +140,18 @@ class TileSet:
         }
 
     @classmethod
-    def from_meta(cls, info: dict[str, Any], tiles: pd.DataFrame) -> TileSet:
-        """The tile set :meth:`to_meta` described, with its tiles table."""
+    def from_meta(
+        cls,
+        info: dict[str, Any],
+        tiles: pd.DataFrame,
+        storage_options: dict[str, Any] | None = None,
+    ) -> TileSet:
+        """The tile set :meth:`to_meta` described, with its tiles table; tiles at URLs open
+        with ``storage_options``, by default those registered for the folder
+        (:func:`mosaicflow.io.remote.register_options`)."""
+        folder = info["folder"]
         return cls(
-            folder=Path(info["folder"]),
+            folder=RemotePath(folder, storage_options) if is_url(folder) else Path(folder),
             tiles=tiles,
             tile_shape=(int(info["tile_shape"][0]), int(info["tile_shape"][1])),
             pixel_size_nm=(float(info["pixel_size_nm"][0]), float(info["pixel_size_nm"][1])),
@@ -127,6 +161,7 @@ class TileSet:
             missing=tuple((int(m[0]), int(m[1])) for m in info["missing"]),
             crop_bottom=int(info.get("crop_bottom", 0)),
             position_source=str(info.get("position_source", "fei-stage")),
+            storage_options=dict(storage_options or {}),
         )
 
     @property
@@ -238,15 +273,16 @@ def read_tileset(
     overlap: float | tuple[float, float] | None = None,
     crop_bottom: int | None = None,
     missing_tiles: str = "error",
+    storage_options: dict[str, Any] | None = None,
 ) -> TileSet:
     """Read a tile set's layout and per-tile headers (pixels are not decoded).
 
     Parameters
     ----------
-    path : path
-        An acquisition folder (Maps tiles ``Tile_{row}-{col}-{z}_{c}-{t}*.tif``, a
-        ``mosaicflow-grid.json``, or image files with ``grid``), a layout file, or one image
-        (a 1x1 grid).
+    path : path or str
+        A local path or an fsspec URL (``s3://bucket/acq``) of an acquisition folder (Maps
+        tiles ``Tile_{row}-{col}-{z}_{c}-{t}*.tif``, a ``mosaicflow-grid.json``, or image
+        files with ``grid``), a layout file, or one image (a 1x1 grid).
     layout : path, optional
         A CSV ``file,row,col[,stage_y_nm,stage_x_nm,pixel_size_nm]`` or a Fiji
         ``TileConfiguration.txt``; file names relative to the layout.
@@ -265,6 +301,9 @@ def read_tileset(
     missing_tiles : {"error", "blank"}
         A grid position without a tile (not declared missing by a grid description) is an error
         naming the first ones, or, with ``"blank"``, recorded in ``missing`` and left uncovered.
+    storage_options : dict, optional
+        fsspec options (``endpoint_url``, ``key``, ``secret``, ...) for a ``path`` or
+        ``layout`` at a URL; the tile set carries them to the tasks reading its tiles.
 
     Raises
     ------
@@ -283,7 +322,9 @@ def read_tileset(
     34683) stage positions are read like FEI's. For Maps raw tiles, ``MapsProject.xml`` and
     ``StitchingData.xml`` beside the folder add positions, a layer rotation, the grid size and a
     pixel size (precedence in ``docs/GRID_FORMAT.md``). All origins are shifted so the smallest
-    is 0. A median neighbour overlap outside 2-50 % is warned about.
+    is 0. A median neighbour overlap outside 2-50 % is warned about. Measured positions (stage,
+    ``StitchingData.xml``) more than a quarter tile from the row/col grid model are warned about
+    and replaced by the model's (:func:`~mosaicflow.io.positions.check_stage_grid`).
     """
     if overlap is not None:
         overlap = (overlap, overlap) if np.ndim(overlap) == 0 else tuple(overlap)
@@ -291,11 +332,18 @@ def read_tileset(
             raise TileSetError(f"option overlap must be one fraction or two, got {overlap!r}")
         overlap = (float(overlap[0]), float(overlap[1]))
     _check_options(pixel_size_nm, grid, overlap, crop_bottom, missing_tiles)
-    path = Path(path)
-    if not path.exists():
+    path = as_path(path, storage_options)
+    if isinstance(path, RemotePath):
+        found = check_access(
+            path.fs, path.fs_path, path.as_posix(), "acquisition folder", TileSetError
+        )
+    else:
+        found = path.exists()
+    if not found:
         raise TileSetError(f"acquisition folder {str(path)!r} does not exist")
     grid = None if grid is None else (int(grid[0]), int(grid[1]))
-    folder, entries, desc, kind = _entries(path, None if layout is None else Path(layout), grid)
+    layout_path = None if layout is None else as_path(layout, storage_options)
+    folder, entries, desc, kind = _entries(path, layout_path, grid)
     headers = [read_image_header(e["path"]) for e in entries]
     ref = headers[0]
     expected = ref["shape"]
@@ -334,6 +382,7 @@ def read_tileset(
     maps = read_maps_metadata(entries)
     pixel = pixel_size(entries, headers, pixel_size_nm, maps, expected[1])
     y, x, sy, sx, source = nominal_positions(entries, headers, shape, pixel, overlap, kind, maps)
+    y, x, stage_outlier = check_stage_grid(entries, y, x, shape, pixel, source)
     table = pd.DataFrame(
         {
             "file": [_relative_name(e["path"], folder) for e in entries],
@@ -344,6 +393,7 @@ def read_tileset(
             "stage_y_nm": sy,
             "y_px": y - y.min(),
             "x_px": x - x.min(),
+            "stage_outlier": stage_outlier,
         }
     ).sort_values(["row", "col"], ignore_index=True)
     layer = None if maps is None else maps.layer
@@ -387,4 +437,5 @@ def read_tileset(
         missing=missing,
         crop_bottom=crop,
         position_source=source,
+        storage_options=dict(getattr(path, "storage_options", {})),
     )

@@ -306,6 +306,12 @@ def _read(path: Path, *, weights: bool) -> tuple[CheckpointMeta, dict[str, Any] 
         raise
     except Exception as exc:
         raise CheckpointError(f"{where}: unreadable {kind} file ({exc})") from exc
+    if state is not None:
+        import torch
+
+        odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+        if odd:
+            raise CheckpointError(f"{where}: weights {odd[:3]} are not tensors")
     if raw is None:
         raise CheckpointError(f"{where}: {kind} file without mosaicflow metadata")
     try:
@@ -363,3 +369,49 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     model = build_model(meta.arch, meta.encoder, in_channels=meta.in_channels, classes=meta.classes)
     _fit_weights(model, state, meta, f"checkpoint {str(path)!r}")
     return Checkpoint(model=model.eval(), meta=meta, path=path)
+
+
+def validate_checkpoint(path: str | os.PathLike[str]) -> CheckpointMeta:
+    """Check that a run can use the checkpoint, reading all of it (for a pre-flight check).
+
+    Reads the metadata and every weight (safetensors, or ``torch.load(weights_only=True)``: no
+    pickled code runs), rebuilds the model the metadata describes (architecture, encoder,
+    channels, classes) and loads the weights into it strictly: every name and shape must fit.
+    Weights holding NaN or infinite values are refused too (the model would turn the whole
+    mosaic into NaN).
+
+    Parameters
+    ----------
+    path : path-like
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    CheckpointMeta
+        The checkpoint's metadata.
+
+    Raises
+    ------
+    CheckpointError
+        Naming the file and the problem: missing, truncated, damaged or foreign file; metadata
+        missing or invalid; an architecture or encoder this installation cannot build; weights
+        that are not tensors, do not fit the declared model, or are not finite.
+    """
+    path = Path(path)
+    where = f"checkpoint {str(path)!r}"
+    meta, state = _read(path, weights=True)
+    assert state is not None
+    try:
+        model = build_model(
+            meta.arch, meta.encoder, in_channels=meta.in_channels, classes=meta.classes
+        )
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from exc
+    _fit_weights(model, state, meta, where)
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(
+            f"{where}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: "
+            f"{bad[0]!r}); the file is damaged or the training diverged"
+        )
+    return meta

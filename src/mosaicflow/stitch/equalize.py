@@ -30,6 +30,7 @@ from scipy import ndimage, sparse
 from scipy.sparse.linalg import lsqr
 
 from mosaicflow.io import TileSet, read_tile
+from mosaicflow.io.regions import read_tile_region
 from mosaicflow.runner import Runner
 
 MIN_OVERLAP_PX = 64
@@ -76,14 +77,18 @@ def _corrected(tile: np.ndarray, flat: np.ndarray | None) -> np.ndarray:
 
 
 def _pair_stats(
-    tile_i: np.ndarray,
-    tile_j: np.ndarray,
-    region_i: tuple[slice, slice],
-    region_j: tuple[slice, slice],
+    paths: tuple[str, str],
+    regions: tuple[tuple[slice, slice], tuple[slice, slice]],
+    read: dict[str, Any],
     flat: np.ndarray | None,
 ) -> tuple[int, float, float, float, float]:
-    a = _corrected(tile_i[region_i], None if flat is None else flat[region_i]).astype(np.float64)
-    b = _corrected(tile_j[region_j], None if flat is None else flat[region_j]).astype(np.float64)
+    """Mean and standard deviation of both tiles over their common rectangle (only that
+    rectangle of each tile is read)."""
+    values = []
+    for path, region in zip(paths, regions, strict=True):
+        part = read_tile_region(path, *region, **read)
+        values.append(_corrected(part, None if flat is None else flat[region]).astype(np.float64))
+    a, b = values
     return int(a.size), float(a.mean()), float(b.mean()), float(a.std()), float(b.std())
 
 
@@ -94,30 +99,26 @@ def overlap_stats(
     flatfield: np.ndarray | None = None,
     compute: bool = True,
 ) -> pd.DataFrame | Any:
-    """Mean and standard deviation of both tiles over each overlap, one Dask task per pair.
+    """Mean and standard deviation of both tiles over each overlap, one Dask task per pair
+    reading only the two overlapping rectangles.
 
     Returns a table with :data:`STAT_COLUMNS` (``i``, ``j``: row positions in
     ``tileset.tiles``; ``n``: overlap pixels); with ``compute=False`` the Dask delayed table.
     """
     positions = tileset.tiles if positions is None else positions
     origins = integer_origins(positions)
-    h, w = tileset.tile_shape
-    reader = dask.delayed(read_tile, pure=True)
-    paths = list(tileset.tiles["path"])
-    tiles = {}
-    stats = []
+    read = {
+        "shape": tileset.tile_shape,
+        "dtype": str(tileset.dtype),
+        "crop_bottom": int(tileset.crop_bottom),
+    }
+    paths = [str(p) for p in tileset.tiles["path"]]
     pairs = overlapping_pairs(origins, tileset.tile_shape)
     flat = None if flatfield is None else dask.delayed(np.asarray(flatfield, np.float32))
-    for i, j, ri, rj in pairs:
-        for t in (i, j):
-            if t not in tiles:
-                tiles[t] = reader(
-                    paths[t],
-                    shape=(h, w),
-                    dtype=str(tileset.dtype),
-                    crop_bottom=tileset.crop_bottom,
-                )
-        stats.append(dask.delayed(_pair_stats, pure=True)(tiles[i], tiles[j], ri, rj, flat))
+    stats = [
+        dask.delayed(_pair_stats, pure=True)((paths[i], paths[j]), (ri, rj), read, flat)
+        for i, j, ri, rj in pairs
+    ]
 
     def build(values: list[tuple[int, float, float, float, float]]) -> pd.DataFrame:
         rows = [(i, j, *v) for (i, j, _, _), v in zip(pairs, values, strict=True)]

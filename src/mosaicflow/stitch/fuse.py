@@ -30,7 +30,8 @@ from dask.tokenize import tokenize
 
 from mosaicflow.config import BLEND_MODES, DEFAULT_CHUNK_PX
 from mosaicflow.errors import ConfigError
-from mosaicflow.io.tiles import TileSet, read_tile
+from mosaicflow.io.regions import read_tile_region
+from mosaicflow.io.tiles import TileSet
 from mosaicflow.stitch.equalize import integer_origins as _integer_origins
 
 
@@ -39,6 +40,12 @@ def mosaic_shape(tileset: TileSet, positions: pd.DataFrame | None = None) -> tup
     origins = _integer_origins(tileset.tiles if positions is None else positions)
     h, w = tileset.tile_shape
     return int(origins[:, 0].max() + h), int(origins[:, 1].max() + w)
+
+
+def _centre_distance(ly: np.ndarray, lx: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Chebyshev distance of tile pixels ``(ly, lx)`` (tile coordinates) to the tile's centre
+    in units of half-sizes: < 1 inside the tile. The nearest-centre rule's measure."""
+    return np.maximum(np.abs(ly - (h - 1) / 2) / (h / 2), np.abs(lx - (w - 1) / 2) / (w / 2))
 
 
 def _fuse_chunk(
@@ -57,10 +64,7 @@ def _fuse_chunk(
     yy = np.arange(y0, y1, dtype=np.float64)[:, None]
     xx = np.arange(x0, x1, dtype=np.float64)[None, :]
     for (ty, tx), tile in zip(origins, tiles, strict=True):
-        # Chebyshev distance to the tile centre in units of half-sizes: < 1 inside the tile.
-        dist = np.maximum(
-            np.abs(yy - (ty + (h - 1) / 2)) / (h / 2), np.abs(xx - (tx + (w - 1) / 2)) / (w / 2)
-        )
+        dist = _centre_distance(yy - ty, xx - tx, h, w)
         sy0, sy1 = max(y0, ty), min(y1, ty + h)
         sx0, sx1 = max(x0, tx), min(x1, tx + w)
         inside = np.zeros(out.shape, dtype=bool)
@@ -92,7 +96,7 @@ def _corrected(part: np.ndarray, gain: float, offset: float, flat: np.ndarray | 
     return out
 
 
-def _blend_chunk(
+def _combine(
     region: tuple[int, int, int, int],
     origins: np.ndarray,
     tile_shape: tuple[int, int],
@@ -100,38 +104,70 @@ def _blend_chunk(
     mode: str,
     gains: np.ndarray,
     flat: np.ndarray | None,
-    *tiles: np.ndarray,
+    parts: list[np.ndarray],
 ) -> np.ndarray:
-    """One output region: the tiles touching it, corrected, then combined by ``mode``."""
+    """One output region from the parts of the tiles touching it (each tile's pixels inside the
+    region), corrected, then combined by ``mode``."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out_dtype = np.dtype(dtype)
     identity = flat is None and bool((gains == (1.0, 0.0)).all())
-    if mode == "nearest":
-        if identity:
-            return _fuse_chunk(region, origins, tile_shape, out_dtype, *tiles)
-        corrected = [
-            _corrected(t, float(g), float(o), flat) for t, (g, o) in zip(tiles, gains, strict=True)
-        ]
-        return _to_dtype(
-            _fuse_chunk(region, origins, tile_shape, np.float64, *corrected), out_dtype
-        )
     total = np.zeros((y1 - y0, x1 - x0), dtype=np.float64)
     weight = np.zeros_like(total)
-    for (ty, tx), tile, (g, o) in zip(origins, tiles, gains, strict=True):
+    best = np.full(total.shape, np.inf)
+    for (ty, tx), part, (g, o) in zip(origins, parts, gains, strict=True):
         sy0, sy1 = max(y0, ty), min(y1, ty + h)
         sx0, sx1 = max(x0, tx), min(x1, tx + w)
         src = (slice(sy0 - ty, sy1 - ty), slice(sx0 - tx, sx1 - tx))
-        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)
-        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)
-        wt = np.minimum(np.minimum(ly + 1, h - ly)[:, None], np.minimum(lx + 1, w - lx)[None, :])
         dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-        part = _corrected(tile[src], float(g), float(o), None if flat is None else flat[src])
-        total[dst] += wt * part
-        weight[dst] += wt
-    covered = weight > 0
-    total[covered] /= weight[covered]
+        values = part if identity else _corrected(part, g, o, None if flat is None else flat[src])
+        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
+        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
+        if mode == "nearest":
+            dist = _centre_distance(ly, lx, h, w)  # the first tile wins ties
+            take = dist < best[dst]
+            total[dst] = np.where(take, values, total[dst])
+            best[dst] = np.where(take, dist, best[dst])
+            weight[dst] = 1.0
+        else:
+            wt = np.minimum(np.minimum(ly + 1, h - ly), np.minimum(lx + 1, w - lx))
+            total[dst] += wt * values
+            weight[dst] += wt
+    if mode == "nearest" and identity:
+        return total.astype(out_dtype)  # raw values, untouched
+    if mode != "nearest":
+        covered = weight > 0
+        total[covered] /= weight[covered]
     return _to_dtype(total, out_dtype)
+
+
+def _fuse_region_task(
+    region: tuple[int, int, int, int],
+    origins: np.ndarray,
+    tile_shape: tuple[int, int],
+    dtype: str,
+    mode: str,
+    gains: np.ndarray,
+    flat: np.ndarray | None,
+    paths: list[str],
+    crop_bottom: int,
+) -> np.ndarray:
+    """Read each touching tile's pixels inside ``region`` (only those) and combine them: the
+    task's memory is the region and its tiles' parts, whatever the mosaic's size."""
+    y0, y1, x0, x1 = region
+    h, w = tile_shape
+    parts = [
+        read_tile_region(
+            path,
+            slice(max(y0, ty) - ty, min(y1, ty + h) - ty),
+            slice(max(x0, tx) - tx, min(x1, tx + w) - tx),
+            shape=(h, w),
+            dtype=dtype,
+            crop_bottom=crop_bottom,
+        )
+        for (ty, tx), path in zip(origins, paths, strict=True)
+    ]
+    return _combine(region, origins, tile_shape, dtype, mode, gains, flat, parts)
 
 
 def _normalize_chunks(
@@ -174,11 +210,13 @@ def fuse(
     -------
     xarray.DataArray
         Dims ``("y", "x")``, coordinates in nm (0 at the top-left pixel centre), the tiles'
-        dtype, backed by a Dask graph with one read task per tile and one fuse task per chunk.
+        dtype, backed by a Dask graph of one task per chunk that reads only the parts of the
+        tiles inside the chunk.
 
     Notes
     -----
-    Memory per fuse task: the chunk plus the tiles touching it. Nothing is read until computed.
+    Memory per task: the chunk plus the tiles' parts inside it, whatever the mosaic's size (no
+    tile is held for several chunks). Nothing is read until computed.
     """
     positions = tileset.tiles if positions is None else positions
     if len(positions) != len(tileset.tiles):
@@ -210,18 +248,10 @@ def fuse(
         gain_table,
         flatfield,
     )
-    read_name = f"read-tile-{token}"
     name = f"fuse-{token}"
     flat_key = f"flatfield-{token}"
     dsk: dict[Any, Any] = {flat_key: flatfield}
-    for i, path in enumerate(tileset.tiles["path"]):
-        dsk[(read_name, i)] = (
-            _read_tile_task,
-            path,
-            (h, w),
-            str(tileset.dtype),
-            tileset.crop_bottom,
-        )
+    paths = [str(p) for p in tileset.tiles["path"]]
     ystarts = np.cumsum((0, *chunk_tuple[0]))
     xstarts = np.cumsum((0, *chunk_tuple[1]))
     for bi in range(len(chunk_tuple[0])):
@@ -231,7 +261,7 @@ def fuse(
             x0, x1 = int(xstarts[bj]), int(xstarts[bj + 1])
             hits = np.flatnonzero(hits_y & (origins[:, 1] < x1) & (origins[:, 1] + w > x0))
             dsk[(name, bi, bj)] = (
-                _blend_chunk,
+                _fuse_region_task,
                 (y0, y1, x0, x1),
                 origins[hits],
                 (h, w),
@@ -239,7 +269,8 @@ def fuse(
                 blend,
                 gain_table[hits],
                 flat_key,
-                *[(read_name, int(t)) for t in hits],
+                [paths[int(t)] for t in hits],
+                int(tileset.crop_bottom),
             )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
     data = da.Array(graph, name, chunk_tuple, meta=np.empty((0, 0), dtype=tileset.dtype))
@@ -326,13 +357,6 @@ def coverage(
         name="coverage",
         attrs={"pixel_size_nm": list(tileset.pixel_size_nm), "units": "nm"},
     )
-
-
-def _read_tile_task(
-    path: str, shape: tuple[int, int], dtype: str, crop_bottom: int = 0
-) -> np.ndarray:
-    """One tile's grey pixels with the data bar cropped (``TileSet.crop_bottom``)."""
-    return read_tile(path, shape=shape, dtype=dtype, crop_bottom=crop_bottom)
 
 
 def pixel_coords(shape: tuple[int, int], pixel_size_nm: Sequence[float]) -> dict[str, np.ndarray]:

@@ -13,17 +13,20 @@ are what chance alone reaches, which ``solve_positions`` uses to reject weak pai
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dask
 import numpy as np
 import pandas as pd
 from scipy import fft as sfft
-from scipy import ndimage
-from skimage.registration import phase_cross_correlation
 
+from mosaicflow import dispatch
+from mosaicflow.errors import ConfigError
 from mosaicflow.io import TileSet
 from mosaicflow.io.regions import read_tile_region
+
+DEVICES = ("cpu", "gpu", "auto")
 
 PAIR_COLUMNS = (
     "i",
@@ -93,29 +96,32 @@ def masked_ncc(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray
     out = tuple(int(n) for n in np.add(ref.shape, mov.shape) - 1)
     shape = tuple(sfft.next_fast_len(n, real=True) for n in out)
     crop = (slice(0, out[0]), slice(0, out[1]))
+    xp = dispatch.array_module(ref)  # NumPy + scipy.fft, or CuPy + cupyx.scipy.fft
+    rfftn, irfftn = dispatch.get("rfftn", ref), dispatch.get("irfftn", ref)
+    fft, rfft = dispatch.get("fft", ref), dispatch.get("rfft", ref)
 
-    def fwd(x: np.ndarray) -> np.ndarray:
-        return sfft.rfftn(x, shape)
+    def fwd(x: Any) -> Any:
+        return rfftn(x, shape)
 
-    def fwd_ones(like: tuple[int, int]) -> np.ndarray:  # a box's transform is separable
-        return np.outer(sfft.fft(np.ones(like[0]), shape[0]), sfft.rfft(np.ones(like[1]), shape[1]))
+    def fwd_ones(like: tuple[int, int]) -> Any:  # a box's transform is separable
+        return xp.outer(fft(xp.ones(like[0]), shape[0]), rfft(xp.ones(like[1]), shape[1]))
 
-    def inv(x: np.ndarray) -> np.ndarray:
-        return sfft.irfftn(x, shape)[crop]
+    def inv(x: Any) -> Any:
+        return irfftn(x, shape)[crop]
 
     mov_rev = mov[::-1, ::-1]
     f_ref, f_ref2, f_one_r = fwd(ref), fwd(ref * ref), fwd_ones(ref.shape)
     f_mov, f_mov2, f_one_m = fwd(mov_rev), fwd(mov_rev * mov_rev), fwd_ones(mov.shape)
-    n = _overlap_counts(ref.shape, mov.shape)
+    n = xp.asarray(_overlap_counts(ref.shape, mov.shape))
     sr, sm = inv(f_ref * f_one_m), inv(f_one_r * f_mov)
     sr2, sm2 = inv(f_ref2 * f_one_m), inv(f_one_r * f_mov2)
     srm = inv(f_ref * f_mov)
-    safe = np.maximum(n, 1)
-    var_r = np.maximum(sr2 - sr * sr / safe, 0)
-    var_m = np.maximum(sm2 - sm * sm / safe, 0)
-    denom = np.sqrt(var_r * var_m)
+    safe = xp.maximum(n, 1)
+    var_r = xp.maximum(sr2 - sr * sr / safe, 0)
+    var_m = xp.maximum(sm2 - sm * sm / safe, 0)
+    denom = xp.sqrt(var_r * var_m)
     eps = 1e-9 * max(float(denom.max()), 1e-30)
-    ncc = np.where(denom > eps, (srm - sr * sm / safe) / np.maximum(denom, eps), 0.0)
+    ncc = xp.where(denom > eps, (srm - sr * sm / safe) / xp.maximum(denom, eps), 0.0)
     return ncc, n
 
 
@@ -125,16 +131,21 @@ def _halo(sigma: float | None) -> int:
     return int(4.0 * float(sigma) + 0.5) if sigma else 0
 
 
-def _prefilter(image: np.ndarray, sigma: float | None) -> np.ndarray:
+def _prefilter(image: Any, sigma: float | None) -> Any:
     image = image.astype(np.float64)
     if not sigma:
         return image
-    return -ndimage.gaussian_laplace(image, sigma)  # LoG: whitens and removes the gain/offset
+    # LoG: whitens and removes the gain/offset (SciPy on NumPy, cupyx on CuPy)
+    return -dispatch.get("gaussian_laplace", image)(image, sigma)
 
 
 def _strip_pixels(
-    tileset: TileSet, path: Any, window: tuple[slice, slice], sigma: float | None
-) -> np.ndarray:
+    tileset: TileSet,
+    path: Any,
+    window: tuple[slice, slice],
+    sigma: float | None,
+    xp: Any = np,
+) -> Any:
     """The pre-filtered pixels of one strip of a tile, equal to pre-filtering the whole tile and
     cutting the strip: only the strip and a halo of the filter's radius are read (clipped to
     the tile, where the filter's reflection at the tile edge is the same)."""
@@ -153,31 +164,47 @@ def _strip_pixels(
         crop_bottom=crop,
     )
     inner = (slice(rows.start - y0, rows.stop - y0), slice(cols.start - x0, cols.stop - x0))
-    return _prefilter(pixels, sigma)[inner]
+    return _prefilter(xp.asarray(pixels), sigma)[inner]
+
+
+def _device_module(device: str) -> Any:
+    """``numpy``, or ``cupy`` for ``device`` ``"gpu"`` (or ``"auto"`` where the worker sees a
+    GPU); a GPU asked for and not there is an error naming the option."""
+    if device == "cpu" or (device == "auto" and not dispatch.gpu_available()):
+        return np
+    if not dispatch.gpu_available():
+        raise ConfigError(
+            "stitch.device: 'gpu' needs CuPy and cuCIM (pip install 'mosaicflow[gpu]') and a "
+            "CUDA device on every worker that registers tiles"
+        )
+    import importlib
+
+    return importlib.import_module("cupy")
 
 
 def _register_one(
     tileset: TileSet,
-    i: int,
-    j: int,
+    path_i: str,
+    path_j: str,
     nominal: np.ndarray,
     *,
     max_shift: float,
     upsample: int,
     min_overlap: float,
     log_sigma: float | None,
+    device: str = "cpu",
 ) -> tuple[float, float, float, int, float]:
     """Offset (dy, dx) of tile j from tile i, NCC quality, common pixel count and NCC at the
     nominal offset of one pair."""
-    paths = tileset.tiles["path"].to_numpy()
     margin = int(np.ceil(max_shift))
     base = np.rint(nominal).astype(int)
     win_i, win_j = _strips(base, tileset.tile_shape, margin)
-    ref = _strip_pixels(tileset, paths[i], win_i, log_sigma)
-    mov = _strip_pixels(tileset, paths[j], win_j, log_sigma)
+    xp = _device_module(device)
+    ref = _strip_pixels(tileset, path_i, win_i, log_sigma, xp)
+    mov = _strip_pixels(tileset, path_j, win_j, log_sigma, xp)
     if ref.size == 0 or mov.size == 0:
         return np.nan, np.nan, np.nan, 0, np.nan
-    ncc, count = masked_ncc(ref, mov)
+    ncc, count = (dispatch.to_host(a) for a in masked_ncc(ref, mov))
     # offset = a0 + s - b0 (a0, b0: window origins in tiles i and j)
     a0 = np.array([win_i[0].start, win_i[1].start])
     b0 = np.array([win_j[0].start, win_j[1].start])
@@ -218,9 +245,11 @@ def _register_one(
                     sub[ax] = float(np.clip(0.5 * (cm - cp) / den, -0.5, 0.5))
     elif upsample > 1 and min(ext) >= 4:
         # shift that moves mov_c onto ref_c: mov_c(m) = ref_c(m + t) gives -t
-        shift, _, _ = phase_cross_correlation(ref_c, mov_c, upsample_factor=upsample)
+        pcc = dispatch.get("phase_cross_correlation", ref_c)
+        shift, _, _ = pcc(ref_c, mov_c, upsample_factor=upsample)
+        shift = np.asarray(dispatch.to_host(xp.asarray(shift)), dtype=float)
         if np.all(np.abs(shift) <= 1.0):
-            sub = -np.asarray(shift, dtype=float)
+            sub = -shift
     off = a0 + s + sub - b0
     return float(off[0]), float(off[1]), float(ncc[k]), int(count[k]), at_nominal
 
@@ -234,6 +263,7 @@ def register_pairs(
     log_sigma: float | None = 1.0,
     n_null: int = 8,
     seed: int = 0,
+    device: str = "cpu",
     compute: bool = True,
 ) -> Any:
     """Measure the translation between every pair of overlapping tiles.
@@ -256,6 +286,10 @@ def register_pairs(
         "null"``); 0: none.
     seed : int
         Seed of the random choice of null pairs.
+    device : {"cpu", "gpu", "auto"}
+        Where each pair task correlates its strips: NumPy/SciPy/scikit-image, or CuPy/cupyx/
+        cuCIM through :mod:`mosaicflow.dispatch` (``"auto"``: the GPU where the worker has
+        one). The GPU path is the same code on CuPy arrays; it is unverified on a GPU so far.
     compute : bool
         ``True``: compute (one Dask task per pair, on the current scheduler) and return a
         pandas DataFrame; ``False``: return the Dask delayed DataFrame-building object.
@@ -275,6 +309,8 @@ def register_pairs(
         raise ValueError(f"register_pairs: max_shift_px must be positive, got {max_shift_px!r}")
     if upsample < 0:
         raise ValueError(f"register_pairs: upsample must be >= 0, got {upsample!r}")
+    if device not in DEVICES:
+        raise ConfigError(f"stitch.device must be one of {DEVICES}, got {device!r}")
     pos = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
     pairs = candidate_pairs(tileset)
     jobs = [(i, j, "neighbour", pos[j] - pos[i]) for i, j in pairs]
@@ -286,9 +322,14 @@ def register_pairs(
         "upsample": upsample,
         "min_overlap": min_overlap,
         "log_sigma": log_sigma,
+        "device": device,
     }
+    # Tasks get the tile size, type and crop once (one graph key), not the whole tiles table.
+    reader = dask.delayed(dataclasses.replace(tileset, tiles=tileset.tiles.iloc[:0]), pure=True)
+    paths = [str(p) for p in tileset.tiles["path"]]
     tasks = [
-        dask.delayed(_register_one, pure=True)(tileset, i, j, nom, **opts) for i, j, _, nom in jobs
+        dask.delayed(_register_one, pure=True)(reader, paths[i], paths[j], nom, **opts)
+        for i, j, _, nom in jobs
     ]
 
     def build(results: list[tuple[float, float, float, int, float]]) -> pd.DataFrame:

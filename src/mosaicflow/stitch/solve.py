@@ -163,6 +163,7 @@ def register_tileset(
     *,
     register: bool = True,
     max_shift_px: float | None = None,
+    device: str = "cpu",
     runner: Runner | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
     """Register a tile set: its tiles table with the solved positions, the judged pairs, and
@@ -183,7 +184,7 @@ def register_tileset(
     if not info["registered"]:
         return tiles, None, info
     nominal = dataclasses.replace(tileset, tiles=tiles)
-    pairs = register_pairs(nominal, max_shift_px=max_shift_px, compute=False)
+    pairs = register_pairs(nominal, max_shift_px=max_shift_px, device=device, compute=False)
     pairs = (runner or Runner()).compute(pairs, "register")
     positions, judged = solve_positions(nominal, pairs, return_pairs=True)
     for col in ("y_px", "x_px", "residual_px", "n_pairs_kept"):

@@ -1,16 +1,10 @@
-"""The whole job as stages run against a run store and a Dask client, resumable.
-
-Each stage reads what earlier stages stored, writes its own output chunk by chunk from the
-workers, and is marked done in the store only after all of it is written. ``resume`` skips
-stages already marked done; a failed or interrupted stage is simply run again.
-"""
+"""The pipeline's stages: each reads what earlier stages stored and writes its own output
+into the run store, chunk by chunk from the workers, returning the figures its stage record
+keeps. Mixed into :class:`mosaicflow.pipeline.Pipeline`, which runs them in order."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +12,9 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
-from rich.console import Console
 
-from mosaicflow import __version__
-from mosaicflow.config import Config
-from mosaicflow.config.values import config_differences
-from mosaicflow.errors import ConfigError, StoreError
 from mosaicflow.io.store import RunStore
-from mosaicflow.io.tiles import TileSet, read_tileset
-from mosaicflow.runner import Runner
+from mosaicflow.io.tiles import read_tileset
 from mosaicflow.selection import (
     ECD,
     EDGE_FLAGS,
@@ -39,156 +27,13 @@ from mosaicflow.selection import (
     sorted_by_label,
 )
 
-STAGES = (
-    "tiles",
-    "register",
-    "mosaic",
-    "denoised",
-    "probability",
-    "labels",
-    "particles",
-    "report",
-)
 
+class StageMixin:
+    """``_stage_<name>(store) -> dict`` for every stage of
+    :data:`mosaicflow.pipeline.STAGES`; the figures' ``pixels`` entry gives the stage's Mpx/s.
+    Uses the pipeline's ``config``, ``runner``, ``tileset``, ``client``, ``_say``,
+    ``_input_folder`` and ``_resuming`` (the stage continues an interrupted one)."""
 
-class Pipeline:
-    """Runs the stages of :data:`STAGES` for one configuration into one run store.
-
-    Parameters
-    ----------
-    config : Config
-        What to run.
-    out : str
-        Run store path or URL.
-    client : distributed.Client, optional
-        Where to compute; without one, Dask's local threaded scheduler.
-    resume : bool
-        Reuse a store from an earlier run with the same configuration, skipping finished stages.
-    overwrite : bool
-        Replace an existing store.
-    console : rich.console.Console, optional
-        Progress and messages; ``None`` is silent.
-    """
-
-    def __init__(
-        self,
-        config: Config,
-        out: str | os.PathLike[str],
-        *,
-        client: Any = None,
-        resume: bool = False,
-        overwrite: bool = False,
-        console: Console | None = None,
-    ) -> None:
-        self.config = config
-        self.out = str(out)
-        self.client = client
-        self.resume = resume
-        self.overwrite = overwrite
-        self.console = console
-        self.runner = Runner(client, console=console)
-        self.store: RunStore | None = None
-        self._tileset: TileSet | None = None
-        self._checked = False
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], out: str, **kwargs: Any) -> Pipeline:
-        """A pipeline for the YAML configuration at ``path`` (environment variables applied)."""
-        return cls(Config.from_yaml(path).with_env(), out, **kwargs)
-
-    # -- helpers --------------------------------------------------------------------------
-    def _say(self, message: str) -> None:
-        if self.console is not None:
-            self.console.print(message)
-
-    def preflight(self) -> None:
-        """Check everything a run needs before any heavy work or cluster start.
-
-        Reads the tile headers once (the ``tiles`` stage reuses them), the checkpoint's and the
-        classifier's headers, and checks the output: a run store made with ``resume`` or
-        ``overwrite`` where one exists, never a folder or store mosaicflow did not make, never
-        the input or a folder holding its tiles, nor a path inside one. Raises a
-        :class:`MosaicflowError` naming the file or option at fault; writes nothing.
-        """
-        cfg = self.config
-        self._check_output()  # the given path, before reading anything
-        if cfg.input is not None and self._tileset is None:
-            self._tileset = read_tileset(cfg.input, **cfg.tiles.reader_options())
-            self._check_output()  # and every folder the tiles are in
-        if cfg.segment.method == "model" and cfg.segment.model:
-            from mosaicflow.segmentation import read_checkpoint_metadata
-
-            read_checkpoint_metadata(cfg.segment.model)
-        if cfg.classify.model:
-            from mosaicflow.classify import check_loadable
-
-            check_loadable(cfg.classify.model, trust_pickle=cfg.classify.trust_pickle)
-        self._checked = True
-
-    def _check_output(self) -> None:
-        if self.config.input is not None and "://" not in self.out:
-            out = Path(self.out).expanduser().resolve()
-            given = Path(self.config.input).expanduser().resolve()
-            # The input folder, and every folder holding tiles (a layout file may name tiles
-            # anywhere); a layout file or a single image is itself input, not its folder.
-            folders = {given} if given.is_dir() else set()
-            if self._tileset is not None:
-                folders |= {Path(p).resolve().parent for p in self._tileset.tiles["path"]}
-            for folder in sorted(folders):
-                if out == folder or folder in out.parents or out in folder.parents:
-                    raise StoreError(
-                        f"--out {self.out!r} overlaps the input folder {str(folder)!r}: "
-                        "mosaicflow never writes into its input; choose an output outside it"
-                    )
-            if out == given:
-                raise StoreError(f"--out {self.out!r} is the input {str(given)!r}")
-        exists = RunStore.check_target(self.out, replace=self.overwrite)
-        if exists and not (self.resume or self.overwrite):
-            raise StoreError(
-                f"run store {self.out!r} already exists: pass resume=True (--resume) to "
-                "continue it or overwrite=True (--overwrite) to replace it"
-            )
-
-    def _open_store(self) -> RunStore:
-        if not self._checked:
-            self._check_output()
-        store = RunStore(self.out, mode="w" if self.overwrite else "a")
-        current = self.config.to_dict()
-        stored = store.meta.get("config")
-        if stored is not None:
-            diffs = config_differences(stored, current)
-            if diffs:
-                raise StoreError(
-                    f"run store {self.out!r} was made with another configuration; cannot resume "
-                    f"({'; '.join(diffs)}); use --overwrite or another --out"
-                )
-        else:
-            store.update_meta(
-                version=__version__,
-                config=current,
-                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                stages={},
-            )
-        return store
-
-    def _input_folder(self) -> Path:
-        if self.config.input:
-            return Path(self.config.input)
-        from mosaicflow.synth.default import default_input
-
-        return default_input(self.config, console=self.console)
-
-    @property
-    def tileset(self) -> TileSet:
-        """The run's tile set (from preflight, the tiles stage, or the store when resuming)."""
-        if self._tileset is None:
-            assert self.store is not None
-            self._tileset = TileSet.from_meta(
-                self.store.meta["tileset"], self.store.read_table("tiles")
-            )
-        return self._tileset
-
-    # -- stages ---------------------------------------------------------------------------
     def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
         folder = self._input_folder()
         # Headers read by preflight() are not read again.
@@ -197,10 +42,16 @@ class Pipeline:
             if self._tileset is not None
             else read_tileset(folder, **self.config.tiles.reader_options())
         )
+        from mosaicflow.io.tile_checks import check_tile_pixels, raise_for_tile_problems
+
+        # Every tile read once: a blank, NaN or unreadable tile is named before the heavy work.
+        problems = self.runner.compute(check_tile_pixels(tileset, compute=False), "check tiles")
+        raise_for_tile_problems(problems, source=f"input {str(folder)!r}")
         store.write_table("tiles", tileset.tiles)
         truth = folder / "ground_truth" / "particles.csv"
-        if truth.exists():
-            store.write_table("ground_truth", pd.read_csv(truth))
+        if truth.exists():  # a local path or a URL (io.remote.RemotePath)
+            with truth.open("rb") as fh:
+                store.write_table("ground_truth", pd.read_csv(fh))
         store.update_meta(tileset=tileset.to_meta())
         self._tileset = tileset
         self._say(
@@ -215,7 +66,11 @@ class Pipeline:
 
         cfg = self.config.stitch
         tiles, pairs, info = register_tileset(
-            self.tileset, register=cfg.register, max_shift_px=cfg.max_shift_px, runner=self.runner
+            self.tileset,
+            register=cfg.register,
+            max_shift_px=cfg.max_shift_px,
+            device=cfg.device,
+            runner=self.runner,
         )
         if pairs is not None:
             store.write_table("pairs", pairs)
@@ -247,8 +102,26 @@ class Pipeline:
             gains=gains,
             flatfield=flat,
         )
-        store.write_image("mosaic", mosaic, chunk=self.config.store.chunk, runner=self.runner)
-        return {"pixels": int(mosaic.size), "shape": list(mosaic.shape), "blend": cfg.blend, **info}
+        written = self._write_image(store, "mosaic", mosaic)
+        return {
+            "pixels": int(mosaic.size),
+            "shape": list(mosaic.shape),
+            "blend": cfg.blend,
+            "chunks_written": written,
+            **info,
+        }
+
+    def _write_image(self, store: RunStore, name: str, image: Any, **kwargs: Any) -> int:
+        """Write one of the run's images at the store's chunk size; an interrupted stage being
+        resumed keeps the chunks it had written. Returns the chunks written now."""
+        return store.write_image(
+            name,
+            image,
+            chunk=self.config.store.chunk,
+            runner=self.runner,
+            resume=self._resuming,
+            **kwargs,
+        )
 
     def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow import restoration
@@ -270,8 +143,13 @@ class Pipeline:
         den.attrs.update(mosaic.attrs)
         if cfg.store_dtype == "input":
             den = restoration.to_storage_dtype(den, mosaic.dtype)
-        store.write_image("denoised", den, chunk=self.config.store.chunk, runner=self.runner)
-        return {"pixels": int(mosaic.size), "dtype": str(den.dtype), **info}
+        written = self._write_image(store, "denoised", den)
+        return {
+            "pixels": int(mosaic.size),
+            "dtype": str(den.dtype),
+            "chunks_written": written,
+            **info,
+        }
 
     def _stage_probability(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.stitch import coverage
@@ -306,10 +184,8 @@ class Pipeline:
         # Resource annotations live on graph layers, which low-level fusion would merge away.
         routed = self.config.segment.method == "model" and bool(self.config.segment.resources)
         with dask.config.set({"optimization.fuse.active": False} if routed else {}):
-            store.write_image(
-                "probability", prob, chunk=self.config.store.chunk, runner=self.runner
-            )
-        return {"pixels": int(den.size), **info}
+            written = self._write_image(store, "probability", prob)
+        return {"pixels": int(den.size), "chunks_written": written, **info}
 
     def _model_probability(self, den: Any) -> tuple[Any, dict[str, Any]]:
         """Windowed model inference, stored as uint8 ``round(p * 255)``."""
@@ -348,7 +224,6 @@ class Pipeline:
         prob = store.read_image("probability")
         cut = int(prob.attrs.get("label_threshold_u8", 128))
         # Step 1's local labels wait in the store, not in worker memory, until step 3.
-        chunk = self.config.store.chunk
         store.remove_scratch()
         scratch = store.scratch_array(
             "labels_local",
@@ -358,9 +233,9 @@ class Pipeline:
         )
         labels = label(prob >= cut, connectivity=self.config.label.connectivity, scratch=scratch)
         labels.attrs.update(prob.attrs)
-        store.write_image("labels/particles", labels, chunk=chunk, runner=self.runner, label=True)
+        written = self._write_image(store, "labels/particles", labels, label=True)
         store.remove_scratch()
-        return {"pixels": int(prob.size)}
+        return {"pixels": int(prob.size), "chunks_written": written}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.measure import regionprops_table, table_schema_metadata
@@ -397,6 +272,7 @@ class Pipeline:
         store.write_table("particles", table, runner=self.runner, metadata=units)
         store.remove_table(UNFILTERED)
         info["n_particles"] = store.count_rows("particles")
+        info["table_parts"] = {"particles": store.table_parts("particles")}
         if cfg.model:
             info.update(self._label_classes(store, info["n_particles"]))
         return {"pixels": int(labels.size), **info}
@@ -408,7 +284,7 @@ class Pipeline:
             return {"label_colors": f"not written: {n_particles} particles > {MAX_LABEL_COLORS}"}
         from mosaicflow.report.plots import class_colors
 
-        table = store.read_table("particles", columns=["label", "class"])
+        table = store.read_table("particles", columns=["label", "class"], unfinished_ok=True)
         names = sorted(table["class"].astype(str).unique())
         palette = dict(zip(names, class_colors(names), strict=True))
         store.set_label_classes(
@@ -438,48 +314,3 @@ class Pipeline:
 
         summary = write_report(store)
         return {"pixels": 0, "n_particles": summary["particles"]["count"]}
-
-    # -- driver ---------------------------------------------------------------------------
-    def run(self, *, client: Any = None, stop_after: str | None = None) -> RunStore:
-        """Run (or resume) every stage; returns the store. Raises on the first failed stage.
-
-        Parameters
-        ----------
-        client : distributed.Client, optional
-            Where to compute (replaces the one given to the constructor).
-        stop_after : str, optional
-            Last stage to run, one of :data:`STAGES`.
-        """
-        if stop_after is not None and stop_after not in STAGES:
-            raise ConfigError(f"stop_after must be one of {STAGES}, got {stop_after!r}")
-        if client is not None:
-            self.client = client
-            self.runner = Runner(client, console=self.console)
-        store = self.store = self._open_store()
-        if self.resume and store.stage_done("register"):
-            self._tileset = None  # the stored registered positions, not the headers' nominal ones
-        if self.client is not None:
-            self._say(f"Dask dashboard: {self.client.dashboard_link}")
-        if not (store.stage_done("tiles") and store.stage_done("mosaic")):
-            self._input_folder()  # synthesize the default input outside the timed stages
-        stages: dict[str, Callable[[RunStore], dict[str, Any]]] = {
-            name: getattr(self, f"_stage_{name}") for name in STAGES
-        }
-        for name, fn in stages.items():
-            if self.resume and store.stage_done(name):
-                self._say(f"[dim]{name:<12} already done, skipped[/dim]")
-            else:
-                store.set_stage(name, "running")
-                start = time.perf_counter()
-                try:
-                    info = fn(store)
-                except BaseException as exc:
-                    store.set_stage(name, "failed", error=f"{type(exc).__name__}: {exc}")
-                    raise
-                seconds = time.perf_counter() - start
-                pixels = info.pop("pixels", 0)
-                mpx = pixels / 1e6 / seconds if pixels and seconds > 0 else None
-                store.set_stage(name, "done", seconds=round(seconds, 3), mpx_per_s=mpx, **info)
-            if name == stop_after:
-                break
-        return store
