@@ -35,14 +35,14 @@ from dask.callbacks import Callback
 from mosaicflow.config import Config
 from mosaicflow.pipeline import Pipeline
 
-folder, out, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+folder, out, after, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 written = 0
 
 class KillAfterWrites(Callback):
     def _posttask(self, key, result, dsk, state, worker_id):
         global written
         name = key[0] if isinstance(key, tuple) else key
-        if str(name).startswith("_write_block"):
+        if str(name).startswith(prefix):
             written += 1
             if written == after:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -91,7 +91,15 @@ def test_driver_killed_while_writing_labels_resumes_the_unwritten_chunks(
     Pipeline(_config(small_grid.folder), str(out)).run(stop_after="probability")
     killed = 7
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, str(small_grid.folder), str(out), str(killed)],
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(small_grid.folder),
+            str(out),
+            str(killed),
+            "_write_block",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, "DASK_SCHEDULER": "synchronous"},
@@ -224,34 +232,38 @@ def test_a_worker_killed_in_every_stage_leaves_an_identical_store(
     _assert_same(RunStore(str(out), mode="r"), clean)
 
 
-def test_driver_killed_in_the_particles_stage_resumes_to_the_same_table(
+def test_driver_killed_in_the_particles_stage_resumes_the_unmeasured_chunks(
     small_grid, clean, tmp_path
 ):
-    """The particles stage is resumed whole (its table is written at the end); the store and
-    the table still equal a clean run's."""
+    """Each chunk's measurements are one part of the stage's scratch table, moved into place
+    whole; a resumed stage measures only the chunks without a part, and ends with the clean
+    run's table."""
     out = tmp_path / "run.zarr"
     Pipeline(_config(small_grid.folder), str(out)).run(stop_after="labels")
-    code = (
-        "import sys; from mosaicflow.config import Config; from mosaicflow.pipeline import "
-        f"Pipeline; Pipeline(Config(input={str(small_grid.folder)!r}).replace('store', "
-        f"chunk={CHUNK}), {str(out)!r}, resume=True).run()"
+    killed = 5
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(small_grid.folder),
+            str(out),
+            str(killed),
+            "_write_part",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DASK_SCHEDULER": "synchronous"},
+        timeout=300,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], env={**os.environ, "DASK_SCHEDULER": "synchronous"}
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while _status(out, "particles") != "running" and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = RunStore(str(out), mode="r")
     assert store.stages()["particles"]["status"] == "running"
     with pytest.raises(StoreError, match="table 'particles' is not complete"):
         store.read_table("particles")
     Pipeline(_config(small_grid.folder), str(out), resume=True, break_lock=True).run()
-    _assert_same(RunStore(str(out), mode="r"), clean)
+    store = RunStore(str(out), mode="r")
+    total = clean.stages()["particles"]["chunks_measured"]  # every part, in a clean run
+    assert total > killed
+    assert store.stages()["particles"]["chunks_measured"] == total - killed
+    _assert_same(store, clean)

@@ -115,15 +115,29 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
 @pytest.mark.cluster
 @pytest.mark.parametrize(
     "store",
-    ["local", pytest.param("s3", marks=pytest.mark.skip(reason="object storage not wired yet"))],
+    ["local", "s3"],
 )
 def test_manifests_run_as_processes_and_match_a_local_cluster(
-    committed, processes, small_grid, client, tmp_path, store
+    committed, processes, small_grid, client, tmp_path, store, s3_server
 ):
     job, group = committed["daskjob.yaml"], committed["gpu-workergroup.yaml"]
     secret = committed["secret-example.yaml"]
+    if store == "s3":  # the Secret's values point at a real S3-protocol server on 127.0.0.1
+        key, password = "AKIAK8SJOBTEST", "k8s-job-s3cr3t"
+        endpoint, _ = s3_server(small_grid.folder, "mosaicflow-k8s", key, password)
+        secret = {
+            **secret,
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": key,
+                "AWS_SECRET_ACCESS_KEY": password,
+                "AWS_ENDPOINT_URL": endpoint,
+            },
+        }
+        assert set(secret["stringData"]) == set(committed["secret-example.yaml"]["stringData"])
     cluster_spec = job["spec"]["cluster"]["spec"]
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "MOSAICFLOW_"))}
+    # nothing of this machine's configuration reaches the containers but what the manifests say
+    hidden = ("DASK_", "MOSAICFLOW_", "AWS_", "FSSPEC_")
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(hidden)}
 
     # scheduler: its container, listening on 127.0.0.1 instead of the pod's 0.0.0.0
     (sched,) = cluster_spec["scheduler"]["spec"]["containers"]
@@ -168,10 +182,15 @@ def test_manifests_run_as_processes_and_match_a_local_cluster(
     assert {n for n, r in labelled.items() if r.get("GPU") == 1} == {"mosaicflow-gpu-worker-0"}
     assert sum(1 for r in labelled.values() if not r) == cluster_spec["worker"]["replicas"]
 
-    # the job: its command against local paths (TODO-free hook: the s3 parameter above)
+    # the job: its command against local paths, or against the S3 server with the Secret's
+    # credentials and endpoint as the only way to reach it
     (container,) = job["spec"]["job"]["spec"]["containers"]
-    out = tmp_path / "k8s.zarr"
-    stores = {deploy.Deployment.input: str(small_grid.folder), deploy.Deployment.out: str(out)}
+    if store == "s3":
+        out = "s3://mosaicflow-k8s/run.zarr"
+        stores = {deploy.Deployment.input: "s3://mosaicflow-k8s/acq", deploy.Deployment.out: out}
+    else:
+        out = tmp_path / "k8s.zarr"
+        stores = {deploy.Deployment.input: str(small_grid.folder), deploy.Deployment.out: str(out)}
     assert set(stores) <= set(container["args"])
     env = base_env | _container_env(container, secret) | {deploy.SCHEDULER_ADDRESS_ENV: address}
     argv = _expand([stores.get(a, a) for a in container["args"]], env)
@@ -187,7 +206,16 @@ def test_manifests_run_as_processes_and_match_a_local_cluster(
     argv = ["run", str(small_grid.folder), "--out", str(ref), "--quiet"]
     code = main([*argv, "--cluster", client.scheduler.address])
     assert code == 0
-    got = RunStore(str(out), mode="r").read_table("particles")
+    options = (
+        {
+            "endpoint_url": secret["stringData"]["AWS_ENDPOINT_URL"],
+            "key": secret["stringData"]["AWS_ACCESS_KEY_ID"],
+            "secret": secret["stringData"]["AWS_SECRET_ACCESS_KEY"],
+        }
+        if store == "s3"
+        else None
+    )
+    got = RunStore(str(out), mode="r", storage_options=options).read_table("particles")
     want = RunStore(str(ref), mode="r").read_table("particles")
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want)

@@ -100,6 +100,40 @@ class TableMixin:
             (runner or Runner()).compute(written, name)
         return path
 
+    def write_table_parts(
+        self, name: str, table: Any, *, runner: Runner | None = None, resume: bool = False
+    ) -> int:
+        """Write a Dask DataFrame as one Parquet part per partition, each written to a
+        temporary name and then moved into place, so a part that exists is whole; returns the
+        parts written now.
+
+        With ``resume`` the parts already there are kept and their partitions not computed
+        again (an interrupted write continues); without it an earlier table is replaced. Every
+        part has the partitions' common schema (from the table's ``_meta``).
+        """
+        import dask
+        import pyarrow as pa
+
+        if not resume:
+            self.remove_table(name)
+        self._folder_group("tables")
+        folder = self.table_path(name)
+        self._fs.makedirs(folder, exist_ok=True)
+        schema = pa.Schema.from_pandas(table._meta, preserve_index=False)
+        have = set(self._fs.ls(folder, detail=False)) if resume else set()
+        have = {p.rstrip("/").rsplit("/", 1)[-1] for p in have}
+        parts = table.to_delayed()
+        todo = [
+            dask.delayed(_write_part, pure=False)(
+                part, self._fs, f"{folder}/part.{i:06d}.parquet", schema
+            )
+            for i, part in enumerate(parts)
+            if f"part.{i:06d}.parquet" not in have
+        ]
+        if todo:
+            (runner or Runner()).compute(dask.delayed(len)(todo), name)
+        return len(todo)
+
     def has_table(self, name: str) -> bool:
         """Whether table ``name`` is stored."""
         return bool(self._fs.exists(self.table_path(name)))
@@ -175,3 +209,17 @@ class TableMixin:
 
 def _read_part(path: str, storage_options: dict[str, Any] | None) -> pd.DataFrame:
     return pd.read_parquet(path, storage_options=storage_options)
+
+
+def _write_part(frame: pd.DataFrame, fs: Any, path: str, schema: Any) -> str:
+    """One Parquet part, written under a temporary name and moved into place."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    folder, name = path.rsplit("/", 1)
+    tmp = f"{folder}/.{name}.tmp"  # hidden: Parquet readers skip it while it is incomplete
+    with fs.open(tmp, "wb") as fh:
+        pq.write_table(arrow, fh)
+    fs.mv(tmp, path)
+    return path

@@ -255,8 +255,11 @@ class StageMixin:
         )
         if model:
             table = table.map_partitions(probability_mean, meta=probability_mean(table._meta))
-        # Every object is measured once into a scratch table; the listed ones are read back.
-        store.write_table(UNFILTERED, table, runner=self.runner)
+        # Every object is measured once into a scratch table, one part per chunk (a resumed
+        # stage keeps the parts already written); the listed ones are read back.
+        measured = store.write_table_parts(
+            UNFILTERED, table, runner=self.runner, resume=self._resuming
+        )
         info = self._select_particles(store, n_pixels=int(labels.size))
         table = store.read_table_lazy(UNFILTERED)
         table = table[listed(table, info["min_diameter_nm"], self.config.measure.edge_policy)]
@@ -273,6 +276,7 @@ class StageMixin:
         store.remove_table(UNFILTERED)
         info["n_particles"] = store.count_rows("particles")
         info["table_parts"] = {"particles": store.table_parts("particles")}
+        info["chunks_measured"] = measured
         if cfg.model:
             info.update(self._label_classes(store, info["n_particles"]))
         return {"pixels": int(labels.size), **info}
