@@ -65,6 +65,19 @@ def clean(small_grid, tmp_path_factory):
     return RunStore(str(out), mode="r")
 
 
+def _resume_and_kill(folder, out: Path, after: int, prefix: str) -> None:
+    """Resume the run in a driver process (synchronous scheduler) that SIGKILLs itself right
+    after the ``after``-th task whose key starts with ``prefix`` (a chunk write) finishes."""
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(folder), str(out), str(after), prefix],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DASK_SCHEDULER": "synchronous"},
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+
 def _chunks(store: RunStore, image: str) -> int:
     total = 0
     for level in store.image_levels(image):
@@ -90,22 +103,7 @@ def test_driver_killed_while_writing_labels_resumes_the_unwritten_chunks(
     out = tmp_path / "run.zarr"
     Pipeline(_config(small_grid.folder), str(out)).run(stop_after="probability")
     killed = 7
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLER,
-            str(small_grid.folder),
-            str(out),
-            str(killed),
-            "_write_block",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DASK_SCHEDULER": "synchronous"},
-        timeout=300,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _resume_and_kill(small_grid.folder, out, killed, "_write_block")
     store = RunStore(str(out), mode="r")
     assert store.stages()["labels"]["status"] == "running"
     with pytest.raises(StoreError, match="not running any more"):  # its lock is stale
@@ -241,22 +239,7 @@ def test_driver_killed_in_the_particles_stage_resumes_the_unmeasured_chunks(
     out = tmp_path / "run.zarr"
     Pipeline(_config(small_grid.folder), str(out)).run(stop_after="labels")
     killed = 5
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            KILLER,
-            str(small_grid.folder),
-            str(out),
-            str(killed),
-            "_write_part",
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DASK_SCHEDULER": "synchronous"},
-        timeout=300,
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    _resume_and_kill(small_grid.folder, out, killed, "_write_part")
     store = RunStore(str(out), mode="r")
     assert store.stages()["particles"]["status"] == "running"
     with pytest.raises(StoreError, match="table 'particles' is not complete"):

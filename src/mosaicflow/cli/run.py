@@ -268,8 +268,9 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return config.with_env()
 
 
-def main(args: argparse.Namespace, console: Console) -> int:
-    """Handle ``mosaicflow run``: check everything, start the cluster, run, print a summary."""
+def run_pipeline(args: argparse.Namespace, console: Console, stop_after: str | None = None) -> Any:
+    """Check everything, start the cluster, run the stages (up to ``stop_after``), close the
+    cluster; returns the run store. Shared by the commands that run the pipeline."""
     from mosaicflow import cluster
     from mosaicflow.pipeline import Pipeline
 
@@ -290,10 +291,14 @@ def main(args: argparse.Namespace, console: Console) -> int:
         memory_limit=config.cluster.memory_limit,
     )
     try:
-        store = pipeline.run(client=client)
+        return pipeline.run(client=client, stop_after=stop_after)
     finally:
         cluster.close(client)
-    print_summary(store, console)
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    """Handle ``mosaicflow run``: the whole job, then a summary."""
+    print_summary(run_pipeline(args, console), console)
     return 0
 
 

@@ -17,7 +17,7 @@ from mosaicflow.cli.run import (
     add_stitch_options,
     add_store_options,
     add_tile_options,
-    config_from_args,
+    run_pipeline,
 )
 from mosaicflow.config import DEFAULT_CHUNK_PX
 
@@ -48,31 +48,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace, console: Console) -> int:
-    """Handle ``mosaicflow stitch``: check the input, start the cluster, run the first stages."""
-    from mosaicflow import cluster
-    from mosaicflow.pipeline import Pipeline
-
-    config = config_from_args(args)
-    pipeline = Pipeline(
-        config,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        console=None if args.quiet else console,
-        break_lock=args.break_lock,
-    )
-    pipeline.preflight()
-    client = cluster.connect(
-        config.cluster.address,
-        n_workers=config.cluster.n_workers,
-        threads_per_worker=config.cluster.threads_per_worker,
-        memory_limit=config.cluster.memory_limit,
-    )
-    try:
-        store = pipeline.run(client=client, stop_after="mosaic")
-    finally:
-        cluster.close(client)
-    print_summary(store, console)
+    """Handle ``mosaicflow stitch``: the ``tiles``, ``register`` and ``mosaic`` stages."""
+    print_summary(run_pipeline(args, console, stop_after="mosaic"), console)
     return 0
 
 
