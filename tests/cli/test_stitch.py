@@ -101,3 +101,15 @@ def test_stitch_of_an_image_folder_without_metadata_names_the_options(tmp_path, 
     assert code == 2
     out = capsys.readouterr().out
     assert "--pixel-size" in out and not (tmp_path / "o.zarr").exists()
+
+
+def test_flatfield_without_equalisation(small_grid, tmp_path):
+    """``--flatfield --no-equalize``: the flat field divides every tile, no gains are solved."""
+    out = tmp_path / "ff.zarr"
+    args = [str(small_grid.folder), "--out", str(out), "--chunk", "256", "--workers", "1"]
+    assert main(["stitch", *args, "--flatfield", "--no-equalize", "--quiet"]) == 0
+    store = RunStore(str(out), mode="r")
+    record = store.stages()["mosaic"]
+    lo, hi = record["flatfield_range"]
+    assert 0.5 < lo < 1.0 < hi < 1.5  # the synth's vignetting, normalised to mean 1
+    assert "gain_range" not in record and "gain" not in store.read_table("tiles")

@@ -145,6 +145,22 @@ def remote_error(exc: BaseException, path: Path) -> TileReadError | None:
     return found if isinstance(found, TileReadError) else None
 
 
+@contextlib.contextmanager
+def tile_errors(path: Path, what: str) -> Iterator[None]:
+    """Turn any failure of reading ``path`` into a :class:`TileReadError` naming the tile: file
+    not found, the storage's refusal (remote tiles), else ``what`` with the cause."""
+    try:
+        yield
+    except TileReadError:
+        raise
+    except FileNotFoundError:
+        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
+    except Exception as exc:
+        if (refused := remote_error(exc, path)) is not None:
+            raise refused from None
+        raise TileReadError(f"tile {path.name!r}: {what} ({exc})") from exc
+
+
 def _tag_value(page: Any, code: int) -> Any:
     tag = page.tags.get(code)
     return None if tag is None else tag.value
@@ -165,7 +181,8 @@ def read_image_header(path: Path) -> dict[str, Any]:
         ``zeiss`` (tag 34118 as tifffile parses it), each None where the tag is absent.
     """
     tem = zeiss = None
-    try:
+    kind = "TIFF" if path.suffix.lower() in TIFF_SUFFIXES else "image"
+    with tile_errors(path, f"not a readable {kind}"):
         if path.suffix.lower() in TIFF_SUFFIXES:
             with opened(path) as source, tifffile.TiffFile(source) as tif:
                 page = tif.pages.first
@@ -185,15 +202,6 @@ def read_image_header(path: Path) -> dict[str, Any]:
                 raise TileReadError(f"tile {path.name!r}: unsupported image mode {mode!r}")
             dtype = np.dtype(_PIL_DTYPES[mode])
             value = None
-    except TileReadError:
-        raise
-    except FileNotFoundError:
-        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
-    except Exception as exc:
-        if (refused := remote_error(exc, path)) is not None:
-            raise refused from None
-        kind = "TIFF" if path.suffix.lower() in TIFF_SUFFIXES else "image"
-        raise TileReadError(f"tile {path.name!r}: not a readable {kind} ({exc})") from exc
     return {
         "shape": _grey_shape(shape, path),
         "dtype": dtype,
@@ -246,14 +254,8 @@ def read_tile(
     credentials) open a URL, by default those its :class:`~mosaicflow.io.remote.RemotePath`
     carries."""
     path = as_path(path, storage_options)
-    try:
+    with tile_errors(path, "cannot decode pixels"):
         data = to_grey(_decode(path))
-    except FileNotFoundError:
-        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
-    except Exception as exc:
-        if (refused := remote_error(exc, path)) is not None:
-            raise refused from None
-        raise TileReadError(f"tile {path.name!r}: cannot decode pixels ({exc})") from exc
     stored = (int(shape[0]) + int(crop_bottom), int(shape[1]))
     if data.shape != stored:
         raise TileReadError(f"tile {path.name!r}: size {data.shape}, expected {stored}")

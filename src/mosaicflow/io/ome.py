@@ -84,6 +84,7 @@ def store_array(
     runner: Runner,
     description: str,
     progress: zarr.Array | None = None,
+    resume: bool = False,
 ) -> int:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
     of chunks written now.
@@ -91,8 +92,9 @@ def store_array(
     The Dask array is rechunked to the target's write unit (its shard if sharded, else its
     chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
     tasks write the same Zarr chunk or shard. With ``progress`` (:func:`progress_array`) each
-    task flags its chunk after writing it, and chunks already flagged are not computed again:
-    an interrupted write resumes where it stopped.
+    task flags its chunk after writing it; with ``resume`` the chunks already flagged are not
+    computed again (an interrupted write resumes where it stopped). A fresh write does not read
+    the flags (one small read per chunk on object storage).
     """
     unit = write_unit(target)
     expected = da.core.normalize_chunks(unit, arr.shape)
@@ -108,7 +110,7 @@ def store_array(
         dtype=np.uint8,
         meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
     )
-    done = np.zeros(arr.numblocks, dtype=bool) if progress is None else progress[...] > 0
+    done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     if not todo:
         return 0
@@ -202,7 +204,9 @@ def write_multiscale(
             if progress is None
             else progress_array(progress, str(level), target, keep=bool(same))
         )
-        written += store_array(data, target, runner, f"{name}[{level}]" if level else name, flags)
+        written += store_array(
+            data, target, runner, f"{name}[{level}]" if level else name, flags, resume=bool(same)
+        )
         scale = [p * 2**level for p in pixel]
         if label:
             # Level k holds level-0 pixels 0, 2^k, 2^(k+1), ...: its first centre is level 0's.

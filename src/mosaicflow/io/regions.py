@@ -24,7 +24,7 @@ from mosaicflow.io.images import (
     check_complete,
     opened,
     read_tile,
-    remote_error,
+    tile_errors,
     to_grey,
 )
 from mosaicflow.io.remote import as_path
@@ -183,16 +183,8 @@ def read_tile_region(
         tile = read_tile(path, shape=shape, dtype=dtype, crop_bottom=crop_bottom)
         return tile[r0:r1, c0:c1]
     stored = (h + int(crop_bottom), w)
-    try:
+    with tile_errors(path, "cannot decode pixels"):
         data = to_grey(_tiff_window(path, slice(r0, r1), slice(c0, c1), stored))
-    except TileReadError:
-        raise
-    except FileNotFoundError:
-        raise TileReadError(f"tile {path.name!r}: file not found at {path}") from None
-    except Exception as exc:
-        if (refused := remote_error(exc, path)) is not None:
-            raise refused from None
-        raise TileReadError(f"tile {path.name!r}: cannot decode pixels ({exc})") from exc
     if data.dtype != np.dtype(dtype):
         raise TileReadError(f"tile {path.name!r}: pixel type {data.dtype}, expected {dtype}")
     return data

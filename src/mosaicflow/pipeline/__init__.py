@@ -213,8 +213,10 @@ class Pipeline(StageMixin):
         """The run's tile set (from preflight, the tiles stage, or the store when resuming)."""
         if self._tileset is None:
             assert self.store is not None
-            self._tileset = TileSet.from_meta(
-                self.store.meta["tileset"], self.store.read_table("tiles")
+            self._tileset = TileSet.from_meta(  # the store holds no credentials: ours
+                self.store.meta["tileset"],
+                self.store.read_table("tiles"),
+                storage_options=self.storage_options or None,
             )
         return self._tileset
 

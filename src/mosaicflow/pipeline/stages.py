@@ -79,22 +79,24 @@ class StageMixin:
         return {"pixels": self.tileset.n_pixels if pairs is not None else 0, **info}
 
     def _stage_mosaic(self, store: RunStore) -> dict[str, Any]:
-        from mosaicflow.stitch import equalize_tileset, fuse
+        from mosaicflow.stitch import equalize_tileset, estimate_flatfield, fuse
 
         cfg = self.config.stitch
         gains, flat, info = None, None, {}
-        if (cfg.equalize or cfg.flatfield) and len(self.tileset.tiles) > 1:
-            gains, flat, info = equalize_tileset(
-                self.tileset, flatfield=cfg.flatfield, runner=self.runner
+        several = len(self.tileset.tiles) > 1
+        if cfg.flatfield and several:
+            flat = self.runner.compute(
+                estimate_flatfield(self.tileset, compute=False), "flat-field"
             )
-            if not cfg.equalize:
-                gains = None
-            else:
-                tiles = self.tileset.tiles.assign(
-                    gain=gains["gain"].to_numpy(), offset=gains["offset"].to_numpy()
-                )
-                store.write_table("tiles", tiles)
-                self._tileset = dataclasses.replace(self.tileset, tiles=tiles)
+            info["flatfield_range"] = [float(flat.min()), float(flat.max())]
+        if cfg.equalize and several:
+            gains, found = equalize_tileset(self.tileset, flatfield=flat, runner=self.runner)
+            info.update(found)
+            tiles = self.tileset.tiles.assign(
+                gain=gains["gain"].to_numpy(), offset=gains["offset"].to_numpy()
+            )
+            store.write_table("tiles", tiles)
+            self._tileset = dataclasses.replace(self.tileset, tiles=tiles)
         mosaic = fuse(
             self.tileset,
             chunks=self.config.store.chunk,

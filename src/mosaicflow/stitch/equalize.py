@@ -216,19 +216,14 @@ def equalize_tileset(
     tileset: TileSet,
     positions: pd.DataFrame | None = None,
     *,
-    flatfield: bool = False,
+    flatfield: np.ndarray | None = None,
     runner: Runner | None = None,
-) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, Any]]:
-    """Gains and offsets per tile (in ``tileset.tiles`` order), the flat field (or None) and a
-    summary: the gains' and offsets' range and how many overlaps were used."""
-    runner = runner or Runner()
-    flat = (
-        runner.compute(estimate_flatfield(tileset, compute=False), "flat-field")
-        if flatfield
-        else None
-    )
-    stats = runner.compute(
-        overlap_stats(tileset, positions, flatfield=flat, compute=False), "equalise"
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Gains and offsets per tile (in ``tileset.tiles`` order) of the tiles as fusion corrects
+    them (divided by ``flatfield`` when given, :func:`estimate_flatfield`), and a summary: how
+    many overlaps were used and the gains' and offsets' range."""
+    stats = (runner or Runner()).compute(
+        overlap_stats(tileset, positions, flatfield=flatfield, compute=False), "equalise"
     )
     table = solve_gain_offset(stats, len(tileset.tiles))
     info: dict[str, Any] = {
@@ -236,6 +231,4 @@ def equalize_tileset(
         "gain_range": [float(table["gain"].min()), float(table["gain"].max())],
         "offset_range": [float(table["offset"].min()), float(table["offset"].max())],
     }
-    if flat is not None:
-        info["flatfield_range"] = [float(flat.min()), float(flat.max())]
-    return table, flat, info
+    return table, info
