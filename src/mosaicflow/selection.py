@@ -71,6 +71,12 @@ def listed(table: Any, min_diameter_nm: float, edge_policy: str) -> Any:
     return keep
 
 
+#: Objects up to which the particles stage reads, filters and sorts the measured table in one
+#: process (about 0.4 kB a row: 200 MB at this bound) instead of a shuffle between the
+#: workers, whose thousands of small tasks cost more than the sort for any table that fits.
+SORT_IN_MEMORY_ROWS = 500_000
+
+
 def sorted_by_label(table: Any, n_labels: int) -> Any:
     """The table's rows in label order, partitioned by label ranges.
 

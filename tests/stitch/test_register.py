@@ -59,6 +59,22 @@ def test_masked_ncc_equals_pearson_over_the_common_pixels_at_every_shift():
                 assert abs(ncc[ky, kx] - expected) < 1e-9
 
 
+@pytest.mark.parametrize("window", [((-3, 5), (-10, 2)), ((-13, 22), (-18, 16)), ((0, 0), (4, 4))])
+def test_masked_ncc_over_a_window_of_shifts_equals_the_full_one(window):
+    """Asking for a few shifts (a shorter FFT, free of wrap-around) gives the full result's
+    values at those shifts."""
+    rng = np.random.default_rng(1)
+    ref, mov = rng.normal(size=(23, 17)) + 5.0, rng.normal(size=(14, 19)) * 3.0
+    full, full_count = masked_ncc(ref, mov)
+    part, count = masked_ncc(ref, mov, window)
+    (y0, y1), (x0, x1) = window
+    ys = slice(y0 + mov.shape[0] - 1, y1 + mov.shape[0])
+    xs = slice(x0 + mov.shape[1] - 1, x1 + mov.shape[1])
+    assert part.shape == (y1 - y0 + 1, x1 - x0 + 1)
+    np.testing.assert_array_equal(count, full_count[ys, xs])
+    np.testing.assert_allclose(part, full[ys, xs], atol=1e-9)
+
+
 def test_pairs_cover_grid_neighbours(grid):
     tileset = read_tileset(grid)
     pairs = set(candidate_pairs(tileset))

@@ -128,6 +128,30 @@ def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
     return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
 
 
+def _mean_2x2_rounded(block: np.ndarray, axis: tuple[int, int] | None = None) -> np.ndarray:
+    """The mean of each 2x2 block of an integer image (``block`` reshaped to ``(h, 2, w, 2)``
+    by ``dask.array.coarsen``), rounded half to even as ``np.round`` of the float mean: exact
+    integer arithmetic, no float copy. Without ``axis`` (Dask's type probe) ``block`` itself."""
+    if axis is None:
+        return block
+    assert tuple(axis) == (1, 3)
+    wide = np.int64 if block.dtype.itemsize >= 4 else np.int32
+    total = (
+        block[:, 0, :, 0].astype(wide) + block[:, 0, :, 1] + block[:, 1, :, 0] + block[:, 1, :, 1]
+    )
+    low, rest = np.divmod(total, 4)
+    low += (rest > 2) | ((rest == 2) & (low % 2 == 1))
+    return low.astype(block.dtype)
+
+
+def _half_size(prev: da.Array) -> da.Array:
+    """The next pyramid level of an image: the rounded mean of each 2x2 block."""
+    if np.issubdtype(prev.dtype, np.integer) and prev.dtype.itemsize <= 4:
+        return da.coarsen(_mean_2x2_rounded, prev, {0: 2, 1: 2}, trim_excess=True)
+    data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
+    return _cast_like(data, prev.dtype)
+
+
 def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -175,8 +199,7 @@ def write_multiscale(
                 # have the same shape at every level.
                 data = prev[: prev.shape[0] // 2 * 2 : 2, : prev.shape[1] // 2 * 2 : 2]
             else:
-                data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
-                data = _cast_like(data, prev.dtype)
+                data = _half_size(prev)
         chunks = (min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1)
         old = group[str(level)] if resume and str(level) in group else None
         same = old is not None and (old.shape, old.chunks, old.dtype) == (

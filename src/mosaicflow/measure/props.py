@@ -150,7 +150,10 @@ def _chunk_table(
         raise AssertionError(f"chunk ({i}, {j}): block {lab.shape} != extended box {ext}")
     images = {k: np.asarray(dispatch.to_host(v)) for k, v in blocks.items() if k != "labels"}
     coverage = images.pop("coverage", None)
-    near = None if coverage is None else _near_uncovered(coverage.astype(bool))
+    near = None
+    if coverage is not None:  # a block covered everywhere (most) has no pixel near a gap
+        covered = coverage.astype(bool)
+        near = np.zeros(covered.shape, bool) if covered.all() else _near_uncovered(covered)
     columns = settings["columns"]
     fg = np.flatnonzero(lab.ravel())
     if fg.size == 0:

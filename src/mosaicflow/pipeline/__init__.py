@@ -275,7 +275,7 @@ class Pipeline(StageMixin):
         interrupted, resumable) with the reason."""
         partial = store.stages().get(name, {}).get("status") in ("running", "interrupted")
         self._resuming = self.resume and partial
-        store.set_stage(name, "running")
+        store.set_stage(name, "running", started_at=round(time.time(), 3))
         start = time.perf_counter()
         try:
             info = getattr(self, f"_stage_{name}")(store)
@@ -291,7 +291,14 @@ class Pipeline(StageMixin):
         seconds = time.perf_counter() - start
         pixels = info.pop("pixels", 0)
         mpx = pixels / 1e6 / seconds if pixels and seconds > 0 else None
-        store.set_stage(name, "done", seconds=round(seconds, 3), mpx_per_s=mpx, **info)
+        store.set_stage(
+            name,
+            "done",
+            seconds=round(seconds, 3),
+            mpx_per_s=mpx,
+            ended_at=round(time.time(), 3),
+            **info,
+        )
 
     def _verify_done(self, store: RunStore) -> str | None:
         """The first stage recorded done whose outputs are no longer all there (a deleted chunk

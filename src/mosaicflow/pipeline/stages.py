@@ -19,6 +19,7 @@ from mosaicflow.selection import (
     ECD,
     EDGE_FLAGS,
     MAX_LABEL_COLORS,
+    SORT_IN_MEMORY_ROWS,
     UNFILTERED,
     listed,
     min_diameter_nm,
@@ -263,9 +264,15 @@ class StageMixin:
             UNFILTERED, table, runner=self.runner, resume=self._resuming
         )
         info = self._select_particles(store, n_pixels=int(labels.size))
-        table = store.read_table_lazy(UNFILTERED)
-        table = table[listed(table, info["min_diameter_nm"], self.config.measure.edge_policy)]
-        table = sorted_by_label(table, info["n_objects"])
+        policy = self.config.measure.edge_policy
+        if info["n_objects"] <= SORT_IN_MEMORY_ROWS:  # read, filtered and sorted here at once
+            table = store.read_table(UNFILTERED, unfinished_ok=True)
+            table = table[listed(table, info["min_diameter_nm"], policy)].reset_index(drop=True)
+        else:  # sorted by the workers, part by part
+            table = store.read_table_lazy(UNFILTERED)
+            table = sorted_by_label(
+                table[listed(table, info["min_diameter_nm"], policy)], info["n_objects"]
+            )
         cfg = self.config.classify
         if cfg.model:
             from mosaicflow.classify import load, predict

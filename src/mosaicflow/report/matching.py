@@ -361,8 +361,8 @@ class TileFrame:
     def truth_window(self, truth: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The true labels the fused mosaic shows at ``[y0:y1, x0:x1]`` (0 where no tile).
 
-        Reads, for each tile showing part of the window, the bounding box of its part shifted
-        into the true frame.
+        Reads, for each tile showing part of the window, the window shifted into the true
+        frame by that tile's shift (clipped to the truth), and keeps the pixels the tile shows.
         """
         owner = self.owner(y0, y1, x0, x1)
         out = np.zeros(owner.shape, dtype=np.uint32)
@@ -370,16 +370,18 @@ class TileFrame:
         for k in np.unique(owner):
             if k == 0:
                 continue
-            ys, xs = np.nonzero(owner == k)
-            dy, dx = self.true_origins[k - 1] - self.fused_origins[k - 1]
-            ty, tx = ys + y0 + dy, xs + x0 + dx
-            inside = (ty >= 0) & (ty < th) & (tx >= 0) & (tx < tw)
-            ys, xs, ty, tx = ys[inside], xs[inside], ty[inside], tx[inside]
-            if ys.size == 0:
+            dy, dx = (int(v) for v in self.true_origins[k - 1] - self.fused_origins[k - 1])
+            # the true window [y0 + dy, y1 + dy) x [x0 + dx, x1 + dx), clipped to the truth
+            ty0, ty1 = max(y0 + dy, 0), min(y1 + dy, th)
+            tx0, tx1 = max(x0 + dx, 0), min(x1 + dx, tw)
+            if ty1 <= ty0 or tx1 <= tx0:
                 continue
-            ya, xa = int(ty.min()), int(tx.min())
-            block = np.asarray(truth[ya : int(ty.max()) + 1, xa : int(tx.max()) + 1])
-            out[ys, xs] = block[ty - ya, tx - xa]
+            block = np.zeros(owner.shape, dtype=np.uint32)
+            block[ty0 - y0 - dy : ty1 - y0 - dy, tx0 - x0 - dx : tx1 - x0 - dx] = np.asarray(
+                truth[ty0:ty1, tx0:tx1]
+            )
+            shown = owner == k
+            out[shown] = block[shown]
         return out
 
 

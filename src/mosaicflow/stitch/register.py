@@ -5,8 +5,8 @@ Method (``docs/STITCHING.md``): each pair's nominal overlap rectangle is widened
 shift and read from both tiles (only those strips and the pre-filter's halo are read, through
 ``mosaicflow.io.regions``); an exact normalised cross-correlation (NCC) over every integer
 shift with enough common pixels (Padfield's masked NCC, computed with FFTs) gives the integer
-peak inside the allowed window, and scikit-image's ``phase_cross_correlation`` with upsampling on
-the common region at that shift gives the sub-pixel part. The quality is the NCC at the peak.
+peak inside the allowed window (only those shifts are computed), and a parabola through the
+peak gives the sub-pixel part. The quality is the NCC at the peak.
 A few random non-adjacent tile pairs are scored the same way (``kind == "null"``): their scores
 are what chance alone reaches, which ``solve_positions`` uses to reject weak pairs.
 """
@@ -74,48 +74,64 @@ def _strips(
     return win_i, win_j
 
 
-def _overlap_counts(ref_shape: tuple[int, int], mov_shape: tuple[int, int]) -> np.ndarray:
-    """Common pixels of a ``ref_shape`` and a ``mov_shape`` rectangle at every integer shift
-    (the correlation of two all-ones images): an outer product of 1-D overlaps."""
-    per_axis = []
-    for nr, nm in zip(ref_shape, mov_shape, strict=True):
-        s = np.arange(nr + nm - 1) - (nm - 1)
-        per_axis.append(np.minimum(nr, s + nm) - np.maximum(0, s))
-    return np.outer(per_axis[0], per_axis[1]).astype(np.float64)
+def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any) -> Any:
+    """Sums of ``image`` over the rectangles ``rows[0][a]:rows[1][a]`` x
+    ``cols[0][b]:cols[1][b]`` for every ``(a, b)``, from one summed-area table."""
+    table = xp.zeros((image.shape[0] + 1, image.shape[1] + 1), dtype=np.float64)
+    table[1:, 1:] = image.cumsum(axis=0).cumsum(axis=1)
+    y0, y1 = (v[:, None] for v in rows)
+    x0, x1 = (v[None, :] for v in cols)
+    return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
 
 
-def masked_ncc(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _common_ranges(n_ref: int, n_mov: int, shifts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Along one axis, at each shift ``s`` (``mov[m]`` on ``ref[m + s]``): the common range in
+    ``ref`` and in ``mov`` (``start, stop`` each; empty ranges have ``stop == start``)."""
+    r0 = np.clip(shifts, 0, n_ref)
+    r1 = np.clip(np.minimum(n_ref, n_mov + shifts), r0, n_ref)
+    m0 = r0 - shifts
+    return r0, r1, m0, m0 + (r1 - r0)
+
+
+def masked_ncc(
+    ref: np.ndarray, mov: np.ndarray, shifts: tuple[tuple[int, int], tuple[int, int]] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """NCC of ``ref`` and ``mov`` over their common pixels for every integer shift.
 
-    Returns ``(ncc, count)``, both of shape ``ref.shape + mov.shape - 1``; index ``k`` is the
-    shift ``s = k - (mov.shape - 1)`` at which ``mov[m]`` lies on ``ref[m + s]``. Five
-    correlations (Padfield's sums over the common pixels) from four forward FFTs (the all-ones
-    masks' transforms are outer products of 1-D ones); the count of common pixels is exact
-    arithmetic.
+    Returns ``(ncc, count)`` over the shifts ``s`` (``mov[m]`` lies on ``ref[m + s]``) of
+    ``shifts`` (per axis the first and last shift, both included); by default every shift
+    with a common pixel, so that index ``k`` is ``s = k - (mov.shape - 1)`` and the shape is
+    ``ref.shape + mov.shape - 1``. Padfield's sums over the common pixels: the four sums of
+    each image and its square over its part of the overlap from summed-area tables, and the
+    cross term from one FFT correlation whose length keeps the asked shifts free of
+    wrap-around (shorter than a full linear correlation when the asked range is narrow).
     """
-    out = tuple(int(n) for n in np.add(ref.shape, mov.shape) - 1)
-    shape = tuple(sfft.next_fast_len(n, real=True) for n in out)
-    crop = (slice(0, out[0]), slice(0, out[1]))
     xp = dispatch.array_module(ref)  # NumPy + scipy.fft, or CuPy + cupyx.scipy.fft
     rfftn, irfftn = dispatch.get("rfftn", ref), dispatch.get("irfftn", ref)
-    fft, rfft = dispatch.get("fft", ref), dispatch.get("rfft", ref)
-
-    def fwd(x: Any) -> Any:
-        return rfftn(x, shape)
-
-    def fwd_ones(like: tuple[int, int]) -> Any:  # a box's transform is separable
-        return xp.outer(fft(xp.ones(like[0]), shape[0]), rfft(xp.ones(like[1]), shape[1]))
-
-    def inv(x: Any) -> Any:
-        return irfftn(x, shape)[crop]
-
-    mov_rev = mov[::-1, ::-1]
-    f_ref, f_ref2, f_one_r = fwd(ref), fwd(ref * ref), fwd_ones(ref.shape)
-    f_mov, f_mov2, f_one_m = fwd(mov_rev), fwd(mov_rev * mov_rev), fwd_ones(mov.shape)
-    n = xp.asarray(_overlap_counts(ref.shape, mov.shape))
-    sr, sm = inv(f_ref * f_one_m), inv(f_one_r * f_mov)
-    sr2, sm2 = inv(f_ref2 * f_one_m), inv(f_one_r * f_mov2)
-    srm = inv(f_ref * f_mov)
+    if shifts is None:
+        shifts = ((-(mov.shape[0] - 1), ref.shape[0] - 1), (-(mov.shape[1] - 1), ref.shape[1] - 1))
+    ref = ref - ref.mean()  # the NCC ignores offsets; centred sums cancel less
+    mov = mov - mov.mean()
+    ranges, fft_shape, wrapped = [], [], []
+    for ax, (lo, hi) in enumerate(shifts):
+        nr, nm = ref.shape[ax], mov.shape[ax]
+        s = np.arange(lo, hi + 1)
+        ranges.append(_common_ranges(nr, nm, s))
+        # circular correlation of length L equals the linear one at s when s +- L has no
+        # common pixel: L >= max(hi + nm, nr - lo)
+        length = sfft.next_fast_len(int(max(hi + nm, nr - lo, 1)), real=True)
+        fft_shape.append(length)
+        wrapped.append(xp.asarray(s % length))
+    (ry0, ry1, my0, my1), (rx0, rx1, mx0, mx1) = ranges
+    count = np.outer(ry1 - ry0, rx1 - rx0).astype(np.float64)
+    as_xp = xp.asarray
+    sr = _box_sums(ref, (as_xp(ry0), as_xp(ry1)), (as_xp(rx0), as_xp(rx1)), xp)
+    sr2 = _box_sums(ref * ref, (as_xp(ry0), as_xp(ry1)), (as_xp(rx0), as_xp(rx1)), xp)
+    sm = _box_sums(mov, (as_xp(my0), as_xp(my1)), (as_xp(mx0), as_xp(mx1)), xp)
+    sm2 = _box_sums(mov * mov, (as_xp(my0), as_xp(my1)), (as_xp(mx0), as_xp(mx1)), xp)
+    cross = irfftn(rfftn(ref, fft_shape) * rfftn(mov, fft_shape).conj(), fft_shape)
+    srm = cross[wrapped[0][:, None], wrapped[1][None, :]]
+    n = xp.asarray(count)
     safe = xp.maximum(n, 1)
     var_r = xp.maximum(sr2 - sr * sr / safe, 0)
     var_m = xp.maximum(sm2 - sm * sm / safe, 0)
@@ -204,12 +220,19 @@ def _register_one(
     mov = _strip_pixels(tileset, path_j, win_j, log_sigma, xp)
     if ref.size == 0 or mov.size == 0:
         return np.nan, np.nan, np.nan, 0, np.nan
-    ncc, count = (dispatch.to_host(a) for a in masked_ncc(ref, mov))
-    # offset = a0 + s - b0 (a0, b0: window origins in tiles i and j)
+    # offset = a0 + s - b0 (a0, b0: window origins in tiles i and j); only the shifts within
+    # max_shift of the nominal offset (and one more for the sub-pixel fit) are computed
     a0 = np.array([win_i[0].start, win_i[1].start])
     b0 = np.array([win_j[0].start, win_j[1].start])
+    centre = np.asarray(nominal, dtype=float) - a0 + b0
+    lo = np.maximum(np.floor(centre - max_shift).astype(int) - 1, -(np.array(mov.shape) - 1))
+    hi = np.minimum(np.ceil(centre + max_shift).astype(int) + 1, np.array(ref.shape) - 1)
+    if np.any(hi < lo):
+        return np.nan, np.nan, np.nan, 0, np.nan
+    window = ((int(lo[0]), int(hi[0])), (int(lo[1]), int(hi[1])))
+    ncc, count = (dispatch.to_host(a) for a in masked_ncc(ref, mov, window))
     ky, kx = np.indices(ncc.shape)
-    sy, sx = ky - (mov.shape[0] - 1), kx - (mov.shape[1] - 1)
+    sy, sx = ky + lo[0], kx + lo[1]
     offy, offx = a0[0] + sy - b0[0], a0[1] + sx - b0[1]
     nominal_overlap = max(0, tileset.tile_shape[0] - abs(base[0])) * max(
         0, tileset.tile_shape[1] - abs(base[1])
@@ -218,7 +241,7 @@ def _register_one(
         count >= max(16.0, min_overlap * nominal_overlap)
     )
     # the NCC at the stage's own offset (rounded): what the overlap looked like before
-    k_nom = tuple(base - a0 + b0 + np.array(mov.shape) - 1)
+    k_nom = tuple(base - a0 + b0 - lo)
     inside = all(0 <= k < n for k, n in zip(k_nom, ncc.shape, strict=True))
     at_nominal = float(ncc[k_nom]) if inside and count[k_nom] > 0 else np.nan
     if not allowed.any():
@@ -258,7 +281,7 @@ def register_pairs(
     tileset: TileSet,
     *,
     max_shift_px: float | None = None,
-    upsample: int = 10,
+    upsample: int = 0,
     min_overlap: float = 0.25,
     log_sigma: float | None = 1.0,
     n_null: int = 8,
@@ -276,7 +299,9 @@ def register_pairs(
         Largest allowed distance (px) between the measured and the nominal offset of a pair.
         Default: a tenth of the smaller tile side, at least 16 px.
     upsample : int
-        Sub-pixel upsampling factor of ``phase_cross_correlation`` (1: integer shifts).
+        Sub-pixel method: 0 (default) a parabola through the NCC peak per axis; N > 1
+        ``phase_cross_correlation`` with upsampling factor N on the common region; 1 integer
+        shifts only.
     min_overlap : float
         Smallest common area at a candidate shift, as a fraction of the nominal overlap area.
     log_sigma : float or None
