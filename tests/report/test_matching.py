@@ -152,6 +152,20 @@ def test_chunked_driver_equals_the_kernel() -> None:
     assert whole.count.sum() == ((found > 0) | (true > 0)).sum()
 
 
+def test_windows_counted_on_a_cluster_equal_the_kernel(client) -> None:
+    """The windows as tasks on a real LocalCluster (the report stage's way) give the same
+    contingency as the whole-image kernel."""
+    from mosaicflow.runner import Runner
+
+    found, true = _scene()
+    whole = matching.contingency(found, true)
+    parts = matching.contingency_windows(
+        found, lambda y0, y1, x0, x1: true[y0:y1, x0:x1], step=(32, 48), runner=Runner(client)
+    )
+    for name in ("found", "true", "count"):
+        np.testing.assert_array_equal(getattr(parts, name), getattr(whole, name))
+
+
 # -- the truth's frame -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def gapped_grid(tmp_path_factory: pytest.TempPathFactory) -> synth.GridTruth:

@@ -325,5 +325,5 @@ class StageMixin:
     def _stage_report(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.report import write_report
 
-        summary = write_report(store)
+        summary = write_report(store, runner=self.runner)
         return {"pixels": 0, "n_particles": summary["particles"]["count"]}

@@ -29,6 +29,7 @@ import pandas as pd
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
+from mosaicflow.runner import Runner
 
 IOU_THRESHOLD = 0.5
 """A found and a true particle match when their intersection over union is at least this."""
@@ -274,11 +275,19 @@ def windows(shape: tuple[int, int], step: tuple[int, int]) -> Iterator[tuple[int
             yield y0, min(y0 + step[0], shape[0]), x0, min(x0 + step[1], shape[1])
 
 
+def _window_contingency(
+    found: Any, true_window: Callable[[int, int, int, int], np.ndarray], box: tuple[int, ...]
+) -> Contingency:
+    y0, y1, x0, x1 = box
+    return contingency(np.asarray(found[y0:y1, x0:x1]), true_window(y0, y1, x0, x1))
+
+
 def contingency_windows(
     found: Any,
     true_window: Callable[[int, int, int, int], np.ndarray],
     *,
     step: tuple[int, int] = (1024, 1024),
+    runner: Runner | None = None,
 ) -> Contingency:
     """The contingency of a large found label image and a true one, window by window.
 
@@ -290,12 +299,23 @@ def contingency_windows(
         ``true_window(y0, y1, x0, x1)`` returns the true labels of the same window.
     step : (int, int), keyword-only
         Window size (best a multiple of the stored chunks).
+    runner : Runner, optional
+        Where the windows are counted: one task per window on the runner's cluster (both
+        ``found`` and ``true_window`` travel to the workers); without one, here, in turn.
     """
     shape = (int(found.shape[0]), int(found.shape[1]))
-    parts = [
-        contingency(np.asarray(found[y0:y1, x0:x1]), true_window(y0, y1, x0, x1))
-        for y0, y1, x0, x1 in windows(shape, step)
-    ]
+    boxes = list(windows(shape, step))
+    if runner is None or runner.client is None:
+        parts = [_window_contingency(found, true_window, box) for box in boxes]
+    else:
+        import dask
+
+        source = dask.delayed((found, true_window), pure=False)  # sent to the cluster once
+        tasks = [
+            dask.delayed(_window_contingency, pure=True)(source[0], source[1], box) for box in boxes
+        ]
+        merged = dask.delayed(Contingency.merge, pure=True)(tasks)
+        return runner.compute(merged, "truth matching")
     return Contingency.merge(parts)
 
 
@@ -412,6 +432,7 @@ def truth_matching(
     found_labels: np.ndarray | None = None,
     iou_threshold: float = IOU_THRESHOLD,
     window: int = 1024,
+    runner: Runner | None = None,
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """Match the run's particles to its synthetic input's true particles, one to one.
 
@@ -483,7 +504,9 @@ def truth_matching(
 
     chunks = getattr(found, "chunks", (window, window))
     step = tuple(max(1, window // int(c)) * int(c) for c in chunks[:2])
-    table = contingency_windows(_Listed(found, listed), true_window, step=(step[0], step[1]))
+    table = contingency_windows(
+        _Listed(found, listed), true_window, step=(step[0], step[1]), runner=runner
+    )
     result = match(table, iou_threshold=iou_threshold)
     figures = result.summary()
     true_labels = truth_table["label"].to_numpy(np.int64) if "label" in truth_table else None

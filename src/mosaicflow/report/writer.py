@@ -31,6 +31,7 @@ from mosaicflow.report.summary import (
     stage_timings,
     truth_class_fractions,
 )
+from mosaicflow.runner import Runner
 
 BBOX = tuple(f"{prefix}-{i}" for prefix in ("bbox_px", "bbox") for i in range(4))
 TABLE_COLUMNS = (
@@ -78,6 +79,7 @@ def write_report(
     max_scatter_points: int = 50_000,
     seed: int = 0,
     image: str = "mosaic",
+    runner: Runner | None = None,
 ) -> dict[str, Any]:
     """Write the run's report into ``<store>/report/`` and return its summary.
 
@@ -103,6 +105,9 @@ def write_report(
         Seed of the random crop and of the scatter's sample.
     image : str, keyword-only
         Store image under the outlines (``"mosaic"``; ``"denoised"`` also works).
+    runner : Runner, keyword-only, optional
+        The run's cluster: a synthetic run's one-to-one matching against its ground truth
+        counts its windows there, in parallel (without one, here).
 
     Returns
     -------
@@ -196,7 +201,10 @@ def write_report(
         truth = store.read_table("ground_truth")
         gt = compare_with_truth(listed, truth)
         gt["matching"], match_notes = matching.truth_matching(
-            store, truth, found_labels=listed["label"].to_numpy() if "label" in listed else None
+            store,
+            truth,
+            found_labels=listed["label"].to_numpy() if "label" in listed else None,
+            runner=runner,
         )
         notes += match_notes
         true_classes = truth_class_fractions(truth)
