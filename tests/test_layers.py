@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "mosaicflow"
 #: Layer of each top-level module or package of ``mosaicflow``: a module may import its own
 #: package and lower layers only. Foundations < storage < test data < stage algorithms
 #: (kernels and their Dask wrappers, siblings that never import each other) < classification
-#: < report < pipeline < command line.
+#: < report < pipeline < benchmark < command line.
 LAYERS: dict[str, int] = {
     "errors": 0,
     "_torchvision": 0,
@@ -33,8 +33,9 @@ LAYERS: dict[str, int] = {
     "deploy": 7,  # below cluster, whose kubernetes back-end builds its KubeCluster from it
     "cluster": 8,
     "pipeline": 8,
-    "cli": 9,
-    "napari_reader": 9,
+    "bench": 9,  # runs the pipeline on a local cluster; the command line imports it
+    "cli": 10,
+    "napari_reader": 10,
 }
 MAX_LINES = 500
 LONG_FILE_REASON = "Kept in one file:"

@@ -7,6 +7,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
+from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 from mosaicflow.errors import ClusterError, ConfigError
 
 #: How the ``--cluster`` option and the ``cluster.address`` setting are named in messages.
@@ -116,17 +117,19 @@ def connect(
     from distributed import Client, LocalCluster
 
     if kind == "local":
-        cluster = LocalCluster(
-            n_workers=n_workers or default_workers(),
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=":0",
-            memory_limit=memory_limit,
-        )
+        with _worker_environment():
+            cluster = LocalCluster(
+                n_workers=n_workers or default_workers(),
+                threads_per_worker=threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=":0",
+                memory_limit=memory_limit,
+            )
         return Client(cluster)
     if kind == "local-cuda":
-        return Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
+        with _worker_environment():
+            return Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
     if kind == "kubernetes":
         return Client(_kubernetes(target, n_workers, gpu_workers))
     try:
@@ -135,6 +138,15 @@ def connect(
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({exc})"
         ) from exc
+
+
+def _worker_environment() -> Any:
+    """Dask's configuration with :data:`WORKER_ENVIRONMENT` in the environment its nannies give
+    the worker processes they start (over Dask's own glibc setting)."""
+    import dask
+
+    key = "distributed.nanny.pre-spawn-environ"
+    return dask.config.set({key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT}})
 
 
 def _local_cuda(n_workers: int | None, threads_per_worker: int, memory_limit: str) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 from mosaicflow.errors import ConfigError
 
 #: The Secret holding the object-storage credentials, and its keys (each also the name of the
@@ -129,6 +130,11 @@ def _secret_env() -> list[dict[str, Any]]:
     return env
 
 
+def _worker_env() -> list[dict[str, Any]]:
+    """A worker container's environment: the credentials and :data:`WORKER_ENVIRONMENT`."""
+    return _secret_env() + [{"name": k, "value": v} for k, v in WORKER_ENVIRONMENT.items()]
+
+
 def _drop_none(obj: Any) -> Any:
     """The operator's templates put ``null`` for what is not given; the CRD schemas refuse it."""
     if isinstance(obj, dict):
@@ -146,7 +152,7 @@ def _make_cluster_spec(d: Deployment) -> dict[str, Any]:
         image=d.image,
         n_workers=d.cpu_workers,
         resources=copy.deepcopy(d.cpu_resources),
-        env=_secret_env(),
+        env=_worker_env(),
         # the operator's default, `dask-worker`, is gone from current distributed releases
         worker_command="dask worker",
     )
@@ -205,7 +211,7 @@ def gpu_worker_spec(d: Deployment | None = None) -> dict[str, Any]:
         image=d.gpu_image,
         n_workers=d.gpu_workers,
         resources=copy.deepcopy(d.gpu_resources),
-        env=_secret_env(),
+        env=_worker_env(),
         worker_command="dask cuda worker --resources GPU=1",
     )
     spec["spec"]["nodeSelector"] = dict(d.gpu_node_selector)

@@ -24,6 +24,11 @@ from mosaicflow.errors import ClusterError
 NO_WORKER_S = 120.0
 STALL_FACTOR = 20.0
 STALL_MIN_S = 600.0
+#: How often a computation's futures are looked at (s): a stage's many short computations (one
+#: per pyramid level) each end within this of their last task, not a quarter second later.
+POLL_INTERVAL_S = 0.01
+#: How often the cluster itself (workers, hung tasks) is checked while waiting (s).
+CHECK_INTERVAL_S = 0.5
 
 
 class Runner:
@@ -99,7 +104,7 @@ class Runner:
             )
             bar.start()
             task = bar.add_task(description, total=total)
-        started = last_done = time.monotonic()
+        started = last_done = checked = time.monotonic()
         slowest = 0.0
         no_workers_since: float | None = None
         try:
@@ -125,6 +130,10 @@ class Runner:
                         )
                     time.sleep(0.25)
                     continue
+                if now - checked < CHECK_INTERVAL_S:
+                    time.sleep(POLL_INTERVAL_S)
+                    continue
+                checked = now
                 workers = self._n_workers()
                 if workers == 0:
                     no_workers_since = no_workers_since or now
@@ -144,7 +153,7 @@ class Runner:
                             f"far, at least {self.stall_min_s:g} s): a task seems hung "
                             f"({len(pending)} of {total} left); the stage is stopped"
                         )
-                time.sleep(0.05 if now - started < 2 else 0.25)
+                time.sleep(POLL_INTERVAL_S)
         except BaseException:
             for f in pending:
                 f.cancel()

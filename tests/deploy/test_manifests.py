@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from mosaicflow import deploy
+from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 from mosaicflow.errors import ConfigError
 
 from .conftest import DEPLOYMENTS
@@ -176,9 +177,15 @@ def test_credentials_come_from_the_secret_in_every_store_reader(committed):
         if container["name"] == "scheduler":
             assert "env" not in container
             continue
-        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+        }
         assert set(refs) == set(deploy.SECRET_KEYS), container["name"]
         assert {r["name"] for r in refs.values()} == {deploy.SECRET_NAME}
+        # worker containers also get the glibc settings of every worker process mosaicflow runs
+        plain = {e["name"]: e["value"] for e in container["env"] if "valueFrom" not in e}
+        assert plain in ({}, WORKER_ENVIRONMENT), container["name"]
+        assert (plain == WORKER_ENVIRONMENT) == ("worker" in container["name"]), container["name"]
 
 
 def test_the_kubernetes_back_end_builds_the_same_gpu_group():

@@ -43,3 +43,20 @@ def test_otsu_rejects_constant_and_nan():
     image[3, 3] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         threshold_otsu(da.from_array(image, chunks=5))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int8"])
+@pytest.mark.parametrize("nbins", [256, 100, 7])
+def test_one_pass_integer_histogram_equals_the_two_pass_one(dtype, nbins):
+    """8- and 16-bit images take one pass of per-value counts; the oracle is NumPy's histogram
+    over [min, max] of the whole image (what the float path computes chunk by chunk)."""
+    from mosaicflow.segmentation.threshold import histogram
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(0)
+    image = rng.integers(max(info.min, -3000), min(info.max, 3000), size=(300, 333), endpoint=True)
+    image = image.astype(dtype)
+    counts, centers = histogram(da.from_array(image, chunks=(64, 90)), nbins=nbins)
+    expected, edges = np.histogram(image, bins=nbins, range=(image.min(), image.max()))
+    np.testing.assert_array_equal(counts, expected)
+    np.testing.assert_array_equal(centers, (edges[:-1] + edges[1:]) / 2)

@@ -1,2 +1,3 @@
 """Private helpers every stage uses: array coercion (:mod:`.arrays`), the two-task halo driver
-(:mod:`.halo`) and parameter validators (:mod:`.validate`). Nothing here is public API."""
+(:mod:`.halo`), parameter validators (:mod:`.validate`) and the worker processes' environment
+(:mod:`.workers`). Nothing here is public API."""

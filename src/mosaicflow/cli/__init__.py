@@ -1,7 +1,8 @@
 """Command line: ``mosaicflow run`` (the whole job), ``mosaicflow stitch`` (registration and
-fusion only), ``mosaicflow synth`` (test data) and ``mosaicflow classify-train`` (a particle
-classifier). One module per command; this one builds the parser and turns mosaicflow's errors
-into one red line and exit status 2, and Ctrl-C into one line and exit status 130."""
+fusion only), ``mosaicflow synth`` (test data), ``mosaicflow classify-train`` (a particle
+classifier) and ``mosaicflow bench`` (the throughput benchmark). One module per command;
+this one builds the parser and turns mosaicflow's errors into one red line and exit status 2,
+and Ctrl-C into one line and exit status 130."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from mosaicflow.cli import classify, run, stitch, synth
+from mosaicflow.cli import bench, classify, run, stitch, synth
 from mosaicflow.errors import Interrupted, MosaicflowError
 
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     stitch.add_parser(sub)
     synth.add_parser(sub)
     classify.add_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 

@@ -38,7 +38,7 @@ from mosaicflow.io.layout import (
     run_entries,
     target_state,
 )
-from mosaicflow.io.ome import OME_VERSION, missing_chunks, write_multiscale
+from mosaicflow.io.ome import OME_VERSION, image_codecs, missing_chunks, write_multiscale
 from mosaicflow.io.remote import check_access, is_url
 from mosaicflow.io.tables import TableMixin
 from mosaicflow.runner import Runner
@@ -365,7 +365,9 @@ class RunStore(TableMixin):
         group = self.root.require_group("scratch")
         if name in group:
             del group[name]
-        return group.create_array(name, shape=shape, chunks=chunks, dtype=dtype)
+        return group.create_array(
+            name, shape=shape, chunks=chunks, dtype=dtype, compressors=image_codecs()
+        )
 
     def remove_scratch(self) -> None:
         """Delete ``scratch/`` and everything in it."""

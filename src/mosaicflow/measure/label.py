@@ -49,8 +49,10 @@ def _chunk_summary(
     labels, n = _label_chunk(block, connectivity)
     flat = labels.ravel()
     fg = np.flatnonzero(flat)
-    _, first = np.unique(flat[fg], return_index=True)
-    rows, cols = np.divmod(fg[first], labels.shape[1])
+    # each local label's first pixel (scipy numbers labels 1..n, every one present)
+    first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, flat[fg].astype(np.int64) - 1, fg)
+    rows, cols = np.divmod(first, labels.shape[1])
     first_global = (rows + y0).astype(np.int64) * width + (cols + x0)
     summary = {
         "n": n,

@@ -10,11 +10,10 @@ other chunk that sees the whole particle can predict that decision exactly.
 A particle the owner cannot see whole (larger than the halo allows) is never truncated: every
 chunk holding some of its pixels sends the piece inside its own core (mask and intensities), and
 one task assembles the pieces of each such particle and measures it like any other. The table is
-therefore exact whatever the chunking: it equals ``skimage.measure.regionprops_table`` on the
-whole image (tested), with the halo deciding only how much work goes through the giant path.
-
-The rule assumes every label is one 8-connected region, as :func:`mosaicflow.measure.label`
-produces; a label split into distant pieces is measured from one piece only.
+exact whatever the chunking: it equals ``skimage.measure.regionprops_table`` on the whole image
+(tested), the halo deciding only how much work goes through the giant path. The rule assumes
+every label is one 8-connected region, as :func:`mosaicflow.measure.label` produces; a label
+split into distant pieces is measured from one piece only.
 """
 
 from __future__ import annotations
@@ -54,8 +53,9 @@ _EXTRA = "extra:"
 
 
 def _near_uncovered(coverage: np.ndarray) -> np.ndarray:
-    """True where a pixel is uncovered or 8-touches an uncovered pixel."""
-    return ndi.binary_dilation(~coverage, structure=np.ones((3, 3), bool))
+    """True where a pixel is uncovered or 8-touches an uncovered pixel (most blocks: none)."""
+    near = np.zeros(coverage.shape, dtype=bool)
+    return near if coverage.all() else ndi.binary_dilation(~coverage, np.ones((3, 3), bool))
 
 
 def _fits(bbox: np.ndarray, box: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -150,10 +150,7 @@ def _chunk_table(
         raise AssertionError(f"chunk ({i}, {j}): block {lab.shape} != extended box {ext}")
     images = {k: np.asarray(dispatch.to_host(v)) for k, v in blocks.items() if k != "labels"}
     coverage = images.pop("coverage", None)
-    near = None
-    if coverage is not None:  # a block covered everywhere (most) has no pixel near a gap
-        covered = coverage.astype(bool)
-        near = np.zeros(covered.shape, bool) if covered.all() else _near_uncovered(covered)
+    near = None if coverage is None else _near_uncovered(coverage.astype(bool))
     columns = settings["columns"]
     fg = np.flatnonzero(lab.ravel())
     if fg.size == 0:

@@ -236,6 +236,7 @@ class Pipeline(StageMixin):
         if client is not None:
             self.client = client
             self.runner = self._runner(client)
+        _import_in_background("mosaicflow.report")  # while the workers run the first stages
         lock = StoreLock(self.out, storage_options=self._store_options)
         lock.acquire(break_stale=self.break_lock)  # one writer per store, named if refused
         lock.start_renewing()
@@ -315,6 +316,23 @@ class Pipeline(StageMixin):
                 )
                 return name
         return None
+
+
+def _import_in_background(module: str) -> None:
+    """Import ``module`` in a daemon thread: the report stage's imports (Matplotlib,
+    scikit-learn; over a second) then cost the driver nothing when that stage starts, since the
+    driver mostly waits on the workers before it. Python's import lock makes a later import
+    of the same module wait for this one."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:
+            pass  # the report stage's own import reports it
+
+    threading.Thread(target=load, daemon=True).start()
 
 
 def _location(path: Any, *, parent: bool = False) -> str:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
+from mosaicflow.report.frames import TileFrame
 from mosaicflow.runner import Runner
 
 IOU_THRESHOLD = 0.5
@@ -317,92 +318,6 @@ def contingency_windows(
         merged = dask.delayed(Contingency.merge, pure=True)(tasks)
         return runner.compute(merged, "truth matching")
     return Contingency.merge(parts)
-
-
-# -- frames ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TileFrame:
-    """Where the fused mosaic's pixels lie in the true mosaic of a synthetic acquisition.
-
-    Tile ``i`` was rendered from the true scene at its true origin ``true_origins[i]`` and
-    placed by the fusion at ``fused_origins[i]`` (its nominal stage position, rounded, shifted
-    so the smallest is 0). A fused pixel ``p`` shown by tile ``i`` is therefore the true pixel
-    ``p - fused_origins[i] + true_origins[i]``: the frames differ by one shift per tile (the
-    stage error, plus a common offset), not by one global shift.
-
-    Which tile shows a fused pixel is decided by the fusion's own rule
-    (:func:`mosaicflow.stitch.fuse._fuse_chunk`: the covering tile with the nearest centre),
-    called here with constant tiles holding the tile's index.
-    """
-
-    fused_origins: np.ndarray
-    true_origins: np.ndarray
-    tile_shape: tuple[int, int]
-
-    @classmethod
-    def from_tables(
-        cls, tiles: pd.DataFrame, true_origins: pd.DataFrame, tile_shape: tuple[int, int]
-    ) -> TileFrame:
-        """From the run's ``tiles`` table (``row, col, y_px, x_px``: nominal origins) and the
-        truth's ``tile_origins.csv`` (``row, col, y_px, x_px``: true origins)."""
-        from mosaicflow.stitch.fuse import _integer_origins
-
-        fused = _integer_origins(tiles)
-        key = true_origins.set_index(["row", "col"])[["y_px", "x_px"]]
-        idx = pd.MultiIndex.from_arrays(
-            [tiles["row"].to_numpy(np.int64), tiles["col"].to_numpy(np.int64)]
-        )
-        missing = idx.difference(key.index)
-        if len(missing):
-            raise ConfigError(f"tiles without a true origin: {list(missing)[:5]}")
-        true = key.loc[idx].to_numpy(np.float64)
-        if not np.allclose(true, np.rint(true)):
-            raise ConfigError("true tile origins are not whole pixels")
-        return cls(fused, np.rint(true).astype(np.int64), (int(tile_shape[0]), int(tile_shape[1])))
-
-    @property
-    def fused_shape(self) -> tuple[int, int]:
-        """Shape of the fused mosaic."""
-        h, w = self.tile_shape
-        return int(self.fused_origins[:, 0].max() + h), int(self.fused_origins[:, 1].max() + w)
-
-    def owner(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Index + 1 of the tile that shows each fused pixel of the window (0: no tile)."""
-        from mosaicflow.stitch.fuse import _fuse_chunk
-
-        h, w = self.tile_shape
-        o = self.fused_origins
-        hits = np.flatnonzero(
-            (o[:, 0] < y1) & (o[:, 0] + h > y0) & (o[:, 1] < x1) & (o[:, 1] + w > x0)
-        )
-        tiles = [np.broadcast_to(np.int32(i + 1), (h, w)) for i in hits]
-        return _fuse_chunk((y0, y1, x0, x1), o[hits], (h, w), np.int32, *tiles)
-
-    def truth_window(self, truth: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The true labels the fused mosaic shows at ``[y0:y1, x0:x1]`` (0 where no tile).
-
-        Reads, for each tile showing part of the window, the window shifted into the true
-        frame by that tile's shift (clipped to the truth), and keeps the pixels the tile shows.
-        """
-        owner = self.owner(y0, y1, x0, x1)
-        out = np.zeros(owner.shape, dtype=np.uint32)
-        th, tw = int(truth.shape[0]), int(truth.shape[1])
-        for k in np.unique(owner):
-            if k == 0:
-                continue
-            dy, dx = (int(v) for v in self.true_origins[k - 1] - self.fused_origins[k - 1])
-            # the true window [y0 + dy, y1 + dy) x [x0 + dx, x1 + dx), clipped to the truth
-            ty0, ty1 = max(y0 + dy, 0), min(y1 + dy, th)
-            tx0, tx1 = max(x0 + dx, 0), min(x1 + dx, tw)
-            if ty1 <= ty0 or tx1 <= tx0:
-                continue
-            block = np.zeros(owner.shape, dtype=np.uint32)
-            block[ty0 - y0 - dy : ty1 - y0 - dy, tx0 - x0 - dx : tx1 - x0 - dx] = np.asarray(
-                truth[ty0:ty1, tx0:tx1]
-            )
-            shown = owner == k
-            out[shown] = block[shown]
-        return out
 
 
 # -- a run against its synthetic truth -------------------------------------------------------

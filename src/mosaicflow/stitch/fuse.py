@@ -56,7 +56,7 @@ def _fuse_chunk(
     *tiles: np.ndarray,
 ) -> np.ndarray:
     """The nearest-centre rule on one output region (also used to tell which tile shows a
-    pixel: :class:`mosaicflow.report.matching.TileFrame`)."""
+    pixel: :class:`mosaicflow.report.frames.TileFrame`)."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out = np.zeros((y1 - y0, x1 - x0), dtype=dtype)
