@@ -130,9 +130,25 @@ def test_a_chunk_lost_from_a_finished_stage_is_redone_not_read_as_zeros(
     store = RunStore(str(out), mode="r")
     assert store.missing_outputs("denoised") is None
     _assert_same(store, clean)
-    # a lost table part is found too
-    parts = sorted((out / "tables" / "particles.parquet").glob("part.*.parquet"))
-    parts[0].unlink()
+    # a lost table (one file here; a part of a table the workers sorted) is found too
+    (out / "tables" / "particles.parquet").unlink()
+    assert "table particles" in RunStore(str(out), mode="r").missing_outputs("particles")
+
+
+def test_a_table_sorted_by_the_workers_equals_the_one_sorted_in_one_process(
+    small_grid, clean, tmp_path, monkeypatch
+):
+    """Above SORT_IN_MEMORY_ROWS objects the particles stage sorts by a shuffle between the
+    workers and stores one part per partition: the same rows, and a lost part is found."""
+    from mosaicflow.pipeline import stages
+
+    monkeypatch.setattr(stages, "SORT_IN_MEMORY_ROWS", 0)
+    out = tmp_path / "run.zarr"
+    Pipeline(_config(small_grid.folder), str(out)).run()
+    store = RunStore(str(out), mode="r")
+    assert store.table_parts("particles") > 1
+    pd.testing.assert_frame_equal(store.read_table("particles"), clean.read_table("particles"))
+    sorted((out / "tables" / "particles.parquet").glob("part.*.parquet"))[0].unlink()
     assert "table particles" in RunStore(str(out), mode="r").missing_outputs("particles")
 
 
@@ -170,24 +186,33 @@ def _status(out: Path, stage: str) -> str | None:
     return meta["attributes"]["mosaicflow"].get("stages", {}).get(stage, {}).get("status")
 
 
+#: The command line, with the user's Ctrl-C (a real SIGINT to the process) arriving while the
+#: particles stage runs, whatever the stage's speed.
+CTRL_C_DURING_PARTICLES = """
+import os, signal, sys, time
+from mosaicflow.cli import main
+from mosaicflow.pipeline.stages import StageMixin
+
+real = StageMixin._stage_particles
+
+def interrupted(self, store):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(60)  # the signal's KeyboardInterrupt ends this
+    return real(self, store)
+
+StageMixin._stage_particles = interrupted
+sys.exit(main())
+"""
+
+
 @pytest.mark.cluster
 def test_ctrl_c_stops_with_one_line_and_a_resumable_store(small_grid, clean, tmp_path):
     out = tmp_path / "run.zarr"
-    cli = "import sys; from mosaicflow.cli import main; sys.exit(main())"
-    cmd = [sys.executable, "-c", cli, "run", str(small_grid.folder), "--out", str(out)]
-    cmd += ["--chunk", str(CHUNK), "--workers", "1", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while _status(out, "particles") != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _status(out, "particles") == "running"
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    cmd = [sys.executable, "-c", CTRL_C_DURING_PARTICLES, "run", str(small_grid.folder)]
+    cmd += ["--out", str(out), "--chunk", str(CHUNK), "--workers", "1", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert proc.returncode == 130, stdout + stderr
     assert "interrupted:" in stdout and "--resume" in stdout
     assert "Traceback" not in stdout + stderr
     store = RunStore(str(out), mode="r")
