@@ -51,6 +51,7 @@ def test_booleans_stay_booleans():
         ("denoise", "sigma", "inf", r"denoise\.sigma: expected a finite number, got 'inf'"),
         ("measure", "max_object_fraction", [0.5], r"measure\.max_object_fraction: .*\[0\.5\]"),
         ("segment", "model", True, r"segment\.model: expected str .*True"),
+        ("segment", "runtime", "tvm", r"segment\.runtime must be auto, torch or onnx, got 'tvm'"),
         ("segment", "resources", {"GPU": "one"}, r"segment\.resources\.GPU: .*'one'"),
         ("segment", "resources", {"GPU": -1}, r"segment\.resources: .*>= 0.*-1"),
         ("cluster", "n_workers", 0, r"cluster\.n_workers \(--workers\) must be >= 1.*got 0"),

@@ -189,6 +189,33 @@ def test_particles_larger_than_the_halo_are_assembled_exactly(field, halo):
     _assert_table_equal(table.compute(scheduler="sync"), expected)
 
 
+@pytest.mark.parametrize(("chunks", "halo"), [((64, 64), 64), ((37, 53), 8)])
+def test_stored_images_are_read_with_their_halo_by_each_measuring_task(
+    field, tmp_path, chunks, halo
+):
+    """Images read from Zarr take the direct path (each measuring task reads its chunk and halo
+    in one read, no edge tasks); the table still equals scikit-image's, giants included."""
+    import zarr
+
+    from mosaicflow._shared.halo import store_source
+
+    image, labels = field
+    stored = {}
+    for name, data in (("labels", labels), ("image", image)):
+        target = zarr.create_array(
+            str(tmp_path / f"{name}.zarr"), shape=data.shape, chunks=chunks, dtype=data.dtype
+        )
+        target[...] = data
+        stored[name] = da.from_zarr(str(tmp_path / f"{name}.zarr"))
+    assert store_source(stored["labels"]) is not None
+    assert store_source(da.from_array(labels, chunks=chunks)) is None
+    table = regionprops_table(stored["labels"], stored["image"], halo=halo)
+    graph = dict(table.__dask_graph__())
+    assert not any("props-edges" in str(key) for key in graph)
+    expected = skimage.measure.regionprops_table(labels, image, properties=SKIMAGE_PROPS)
+    _assert_table_equal(table.compute(scheduler="sync"), expected)
+
+
 def test_numpy_input_gives_the_same_pandas_table(field):
     image, labels = field
     table = regionprops_table(labels, image)

@@ -158,3 +158,27 @@ def _two_task_halo(
             dsk[(name, i, j)] = (_apply, kernel, kwargs, dy, dx, (data.name, i, j), neighbours)
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
     return da.Array(graph, name, data.chunks, meta=meta)
+
+
+def store_source(array: Any) -> str | None:
+    """The graph key of the stored array (a Zarr array, through ``dask.array.from_zarr``) a Dask
+    array reads its blocks from, when every block is a plain ``getter`` of that one source;
+    else None. A task can then read any box of it, a chunk and its halo in one read
+    (:func:`read_box_task`), instead of gathering the halo from its neighbours' tasks."""
+    import dask.array as da
+
+    graph = array.__dask_graph__()
+    first = (array.name,) + (0,) * array.ndim
+    task = graph.get(first) if len(graph) == array.npartitions + 1 else None
+    deps = getattr(task, "dependencies", ())
+    if getattr(task, "func", None) is not da.core.getter or len(deps) != 1 or task.kwargs:
+        return None
+    return str(next(iter(deps)))
+
+
+def read_box_task(source: str, box: tuple[int, int, int, int]) -> tuple[Any, ...]:
+    """A graph task reading ``box`` (y0, x0, y1, x1) of the stored array at key ``source``."""
+    import dask.array as da
+
+    y0, x0, y1, x1 = box
+    return (da.core.getter, source, (slice(y0, y1), slice(x0, x1)))

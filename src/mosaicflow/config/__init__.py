@@ -144,7 +144,9 @@ class SegmentConfig:
     histogram and recorded in the store) or ``model`` (windowed inference with the
     checkpoint at ``model``; its window and threshold apply unless ``window`` is set).
     ``resources`` (e.g. ``{GPU: 1}``) sends the model's window tasks only to workers started
-    with those Dask resources."""
+    with those Dask resources. ``runtime``: ``auto`` (ONNX Runtime on CPU workers, about twice
+    eager PyTorch at the same masks; PyTorch on a GPU), ``torch`` or ``onnx``
+    (``docs/INFERENCE.md``)."""
 
     method: str = "otsu"
     polarity: str = "auto"
@@ -156,6 +158,7 @@ class SegmentConfig:
     tta: bool = False
     device: str = "auto"
     resources: dict[str, float] | None = None
+    runtime: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,10 @@ class Config:
             (
                 self.segment.batch_size >= 1,
                 f"segment.batch_size must be >= 1, got {self.segment.batch_size}",
+            ),
+            (
+                self.segment.runtime in ("auto", "torch", "onnx"),
+                f"segment.runtime must be auto, torch or onnx, got {self.segment.runtime!r}",
             ),
             (
                 self.segment.window is None or self.segment.window >= 16,

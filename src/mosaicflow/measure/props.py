@@ -33,8 +33,8 @@ from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
 from mosaicflow import dispatch
+from mosaicflow._shared import halo as _halo
 from mosaicflow._shared.arrays import as_dask, check_2d, pixel_grid
-from mosaicflow._shared.halo import assemble, edge_bundle, neighbour_pieces
 from mosaicflow.errors import ConfigError
 from mosaicflow.measure._kernel import measure
 from mosaicflow.measure.columns import (
@@ -193,18 +193,24 @@ def _chunk_table(
     return table, pieces, ids[owned].astype(np.uint32)
 
 
+def _block_task(array: da.Array, source: str | None, grid: _Grid, i: int, j: int) -> Any:
+    """Chunk ``(i, j)``'s input: its extended box read from the store, or the chunk's key."""
+    return (array.name, i, j) if source is None else _halo.read_box_task(source, grid.ext(i, j))
+
+
 def _chunk_task(
     names: list[str],
     blocks: list[Any],
-    neighbours: list[list[list[Any]]],
+    neighbours: list[list[list[Any]] | None],
     i: int,
     j: int,
     grid: _Grid,
     settings: dict[str, Any],
 ) -> tuple[pd.DataFrame, list[tuple[Any, ...]], np.ndarray]:
-    """Assemble each image's extended block from its neighbours' edges, then measure."""
+    """Each image's extended block (read whole, or a chunk joined with its neighbours' edges),
+    then measure."""
     extended = {
-        name: assemble(block, around, grid.halo, grid.halo)[0]
+        name: block if around is None else _halo.assemble(block, around, grid.halo, grid.halo)[0]
         for name, block, around in zip(names, blocks, neighbours, strict=True)
     }
     return _chunk_table(extended, i, j, grid, settings)
@@ -444,40 +450,32 @@ def regionprops_table(
     grid = _Grid(labels.chunks, depth)
     arrays = {k: as_dask(img).rechunk(labels.chunks) for k, img in images.items()}
     names = list(arrays)
-    # A stencil holds every input chunk from its edge task until its own measuring task: a band
-    # of chunk rows, growing with the mosaic's width. Where an input is a plain read (its chunk
-    # tasks and one source key, e.g. a stored image), the edge tasks read their own copy, so
-    # each read is released at once and worker memory stays a few chunks per worker.
-    sources = {
-        k: clone(a, assume_layers=False) if len(a.__dask_graph__()) <= a.npartitions + 1 else a
-        for k, a in arrays.items()
-    }
+    # An input read from a store (e.g. a Zarr image) is read by each measuring task itself, the
+    # chunk and its halo in one read: nothing waits in worker memory for the neighbours. Other
+    # inputs go through edge tasks (a plain in-memory read through its own copy, so that each
+    # block is released at once).
+    direct = {k: _halo.store_source(a) for k, a in arrays.items()}
+    plain = {k: len(a.__dask_graph__()) <= a.npartitions + 1 for k, a in arrays.items()}
+    sources = {k: clone(a, assume_layers=False) if plain[k] else a for k, a in arrays.items()}
     token = tokenize(*(arrays[k].name for k in names), depth, settings)
     ny, nx = labels.numblocks
     dsk: dict[Any, Any] = {}
-    for k in names:
+    for k in (k for k in names if direct[k] is None):
         for i in range(ny):
             for j in range(nx):
-                dsk[(f"props-edges-{k}-{token}", i, j)] = (
-                    edge_bundle,
-                    (sources[k].name, i, j),
-                    depth,
-                    depth,
-                )
+                edge = (_halo.edge_bundle, (sources[k].name, i, j), depth, depth)
+                dsk[(f"props-edges-{k}-{token}", i, j)] = edge
     parts, pieces = [], []
     for i in range(ny):
         for j in range(nx):
             key = (f"props-chunk-{token}", i, j)
-            dsk[key] = (
-                _chunk_task,
-                names,
-                [(arrays[k].name, i, j) for k in names],
-                [neighbour_pieces(f"props-edges-{k}-{token}", i, j, ny, nx) for k in names],
-                i,
-                j,
-                grid,
-                settings,
-            )
+            blocks = [_block_task(arrays[k], direct[k], grid, i, j) for k in names]
+            edges = [f"props-edges-{k}-{token}" for k in names]
+            around = [
+                None if direct[k] else _halo.neighbour_pieces(e, i, j, ny, nx)
+                for k, e in zip(names, edges, strict=True)
+            ]
+            dsk[key] = (_chunk_task, names, blocks, around, i, j, grid, settings)
             parts.append(key)
     graph = HighLevelGraph.from_collections(
         f"props-chunk-{token}",

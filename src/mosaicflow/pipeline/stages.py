@@ -210,6 +210,7 @@ class StageMixin:
             tta=cfg.tta,
             device=cfg.device,
             resources=cfg.resources,
+            runtime=cfg.runtime,
         )
         u8 = (prob * 255).round().astype("uint8")
         info = {

@@ -26,7 +26,7 @@ from mosaicflow.segmentation._tasks import (
 from mosaicflow.segmentation.windows import WindowGrid, window_grid
 
 if TYPE_CHECKING:
-    from mosaicflow.segmentation.predict import _Model
+    from mosaicflow.segmentation._model import _Model
 
 
 @dataclass(frozen=True, eq=False)

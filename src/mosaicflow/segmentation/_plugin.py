@@ -4,7 +4,8 @@ Predict tasks never carry weights. They carry a small *source*: a checkpoint pat
 (mtime and size, so a file replaced after the graph was built is detected), or the token of a
 bare ``torch.nn.Module`` that travels once as its own graph key. Each task asks the cache of
 the process it runs in for the model; the first task loads it (from the file, or by preparing
-the module: eval mode, device, memory format), the others reuse it.
+the module: eval mode, device, memory format), the others reuse it. For the ONNX runtime the
+cache also holds the ONNX Runtime session exported from that model, once per window.
 
 On a distributed worker with ``ModelPlugin`` registered the cache lives on the plugin (its
 ``loads`` counter says how often a model was loaded there, and it can preload checkpoints at
@@ -95,6 +96,12 @@ def resolve_device(device: Any) -> torch.device:
     return torch.device(device)
 
 
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
 def _prepare(model: Any, device: torch.device, channels_last: bool, *, own: bool) -> Any:
     import torch
 
@@ -111,12 +118,19 @@ def _prepare(model: Any, device: torch.device, channels_last: bool, *, own: bool
 
 
 class ModelCache:
-    """Ready-to-run models keyed by (source token, device, memory format); thread-safe, LRU."""
+    """Ready-to-run models keyed by (source token, device, memory format, runtime, window);
+    thread-safe, LRU.
 
-    def __init__(self, maxsize: int = 4) -> None:
+    ``loads`` counts models loaded from a file or prepared from a module; ``exports`` counts
+    ONNX Runtime sessions made from them (one per model and window).
+    """
+
+    # 8 entries: four models, each with its ONNX Runtime session on a CPU worker
+    def __init__(self, maxsize: int = 8) -> None:
         self.maxsize = maxsize
         self.loads = 0
-        self._models: OrderedDict[tuple[str, str, bool], Any] = OrderedDict()
+        self.exports = 0
+        self._models: OrderedDict[tuple[str, str, bool, str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(
@@ -125,6 +139,9 @@ class ModelCache:
         module: Any,
         device: torch.device,
         channels_last: bool = False,
+        *,
+        runtime: str = "torch",
+        window: int = 0,
     ) -> Any:
         """The ready-to-run model of ``source``, loaded or prepared on the first request.
 
@@ -138,33 +155,65 @@ class ModelCache:
         device : torch.device
             Where the model runs.
         channels_last : bool
-            Convert the model to ``torch.channels_last`` memory format.
+            Convert the model to ``torch.channels_last`` memory format (torch only).
+        runtime : {"torch", "onnx"}
+            ``"onnx"``: the torch model (from this cache) exported for ``window`` and run by
+            ONNX Runtime on the CPU with :func:`~._onnx.threads_per_call` threads.
+        window : int
+            The square window side an ONNX session is exported for.
 
         Returns
         -------
-        torch.nn.Module or callable
+        torch.nn.Module, OnnxModel or callable
             The model in eval mode on ``device`` (a plain callable as given).
 
         Raises
         ------
         CheckpointError
             The checkpoint is unreadable, or changed since its source was made.
+        MosaicflowError
+            The ONNX export failed or disagrees with torch.
         """
-        key = (source.token, str(device), bool(channels_last))
         with self._lock:
+            if runtime != "onnx":
+                return self._torch(source, module, device, bool(channels_last))
+            key = (source.token, "cpu", False, "onnx", int(window))
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
                 return model
-            if isinstance(source, CheckpointSource):
-                model = _prepare(_load(source), device, channels_last, own=True)
-            else:
-                model = _prepare(module, device, channels_last, own=False)
-            self.loads += 1
-            self._models[key] = model
-            while len(self._models) > self.maxsize:
-                self._models.popitem(last=False)
+            from mosaicflow.segmentation import _onnx
+
+            base = self._torch(source, module, _cpu(), False)
+            name = (
+                f"checkpoint {Path(source.path).name!r}"
+                if isinstance(source, CheckpointSource)
+                else f"{source.name} module"
+            )
+            model = _onnx.export(base, int(window), threads=_onnx.threads_per_call(), name=name)
+            self.exports += 1
+            return self._store(key, model)
+
+    def _torch(
+        self, source: CheckpointSource | ModuleSource, module: Any, device: Any, cl: bool
+    ) -> Any:
+        key = (source.token, str(device), cl, "torch", 0)
+        model = self._models.get(key)
+        if model is not None:
+            self._models.move_to_end(key)
             return model
+        if isinstance(source, CheckpointSource):
+            model = _prepare(_load(source), device, cl, own=True)
+        else:
+            model = _prepare(module, device, cl, own=False)
+        self.loads += 1
+        return self._store(key, model)
+
+    def _store(self, key: tuple[str, str, bool, str, int], model: Any) -> Any:
+        self._models[key] = model
+        while len(self._models) > self.maxsize:
+            self._models.popitem(last=False)
+        return model
 
     def clear(self) -> None:
         """Drop every cached model."""

@@ -1,11 +1,12 @@
 """The tasks of windowed inference that run on workers, and the plans they carry.
 
 A *window task* evaluates up to ``batch_size`` windows of one grid row: it reads the input chunks
-the windows touch, checks and normalises them, runs the model (once, or 8 times with TTA) and
-returns ``output * weights``. A *blend task* makes one output chunk: it adds the weighted outputs
-of the windows that touch the chunk, in MONAI's window order, divides by the summed weights and
-applies the activation. The plans are small frozen dataclasses: a task never carries weights,
-only the model's *source* (see :mod:`mosaicflow.segmentation._plugin`).
+the windows touch, checks and normalises them, runs the model (once, or 8 times with TTA; the
+torch module, or on the CPU its ONNX Runtime export, see :mod:`mosaicflow.segmentation._onnx`)
+and returns ``output * weights``. A *blend task* makes one output chunk: it adds the weighted
+outputs of the windows that touch the chunk, in MONAI's window order, divides by the summed
+weights and applies the activation. The plans are small frozen dataclasses: a task never carries
+weights, only the model's *source* (see :mod:`mosaicflow.segmentation._plugin`).
 
 torch is imported only inside the task functions, so importing this module is cheap.
 """
@@ -51,6 +52,7 @@ class _Options:
     device: str
     amp_dtype: str | None
     channels_last: bool
+    runtime: str  # "torch", "onnx", or "auto" (decided on the worker)
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,10 @@ def _first_output(out: Any) -> torch.Tensor:
     return out
 
 
-def _forward(model: Any, x: torch.Tensor, opts: _Options) -> torch.Tensor:
+def _forward(model: Any, x: torch.Tensor, opts: _Options, runtime: str) -> torch.Tensor:
     import torch
 
-    if opts.channels_last:
+    if opts.channels_last and runtime == "torch":
         x = x.contiguous(memory_format=torch.channels_last)
     amp = (
         torch.autocast(x.device.type, dtype=getattr(torch, opts.amp_dtype))
@@ -116,10 +118,13 @@ def _run_window_batch(boxed: _Boxed | None, plan: _BatchPlan, blocks: list[Any])
     """Evaluate one batch of windows; returns ``output * weights``, float32 (B, C, w, w)."""
     import torch
 
-    from mosaicflow.segmentation import _plugin
+    from mosaicflow.segmentation import _onnx, _plugin
 
     opts = plan.opts
     device = _plugin.resolve_device(opts.device)
+    runtime = _onnx.resolve_runtime(opts.runtime, device)
+    if runtime == "onnx":
+        device = torch.device("cpu")
     w = opts.window
     top_all, bottom_all, left_all, right_all = plan.bbox
     parts = []  # (tensor, its origin row, its origin column), each block cut to the batch's box
@@ -150,9 +155,14 @@ def _run_window_batch(boxed: _Boxed | None, plan: _BatchPlan, blocks: list[Any])
                     a - oy : b - oy, c - ox : d - ox
                 ]
     model = _plugin.get_cache().get(
-        plan.source, None if boxed is None else boxed.value, device, opts.channels_last
+        plan.source,
+        None if boxed is None else boxed.value,
+        device,
+        opts.channels_last,
+        runtime=runtime,
+        window=w,
     )
-    out = _forward(model, batch, opts)
+    out = _forward(model, batch, opts, runtime)
     expected = (len(plan.windows), opts.classes, w, w)
     if tuple(out.shape) != expected:
         raise MosaicflowError(
