@@ -190,6 +190,9 @@ def _status(out: Path, stage: str) -> str | None:
 #: particles stage runs, whatever the stage's speed.
 CTRL_C_DURING_PARTICLES = """
 import os, signal, sys, time
+# Ctrl-C raises KeyboardInterrupt as at a terminal, even where this test was started from a
+# shell that ignores SIGINT in its background jobs (Python then keeps it ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from mosaicflow.cli import main
 from mosaicflow.pipeline.stages import StageMixin
 
