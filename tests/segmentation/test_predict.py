@@ -24,6 +24,8 @@ from mosaicflow.segmentation import (
     window_grid,
 )
 
+pytestmark = pytest.mark.usefixtures("local_scheduler")
+
 # whole image, chunks smaller than the window and off its grid, thin strips
 CHUNKINGS = [(1000, 1000), (50, 70), (37, 128), (200, 23)]
 WINDOW = 64
@@ -42,17 +44,6 @@ class Scale(torch.nn.Module):
 
     def forward(self, x):
         return self.factor * x
-
-
-@pytest.fixture(autouse=True)
-def local_scheduler(request):
-    """Compute in this process unless a test asks for the cluster: the session's Client, once
-    started by another test, would otherwise become the default scheduler."""
-    if request.node.get_closest_marker("cluster"):
-        yield
-    else:
-        with dask.config.set(scheduler="threads"):
-            yield
 
 
 @pytest.fixture(scope="module")

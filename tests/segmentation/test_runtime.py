@@ -14,6 +14,8 @@ from mosaicflow.segmentation import WindowedPredictor, build_model, predict, sav
 from mosaicflow.segmentation._onnx import OnnxModel, threads_per_call
 from mosaicflow.segmentation._plugin import PLUGIN_NAME, get_cache
 
+pytestmark = pytest.mark.usefixtures("local_scheduler")
+
 pytest.importorskip("onnxruntime")
 
 WINDOW = 64
@@ -22,15 +24,6 @@ CHUNKINGS = [(1000, 1000), (50, 70)]
 P_TOL = 1e-4
 #: ... and the masks at 0.5 agree on at least this share of the pixels (measured: all of them).
 MASK_AGREEMENT = 0.999
-
-
-@pytest.fixture(autouse=True)
-def local_scheduler(request):
-    if request.node.get_closest_marker("cluster"):
-        yield
-    else:
-        with dask.config.set(scheduler="threads"):
-            yield
 
 
 @pytest.fixture(scope="module")
