@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "synth": 4,
     "stitch": 5,
     "restoration": 5,
-    "segmentation": 5,
+    "segmentation": 6,  # builds instances on measure.label (chunk-exact seeds)
     "measure": 5,
     "classify": 6,
     "report": 7,

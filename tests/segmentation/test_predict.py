@@ -222,8 +222,11 @@ def test_tta_equals_monai_with_averaged_transforms(image, unet):
 # --- rejections --------------------------------------------------------------------------------
 
 
-def test_default_model_is_refused_clearly(image):
-    with pytest.raises(MosaicflowError, match="no trained default model"):
+def test_default_model_missing_from_an_installation_is_named(image, monkeypatch, tmp_path):
+    from mosaicflow.segmentation import default
+
+    monkeypatch.setattr(default, "DEFAULT_WEIGHTS", tmp_path / "default.safetensors")
+    with pytest.raises(MosaicflowError, match="missing from this installation"):
         predict(da.from_array(image, chunks=64), "default")
 
 

@@ -436,14 +436,19 @@ def model_flops(segment: Any, shape: tuple[int, int]) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from mosaicflow.segmentation.default import resolve_model_path
     from mosaicflow.segmentation.models import build_model, read_checkpoint_metadata
     from mosaicflow.segmentation.windows import window_grid
 
-    meta = read_checkpoint_metadata(str(segment.model))
+    meta = read_checkpoint_metadata(resolve_model_path(str(segment.model)))
     window = int(segment.window or meta.window)
     with torch.device("meta"):
         model = build_model(
-            meta.arch, meta.encoder, in_channels=meta.in_channels, classes=meta.classes
+            meta.arch,
+            meta.encoder,
+            in_channels=meta.in_channels,
+            classes=meta.classes,
+            decoder_channels=meta.decoder_channels,
         )
         x = torch.empty(1, meta.in_channels, window, window)
     counter = FlopCounterMode(display=False)

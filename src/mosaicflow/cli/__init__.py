@@ -1,8 +1,9 @@
 """Command line: ``mosaicflow run`` (the whole job), ``mosaicflow stitch`` (registration and
 fusion only), ``mosaicflow synth`` (test data), ``mosaicflow classify-train`` (a particle
-classifier) and ``mosaicflow bench`` (the throughput benchmark). One module per command;
-this one builds the parser and turns mosaicflow's errors into one red line and exit status 2,
-and Ctrl-C into one line and exit status 130."""
+classifier), ``mosaicflow bench`` (the throughput benchmark), ``mosaicflow train`` (an instance
+segmentation model) and ``mosaicflow evaluate`` (a segmenter scored against masks or boxes).
+One module per command; this one builds the parser and turns mosaicflow's errors into one red
+line and exit status 2, and Ctrl-C into one line and exit status 130."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 
 from rich.console import Console
 
-from mosaicflow.cli import bench, classify, run, stitch, synth
+from mosaicflow.cli import bench, classify, evaluate, run, stitch, synth, train
 from mosaicflow.errors import Interrupted, MosaicflowError
 
 
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_parser(sub)
     classify.add_parser(sub)
     bench.add_parser(sub)
+    train.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 

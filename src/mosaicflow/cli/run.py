@@ -73,7 +73,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run.add_argument(
         "--model",
         default=None,
-        help="segment with this checkpoint (windowed U-Net/FPN inference) instead of Otsu",
+        help="segment particles with a model instead of Otsu: 'default' (the shipped instance "
+        "model) or a checkpoint (windowed U-Net/FPN inference; see docs/INSTANCES.md)",
     )
     run.add_argument(
         "--classifier",
@@ -334,8 +335,10 @@ def print_summary(store: Any, console: Console) -> None:
             f"F1 {match['f1_percent']:.1f} % (precision {match['precision_percent']:.1f} %, "
             f"recall {match['recall_percent']:.1f} %)",
         )
+        size_error = match.get("median_ecd_error_percent")
         table.add_row(
-            "size error of matched particles", f"{match['median_ecd_error_percent']:+.1f} % median"
+            "size error of matched particles",
+            "no particle matched" if size_error is None else f"{size_error:+.1f} % median",
         )
     if parts.get("below_min_size"):
         table.add_row(

@@ -143,6 +143,12 @@ class SegmentConfig:
     substrate, or ``auto``: the smaller side of the threshold, decided from the mosaic's
     histogram and recorded in the store) or ``model`` (windowed inference with the
     checkpoint at ``model``; its window and threshold apply unless ``window`` is set).
+    ``model: default`` is the instance model shipped inside the package; with an instance model
+    (``mosaicflow train``) the run stores the foreground and interior probabilities and grows
+    seeds into instances (``docs/INSTANCES.md``): ``foreground_threshold`` and
+    ``seed_threshold`` and ``min_seed_px`` (smaller seeds are dropped) override the
+    checkpoint's, ``max_particle_px`` is the halo each label
+    chunk reads first (larger particles widen the window, exactly).
     ``resources`` (e.g. ``{GPU: 1}``) sends the model's window tasks only to workers started
     with those Dask resources. ``runtime``: ``auto`` (ONNX Runtime on CPU workers, about twice
     eager PyTorch at the same masks; PyTorch on a GPU), ``torch`` or ``onnx``
@@ -159,6 +165,10 @@ class SegmentConfig:
     device: str = "auto"
     resources: dict[str, float] | None = None
     runtime: str = "auto"
+    foreground_threshold: float | None = None
+    seed_threshold: float | None = None
+    min_seed_px: int | None = None
+    max_particle_px: int = 256
 
 
 @dataclass(frozen=True)
@@ -248,144 +258,10 @@ class Config:
 
     def __post_init__(self) -> None:
         self._coerce_types()
-        checks = [
-            (self.store.chunk >= 16, f"store.chunk must be >= 16 px, got {self.store.chunk}"),
-            (
-                self.denoise.method in DENOISE_METHODS,
-                f"denoise.method must be one of {DENOISE_METHODS}, got {self.denoise.method!r}",
-            ),
-            (self.denoise.sigma > 0, f"denoise.sigma must be > 0, got {self.denoise.sigma}"),
-            (
-                self.denoise.size >= 1 and self.denoise.size % 2 == 1,
-                f"denoise.size must be an odd number >= 1, got {self.denoise.size}",
-            ),
-            (
-                self.denoise.patch_size >= 1 and self.denoise.patch_size % 2 == 1,
-                f"denoise.patch_size must be an odd number >= 1, got {self.denoise.patch_size}",
-            ),
-            (
-                self.denoise.patch_distance >= 1,
-                f"denoise.patch_distance must be >= 1, got {self.denoise.patch_distance}",
-            ),
-            (
-                self.denoise.h is None or self.denoise.h > 0,
-                f"denoise.h must be > 0 or empty (automatic), got {self.denoise.h}",
-            ),
-            (
-                self.denoise.noise_sigma is None or self.denoise.noise_sigma >= 0,
-                f"denoise.noise_sigma must be >= 0 or empty (estimated), "
-                f"got {self.denoise.noise_sigma}",
-            ),
-            (
-                self.denoise.store_dtype in ("input", "float32"),
-                f"denoise.store_dtype must be 'input' or 'float32', got "
-                f"{self.denoise.store_dtype!r}",
-            ),
-            (
-                self.segment.method in ("otsu", "model"),
-                f"segment.method must be 'otsu' or 'model', got {self.segment.method!r}",
-            ),
-            (
-                self.segment.method != "model" or bool(self.segment.model),
-                "segment.method 'model' needs segment.model, the path of a checkpoint "
-                "(mosaicflow ships no trained default model yet)",
-            ),
-            (
-                0.0 <= self.segment.overlap < 1.0,
-                f"segment.overlap must be in [0, 1), got {self.segment.overlap}",
-            ),
-            (
-                self.segment.batch_size >= 1,
-                f"segment.batch_size must be >= 1, got {self.segment.batch_size}",
-            ),
-            (
-                self.segment.runtime in ("auto", "torch", "onnx"),
-                f"segment.runtime must be auto, torch or onnx, got {self.segment.runtime!r}",
-            ),
-            (
-                self.segment.window is None or self.segment.window >= 16,
-                f"segment.window must be >= 16 px or empty, got {self.segment.window}",
-            ),
-            (
-                self.segment.polarity in POLARITIES,
-                f"segment.polarity must be one of {POLARITIES}, got {self.segment.polarity!r}",
-            ),
-            (
-                self.measure.edge_policy in EDGE_POLICIES,
-                f"measure.edge_policy must be one of {EDGE_POLICIES}, got "
-                f"{self.measure.edge_policy!r}",
-            ),
-            (
-                0 < self.measure.max_object_fraction <= 1,
-                f"measure.max_object_fraction must be in (0, 1], got "
-                f"{self.measure.max_object_fraction}",
-            ),
-            (self.segment.nbins >= 2, f"segment.nbins must be >= 2, got {self.segment.nbins}"),
-            (
-                self.label.connectivity in (1, 2),
-                f"label.connectivity must be 1 or 2, got {self.label.connectivity}",
-            ),
-            (self.measure.halo >= 1, f"measure.halo must be >= 1 px, got {self.measure.halo}"),
-            (
-                self.synth.rows >= 1 and self.synth.cols >= 1,
-                "synth.rows and synth.cols must be >= 1",
-            ),
-            (
-                0 <= self.synth.overlap < 0.5,
-                f"synth.overlap must be in [0, 0.5), got {self.synth.overlap}",
-            ),
-            (
-                self.synth.bit_depth in (8, 16),
-                f"synth.bit_depth must be 8 or 16, got {self.synth.bit_depth}",
-            ),
-        ]
-        tiles = self.tiles
-        checks += [
-            (
-                tiles.pixel_size_nm is None or tiles.pixel_size_nm > 0,
-                f"tiles.pixel_size_nm must be > 0 or empty, got {tiles.pixel_size_nm}",
-            ),
-            (
-                tiles.crop_bottom is None or tiles.crop_bottom >= 0,
-                f"tiles.crop_bottom must be >= 0 px or empty, got {tiles.crop_bottom}",
-            ),
-            (
-                tiles.missing_tiles in MISSING_TILE_POLICIES,
-                f"tiles.missing_tiles must be one of {MISSING_TILE_POLICIES}, got "
-                f"{tiles.missing_tiles!r}",
-            ),
-        ]
-        checks += [
-            (
-                self.stitch.max_shift_px is None or self.stitch.max_shift_px > 0,
-                f"stitch.max_shift_px must be > 0 or empty, got {self.stitch.max_shift_px}",
-            ),
-            (
-                self.stitch.blend in BLEND_MODES,
-                f"stitch.blend must be one of {BLEND_MODES}, got {self.stitch.blend!r}",
-            ),
-            (
-                self.stitch.device in ("cpu", "gpu", "auto"),
-                f"stitch.device must be cpu, gpu or auto, got {self.stitch.device!r}",
-            ),
-        ]
+        from mosaicflow.config.checks import configuration_checks
+
         cluster = self.cluster
-        checks += [
-            (
-                cluster.n_workers is None or cluster.n_workers >= 1,
-                f"cluster.n_workers (--workers) must be >= 1 or empty (sized from the "
-                f"machine), got {cluster.n_workers}",
-            ),
-            (
-                cluster.threads_per_worker >= 1,
-                f"cluster.threads_per_worker must be >= 1, got {cluster.threads_per_worker}",
-            ),
-            (
-                cluster.no_worker_timeout_s > 0 and cluster.stall_timeout_s > 0,
-                "cluster.no_worker_timeout_s and cluster.stall_timeout_s must be > 0 s, got "
-                f"{cluster.no_worker_timeout_s} and {cluster.stall_timeout_s}",
-            ),
-        ]
+        checks = configuration_checks(self)
         for ok, message in checks:
             if not ok:
                 raise ConfigError(f"invalid configuration: {message}")

@@ -134,6 +134,34 @@ def store_array(
     return len(todo)
 
 
+def store_arrays(
+    arrays: list[da.Array], targets: list[zarr.Array], runner: Runner, description: str
+) -> int:
+    """Write several Dask arrays that share work (e.g. two outputs of one model) into Zarr
+    arrays in one computation, so the shared part runs once; returns the chunks written."""
+    parts = []
+    for arr, target in zip(arrays, targets, strict=True):
+        unit = write_unit(target)
+        if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
+            arr = arr.rechunk(unit)
+        check_alignment(arr.chunks, target)
+        markers = da.map_blocks(
+            _write_block,
+            arr,
+            target=target,
+            progress=None,
+            chunks=tuple((1,) * len(c) for c in arr.chunks),
+            dtype=np.uint8,
+            meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
+        )
+        parts.append(markers.ravel())
+    written = int(np.asarray(runner.compute(da.concatenate(parts), description)).sum())
+    expected = sum(p.shape[0] for p in parts)
+    if written != expected:
+        raise StoreError(f"{description}: only {written} of {expected} chunks written")
+    return written
+
+
 def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
     return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
 

@@ -130,9 +130,11 @@ class Pipeline(StageMixin):
             )
             self._check_output()  # and every folder the tiles are in
         if cfg.segment.method == "model" and cfg.segment.model:
+            from mosaicflow.segmentation.default import resolve_model_path
             from mosaicflow.segmentation.models import validate_checkpoint
 
-            validate_checkpoint(cfg.segment.model)  # every weight read, none half-valid
+            # every weight read, none half-valid
+            validate_checkpoint(resolve_model_path(cfg.segment.model, what="segment.model"))
         if cfg.classify.model:
             from mosaicflow.classify.fileformat import validate_classifier_file
 

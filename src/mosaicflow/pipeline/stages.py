@@ -5,7 +5,6 @@ keeps. Mixed into :class:`mosaicflow.pipeline.Pipeline`, which runs them in orde
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import dask
@@ -15,6 +14,12 @@ import pandas as pd
 
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import read_tileset
+from mosaicflow.pipeline.instances import (
+    checkpoint_path,
+    is_instance_checkpoint,
+    write_instance_labels,
+    write_instance_probability,
+)
 from mosaicflow.selection import (
     ECD,
     EDGE_FLAGS,
@@ -158,6 +163,12 @@ class StageMixin:
         from mosaicflow.stitch import coverage
 
         den = store.read_image("denoised")
+        # Pixels no tile covers are never particles, whatever the polarity.
+        covered = coverage(self.tileset, chunks=den.data.chunks[0][0]).data
+        if self.config.segment.method == "model" and is_instance_checkpoint(
+            checkpoint_path(str(self.config.segment.model))
+        ):
+            return write_instance_probability(self, store, den, covered)
         if self.config.segment.method == "model":
             prob, info = self._model_probability(den)
         else:
@@ -180,8 +191,6 @@ class StageMixin:
                 "polarity_source": "auto" if cfg.polarity == "auto" else "configured",
                 "label_threshold_u8": 128,
             }
-        # Pixels no tile covers are never particles, whatever the polarity.
-        covered = coverage(self.tileset, chunks=den.data.chunks[0][0]).data
         prob = prob.copy(data=da.where(covered, prob.data, np.uint8(0)))
         prob.attrs.update(den.attrs, **info)
         # Resource annotations live on graph layers, which low-level fusion would merge away.
@@ -195,7 +204,7 @@ class StageMixin:
         from mosaicflow.segmentation import predict, read_checkpoint_metadata
 
         cfg = self.config.segment
-        path = str(Path(str(cfg.model)).expanduser().resolve())
+        path = checkpoint_path(str(cfg.model))
         meta = read_checkpoint_metadata(path)
         if self.client is not None:
             from mosaicflow.segmentation._plugin import register_model_plugin
@@ -226,6 +235,9 @@ class StageMixin:
         from mosaicflow.measure import label
 
         prob = store.read_image("probability")
+        if prob.attrs.get("segmenter") == "instances":
+            written = write_instance_labels(self, store, prob)
+            return {"pixels": int(prob.size), "chunks_written": written}
         cut = int(prob.attrs.get("label_threshold_u8", 128))
         # Step 1's local labels wait in the store, not in worker memory, until step 3.
         store.remove_scratch()

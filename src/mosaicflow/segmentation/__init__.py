@@ -1,10 +1,14 @@
-"""Particle segmentation: the threshold baseline and windowed model inference."""
+"""Particle segmentation: the threshold baseline, windowed model inference, and particles as
+instances (a shipped default model, training, evaluation)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mosaicflow.errors import CheckpointError
+from mosaicflow.segmentation.baselines import fourier_instances
+from mosaicflow.segmentation.evaluation import evaluate
+from mosaicflow.segmentation.instances import ParticleTooLarge, grow_chunked
 from mosaicflow.segmentation.models import (
     CheckpointMeta,
     build_model,
@@ -13,6 +17,7 @@ from mosaicflow.segmentation.models import (
     save_checkpoint,
 )
 from mosaicflow.segmentation.predict import WindowedPredictor, predict
+from mosaicflow.segmentation.segmenter import load_model, segment
 from mosaicflow.segmentation.threshold import histogram, minority_polarity, threshold_otsu
 from mosaicflow.segmentation.windows import importance_map, window_grid
 
@@ -32,16 +37,22 @@ __all__ = [
     "CheckpointError",
     "CheckpointMeta",
     "ModelPlugin",
+    "ParticleTooLarge",
     "WindowedPredictor",
     "build_model",
+    "evaluate",
+    "fourier_instances",
+    "grow_chunked",
     "histogram",
     "importance_map",
     "load_checkpoint",
+    "load_model",
     "minority_polarity",
     "predict",
     "read_checkpoint_metadata",
     "register_model_plugin",
     "save_checkpoint",
+    "segment",
     "threshold_otsu",
     "window_grid",
 ]

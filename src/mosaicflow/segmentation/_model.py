@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mosaicflow.errors import ConfigError, MosaicflowError
+from mosaicflow.errors import ConfigError
 
 if TYPE_CHECKING:
     from mosaicflow.segmentation._plugin import CheckpointSource, ModuleSource
@@ -65,12 +65,14 @@ def _resolve_model(model: Any) -> _Model:
     if isinstance(model, _Model):  # resolved already, by a WindowedPredictor
         return model
     from mosaicflow.segmentation import _plugin
+    from mosaicflow.segmentation.models import Checkpoint
 
+    if isinstance(model, Checkpoint):  # from load_model: run from its file, not the object
+        model = model.path
     if isinstance(model, str) and model == "default":
-        raise MosaicflowError(
-            "predict: no trained default model is shipped with mosaicflow yet; pass a "
-            "checkpoint path (see mosaicflow.segmentation.save_checkpoint) or a torch module"
-        )
+        from mosaicflow.segmentation.default import resolve_model_path
+
+        model = resolve_model_path("default", what="predict")
     if isinstance(model, str | os.PathLike):
         from mosaicflow.segmentation.models import load_checkpoint
 

@@ -47,6 +47,7 @@ class CheckpointMeta:
     mosaicflow_version: str = ""
     format_version: int = FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    decoder_channels: list[int] | None = None
 
     def to_json(self) -> str:
         """The metadata as the JSON object stored in the file (keys sorted)."""
@@ -94,6 +95,27 @@ class Checkpoint:
     meta: CheckpointMeta
     path: Path
 
+    @property
+    def threshold(self) -> float:
+        """The operating threshold: of the foreground probability for an instance model."""
+        return float(self.meta.threshold)
+
+    @property
+    def seed_threshold(self) -> float | None:
+        """An instance model's seed threshold on the interior probability; None otherwise."""
+        value = self.meta.extra.get("seed_threshold")
+        return None if value is None else float(value)
+
+    @property
+    def min_seed_px(self) -> int:
+        """An instance model's smallest seed (pixels); smaller seeds are dropped."""
+        return int(self.meta.extra.get("min_seed_px", 0))
+
+    @property
+    def is_instance_model(self) -> bool:
+        """Whether the model predicts background / interior / contact (see ``targets``)."""
+        return self.meta.extra.get("kind") == "instances" and self.meta.classes == 3
+
 
 def _validate_meta(meta: CheckpointMeta) -> None:
     if meta.arch not in ARCHITECTURES:
@@ -104,6 +126,15 @@ def _validate_meta(meta: CheckpointMeta) -> None:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
     if meta.activation not in ACTIVATIONS:
         raise ConfigError(f"activation must be one of {ACTIVATIONS}, got {meta.activation!r}")
+    dec = meta.decoder_channels
+    if dec is not None and not (
+        isinstance(dec, list | tuple)
+        and dec
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in dec)
+    ):
+        raise ConfigError(f"decoder_channels must be a list of positive integers, got {dec!r}")
+    if not isinstance(meta.extra, dict):
+        raise ConfigError(f"extra must be a mapping, got {meta.extra!r}")
     if not (isinstance(meta.threshold, int | float) and 0.0 <= meta.threshold <= 1.0):
         raise ConfigError(f"threshold must be in [0, 1], got {meta.threshold!r}")
     norm = meta.normalization
@@ -118,7 +149,12 @@ def _validate_meta(meta: CheckpointMeta) -> None:
 
 
 def build_model(
-    arch: str = "unet", encoder: str = "resnet18", *, in_channels: int = 1, classes: int = 1
+    arch: str = "unet",
+    encoder: str = "resnet18",
+    *,
+    in_channels: int = 1,
+    classes: int = 1,
+    decoder_channels: list[int] | tuple[int, ...] | None = None,
 ) -> torch.nn.Module:
     """A randomly initialised segmentation-models-pytorch model, in eval mode.
 
@@ -130,6 +166,9 @@ def build_model(
         smp encoder name; its weights are never downloaded (``encoder_weights=None``).
     in_channels, classes : int
         Input channels (1 for a grey-level mosaic) and output channels.
+    decoder_channels : sequence of int, optional
+        The decoder's widths (a Unet's ``decoder_channels``, an FPN's first entry is its
+        ``decoder_pyramid_channels``); ``None``: smp's defaults.
 
     Returns
     -------
@@ -148,11 +187,31 @@ def build_model(
         raise ConfigError(f"build_model: arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     smp = import_smp()
     cls = getattr(smp, ARCHITECTURES[key])
+    kwargs: dict[str, Any] = {}
+    if decoder_channels is not None:
+        if key == "unet":
+            kwargs["decoder_channels"] = tuple(int(c) for c in decoder_channels)
+        else:
+            kwargs["decoder_pyramid_channels"] = int(decoder_channels[0])
     try:
-        model = cls(encoder, encoder_weights=None, in_channels=in_channels, classes=classes)
+        model = cls(
+            encoder, encoder_weights=None, in_channels=in_channels, classes=classes, **kwargs
+        )
     except KeyError as exc:
         raise ConfigError(f"build_model: unknown encoder {encoder!r} for {arch!r}") from exc
+    except ValueError as exc:  # smp's own checks, e.g. decoder_channels of the wrong length
+        raise ConfigError(f"build_model: {arch!r} with encoder {encoder!r}: {exc}") from exc
     return model.eval()
+
+
+def _build(meta: CheckpointMeta) -> torch.nn.Module:
+    return build_model(
+        meta.arch,
+        meta.encoder,
+        in_channels=meta.in_channels,
+        classes=meta.classes,
+        decoder_channels=meta.decoder_channels,
+    )
 
 
 def _fit_weights(
@@ -181,6 +240,9 @@ def save_checkpoint(
     threshold: float = 0.5,
     activation: str = "sigmoid",
     format: str = "auto",
+    decoder_channels: list[int] | tuple[int, ...] | None = None,
+    extra: dict[str, Any] | None = None,
+    half: bool = False,
 ) -> Path:
     """Write ``model``'s weights and metadata to one checkpoint file (atomically).
 
@@ -203,6 +265,14 @@ def save_checkpoint(
         Applied by ``predict(activation="auto")`` after blending.
     format : {"auto", "safetensors", "torch"}
         ``auto`` writes safetensors when it imports, else ``torch.save``.
+    decoder_channels : sequence of int, optional
+        As :func:`build_model`.
+    extra : dict, optional
+        Further JSON-able settings (an instance model's class names and seed threshold, how
+        its input is scaled, how it was trained).
+    half : bool
+        Store floating-point weights as float16 (half the file; they load into the float32
+        model).
 
     Returns
     -------
@@ -232,6 +302,8 @@ def save_checkpoint(
         threshold=float(threshold),
         activation=activation,
         mosaicflow_version=mosaicflow.__version__,
+        extra=dict(extra or {}),
+        decoder_channels=None if decoder_channels is None else [int(c) for c in decoder_channels],
     )
     try:
         _validate_meta(meta)
@@ -240,8 +312,10 @@ def save_checkpoint(
     if format not in ("auto", "safetensors", "torch"):
         raise ConfigError(f"save_checkpoint: format must be auto|safetensors|torch, got {format!r}")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    reference = build_model(meta.arch, meta.encoder, in_channels=in_channels, classes=classes)
+    reference = _build(meta)
     _fit_weights(reference, state, meta, where)
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     if format == "auto":
         try:
             import safetensors.torch  # noqa: F401
@@ -366,7 +440,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     path = Path(path)
     meta, state = _read(path, weights=True)
     assert state is not None
-    model = build_model(meta.arch, meta.encoder, in_channels=meta.in_channels, classes=meta.classes)
+    try:
+        model = _build(meta)
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from exc
     _fit_weights(model, state, meta, f"checkpoint {str(path)!r}")
     return Checkpoint(model=model.eval(), meta=meta, path=path)
 
@@ -402,9 +479,7 @@ def validate_checkpoint(path: str | os.PathLike[str]) -> CheckpointMeta:
     meta, state = _read(path, weights=True)
     assert state is not None
     try:
-        model = build_model(
-            meta.arch, meta.encoder, in_channels=meta.in_channels, classes=meta.classes
-        )
+        model = _build(meta)
     except ConfigError as exc:
         raise CheckpointError(f"{where}: {exc}") from exc
     _fit_weights(model, state, meta, where)
