@@ -48,14 +48,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import _nanoshapes
+from _util import environment, finite  # benchmarks/ is on sys.path when a script here runs
 
 HERE = Path(__file__).resolve().parent
 SIZES = (1, 3, 5, 10)
@@ -233,36 +232,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finite(obj: Any) -> Any:
-    """NaN/inf as ``null`` so the JSON stays standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for p in ("mosaicflow", "torch", "numpy", "scikit-image", "segmentation-models-pytorch"):
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = "not installed"
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1min": os.getloadavg()[0],
-        "versions": versions,
-    }
-
-
 def parse_sizes(text: str) -> list[int]:
     sizes = [int(v) for v in text.split(",") if v.strip()]
     if not sizes or any(n < 1 for n in sizes):
@@ -323,7 +292,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_finetune.py", *(argv or sys.argv[1:])]),
-        "environment": environment(),
+        "environment": environment(
+            (
+                "torch",
+                "numpy",
+                "scikit-image",
+                "segmentation-models-pytorch",
+            )
+        ),
         "settings": {**vars(args), "sizes": sizes},
         "data": {
             "root": str(args.data),

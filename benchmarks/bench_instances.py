@@ -41,18 +41,17 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from _util import environment, finite  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow.segmentation import metrics
 from peers.bpartis import DEFAULT as BPARTIS_ROOT
 from peers.bpartis import FETCH as BPARTIS_FETCH
@@ -340,36 +339,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finite(obj: Any) -> Any:
-    """NaN/inf as ``null`` so the JSON stays standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for p in ("mosaicflow", "torch", "numpy", "pillow", "scipy"):
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = "not installed"
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1min": os.getloadavg()[0],
-        "versions": versions,
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated")
@@ -408,7 +377,14 @@ def main(argv: list[str] | None = None) -> None:
     built = build_methods(methods, args)
     results: dict[str, Any] = {
         "command": " ".join(["python", "benchmarks/bench_instances.py", *(argv or sys.argv[1:])]),
-        "environment": environment(),
+        "environment": environment(
+            (
+                "torch",
+                "numpy",
+                "pillow",
+                "scipy",
+            )
+        ),
         "bpartis_fetch": str(BPARTIS_FETCH.relative_to(HERE.parent)),
         "sets": {},
     }

@@ -51,15 +51,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from _util import environment, finite  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow.segmentation import metrics
 
 HERE = Path(__file__).resolve().parent
@@ -367,36 +366,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def finite(obj: Any) -> Any:
-    """NaN/inf as ``null`` so the JSON stays standard."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [finite(v) for v in obj]
-    return obj
-
-
-def environment() -> dict[str, Any]:
-    import torch
-
-    versions = {}
-    for p in ("mosaicflow", "torch", "numpy", "scipy", "segmentation-models-pytorch"):
-        try:
-            versions[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            versions[p] = "not installed"
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg_1min": os.getloadavg()[0],
-        "versions": versions,
-    }
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -458,7 +427,14 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join(
             ["python", "benchmarks/bench_instances_synth.py", *(argv or sys.argv[1:])]
         ),
-        "environment": environment(),
+        "environment": environment(
+            (
+                "torch",
+                "numpy",
+                "scipy",
+                "segmentation-models-pytorch",
+            )
+        ),
         "settings": {**vars(args), "model": models, "snrs": [snr_key(s) for s in snrs]},
         "fields": [
             {k: v for k, v in f.items() if k not in ("image", "labels", "pairs")}

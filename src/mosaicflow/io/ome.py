@@ -88,6 +88,27 @@ def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> 
             )
 
 
+def _write_markers(
+    arr: da.Array, target: zarr.Array, progress: zarr.Array | None
+) -> tuple[da.Array, da.Array]:
+    """``arr`` rechunked to the target's write unit (checked), and the lazy per-chunk markers
+    of writing it there (one uint8 per chunk)."""
+    unit = write_unit(target)
+    if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
+        arr = arr.rechunk(unit)
+    check_alignment(arr.chunks, target)
+    markers = da.map_blocks(
+        _write_block,
+        arr,
+        target=target,
+        progress=progress,
+        chunks=tuple((1,) * len(c) for c in arr.chunks),
+        dtype=np.uint8,
+        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
+    )
+    return arr, markers
+
+
 def store_array(
     arr: da.Array,
     target: zarr.Array,
@@ -106,20 +127,7 @@ def store_array(
     computed again (an interrupted write resumes where it stopped). A fresh write does not read
     the flags (one small read per chunk on object storage).
     """
-    unit = write_unit(target)
-    expected = da.core.normalize_chunks(unit, arr.shape)
-    if arr.chunks != expected:
-        arr = arr.rechunk(unit)
-    check_alignment(arr.chunks, target)
-    markers = da.map_blocks(
-        _write_block,
-        arr,
-        target=target,
-        progress=progress,
-        chunks=tuple((1,) * len(c) for c in arr.chunks),
-        dtype=np.uint8,
-        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
-    )
+    arr, markers = _write_markers(arr, target, progress)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     if not todo:
@@ -141,20 +149,7 @@ def store_arrays(
     arrays in one computation, so the shared part runs once; returns the chunks written."""
     parts = []
     for arr, target in zip(arrays, targets, strict=True):
-        unit = write_unit(target)
-        if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
-            arr = arr.rechunk(unit)
-        check_alignment(arr.chunks, target)
-        markers = da.map_blocks(
-            _write_block,
-            arr,
-            target=target,
-            progress=None,
-            chunks=tuple((1,) * len(c) for c in arr.chunks),
-            dtype=np.uint8,
-            meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
-        )
-        parts.append(markers.ravel())
+        parts.append(_write_markers(arr, target, None)[1].ravel())
     written = int(np.asarray(runner.compute(da.concatenate(parts), description)).sum())
     expected = sum(p.shape[0] for p in parts)
     if written != expected:
