@@ -79,11 +79,9 @@ def as_instances(mask: np.ndarray) -> np.ndarray:
     return m.astype(np.uint32)
 
 
-def _stems(folder: Path) -> dict[str, Path]:
+def _stems(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
     return {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in suffixes
     }
 
 
@@ -91,6 +89,9 @@ def pair_paths(
     images: str | os.PathLike[str],
     masks: str | os.PathLike[str],
     names: Sequence[str] | None = None,
+    *,
+    truth: str = "mask",
+    truth_suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
 ) -> list[tuple[str, Path, Path]]:
     """``(stem, image path, mask path)`` for every image with a mask of the same stem.
 
@@ -100,6 +101,9 @@ def pair_paths(
         Folders; files are paired by name without suffix.
     names : sequence of str, optional
         Only these stems (e.g. the lines of EMPS ``train.csv``).
+    truth, truth_suffixes
+        What the second folder holds, for the messages (``"mask"``, ``"box file"``), and the
+        suffixes of its files.
 
     Raises
     ------
@@ -111,11 +115,13 @@ def pair_paths(
     for what, folder in (("images", img_dir), ("masks", mask_dir)):
         if not folder.is_dir():
             raise ConfigError(f"--{what}: {folder} is not a folder")
-    imgs, msks = _stems(img_dir), _stems(mask_dir)
+    imgs, msks = _stems(img_dir), _stems(mask_dir, truth_suffixes)
     if not imgs:
         raise ConfigError(f"--images: no image files ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
     if not msks:
-        raise ConfigError(f"--masks: no mask files in {mask_dir}: the mask set is empty")
+        raise ConfigError(
+            f"--masks: no {truth} files in {mask_dir}: the {truth.split()[0]} set is empty"
+        )
     wanted = list(names) if names is not None else sorted(imgs)
     missing_img = [n for n in wanted if n not in imgs]
     if missing_img:
@@ -125,14 +131,15 @@ def pair_paths(
     no_mask = [n for n in wanted if n not in msks]
     if no_mask:
         raise ConfigError(
-            f"{len(no_mask)} image(s) in {img_dir} have no mask of the same name in {mask_dir}: "
-            f"{no_mask[:5]}; masks are paired with images by file name without suffix"
+            f"{len(no_mask)} image(s) in {img_dir} have no {truth} of the same name in "
+            f"{mask_dir}: {no_mask[:5]}; {truth}s are paired with images by file name without "
+            "suffix"
         )
     if names is None:
         orphans = sorted(set(msks) - set(imgs))
         if orphans:
             raise ConfigError(
-                f"{len(orphans)} mask(s) in {mask_dir} have no image in {img_dir}: {orphans[:5]}"
+                f"{len(orphans)} {truth}(s) in {mask_dir} have no image in {img_dir}: {orphans[:5]}"
             )
     return [(n, imgs[n], msks[n]) for n in wanted]
 

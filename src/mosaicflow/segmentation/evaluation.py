@@ -230,41 +230,7 @@ def box_paths(
     ConfigError
         As :func:`~mosaicflow.segmentation.datasets.pair_paths`, for box files.
     """
-    img_dir, box_dir = Path(images), Path(masks)
-    for what, folder in (("images", img_dir), ("masks", box_dir)):
-        if not folder.is_dir():
-            raise ConfigError(f"--{what}: {folder} is not a folder")
-    imgs = {
-        p.stem: p
-        for p in sorted(img_dir.iterdir())
-        if p.is_file() and p.suffix.lower() in datasets.IMAGE_SUFFIXES
-    }
-    txts = {p.stem: p for p in sorted(box_dir.glob("*.txt")) if p.is_file()}
-    if not imgs:
-        raise ConfigError(
-            f"--images: no image files ({', '.join(datasets.IMAGE_SUFFIXES)}) in {img_dir}"
-        )
-    if not txts:
-        raise ConfigError(f"--masks: no box files (*.txt) in {box_dir}: the box set is empty")
-    wanted = list(names) if names is not None else sorted(imgs)
-    missing = [n for n in wanted if n not in imgs]
-    if missing:
-        raise ConfigError(
-            f"{len(missing)} listed name(s) have no image in {img_dir}: {missing[:5]}"
-        )
-    no_boxes = [n for n in wanted if n not in txts]
-    if no_boxes:
-        raise ConfigError(
-            f"{len(no_boxes)} image(s) in {img_dir} have no box file <name>.txt in {box_dir}: "
-            f"{no_boxes[:5]}; box files are paired with images by file name without suffix"
-        )
-    if names is None:
-        orphans = sorted(set(txts) - set(imgs))
-        if orphans:
-            raise ConfigError(
-                f"{len(orphans)} box file(s) in {box_dir} have no image in {img_dir}: {orphans[:5]}"
-            )
-    return [(n, imgs[n], txts[n]) for n in wanted]
+    return datasets.pair_paths(images, masks, names, truth="box file", truth_suffixes=(".txt",))
 
 
 def read_mask(
