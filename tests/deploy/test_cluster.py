@@ -74,3 +74,21 @@ def test_kubernetes_without_an_api_server_is_a_clear_error(monkeypatch, tmp_path
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(ClusterError, match=r"--cluster.*cannot reach .* on Kubernetes"):
         cluster.connect(address)
+
+
+def test_local_workers_start_with_the_worker_environment():
+    """glibc reads its settings when a process starts: the nanny must put them in place before
+    it spawns the worker (a real local cluster, its workers' own environment)."""
+    import os
+
+    from mosaicflow._shared.workers import WORKER_ENVIRONMENT
+
+    client = cluster.connect("local", n_workers=1, threads_per_worker=1)
+    try:
+        seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRONMENT})
+    finally:
+        cluster.close(client)
+    assert list(seen.values()) == [WORKER_ENVIRONMENT]
+    assert {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"} <= set(
+        WORKER_ENVIRONMENT
+    )

@@ -61,6 +61,26 @@ def test_fused_mosaic_equals_the_whole_image_placement(holey_grid, chunks):
     assert (mosaic.values[~covered] == 0).all()
 
 
+def test_any_box_of_the_coverage_is_read_in_one_task(holey_grid):
+    """The particle table reads each chunk of the coverage with its halo directly (no edge
+    tasks): the coverage must be a plain read of one source, and any box of it, across chunk
+    borders, the whole-image coverage's box."""
+    from mosaicflow._shared.halo import read_box_task, store_source
+
+    _, covered = _whole_image_oracle(holey_grid)
+    data = coverage(holey_grid, chunks=(37, 53)).data
+    source = store_source(data)
+    assert source is not None
+    graph = dict(data.__dask_graph__())
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y0, x0 = (int(rng.integers(0, n)) for n in covered.shape)
+        y1 = int(rng.integers(y0, covered.shape[0] + 1))
+        x1 = int(rng.integers(x0, covered.shape[1] + 1))
+        func, key, where = read_box_task(source, (y0, x0, y1, x1))
+        np.testing.assert_array_equal(func(graph[key], where), covered[y0:y1, x0:x1])
+
+
 def test_coordinates_are_nm_from_the_pixel_size(holey_grid):
     mosaic = fuse(holey_grid, chunks=64)
     py, px = holey_grid.pixel_size_nm

@@ -306,15 +306,37 @@ def _gain_table(gains: pd.DataFrame | None, n_tiles: int) -> np.ndarray:
     return table
 
 
-def _coverage_chunk(
-    region: tuple[int, int, int, int], origins: np.ndarray, tile_shape: tuple[int, int]
-) -> np.ndarray:
-    y0, y1, x0, x1 = region
-    h, w = tile_shape
-    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    for ty, tx in origins:
-        out[max(0, ty - y0) : max(0, ty + h - y0), max(0, tx - x0) : max(0, tx + w - x0)] = True
-    return out
+class _Coverage:
+    """The tiles' footprint as a sliceable boolean image: any box is computed from the tile
+    origins on demand. Wrapped by ``dask.array.from_array``, each chunk is a plain read of one
+    source, so a task that needs a chunk and its halo reads that box at once
+    (``_shared.halo.store_source``) instead of gathering edges from neighbouring tasks, which
+    held chunks in memory in proportion to the mosaic's width."""
+
+    ndim = 2
+    dtype = np.dtype(bool)
+
+    def __init__(
+        self, origins: np.ndarray, shape: tuple[int, int], tile_shape: tuple[int, int]
+    ) -> None:
+        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.tile_shape = (int(tile_shape[0]), int(tile_shape[1]))
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise IndexError(f"coverage: a box of two slices is read, got {key!r}")
+        (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
+        if sy != 1 or sx != 1:
+            raise IndexError(f"coverage: only unit steps are read, got {key!r}")
+        h, w = self.tile_shape
+        y1, x1 = max(y0, y1), max(x0, x1)
+        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        ty, tx = self.origins[:, 0], self.origins[:, 1]
+        hits = (ty < y1) & (ty + h > y0) & (tx < x1) & (tx + w > x0)
+        for oy, ox in self.origins[hits]:
+            out[max(0, oy - y0) : max(0, oy + h - y0), max(0, ox - x0) : max(0, ox + w - x0)] = True
+        return out
 
 
 def coverage(
@@ -327,29 +349,15 @@ def coverage(
 
     Missing tiles leave holes (False), which the particle table reports as
     ``touches_uncovered``. Same shape, chunks and coordinates as :func:`fuse`; reads no tile.
+    Any box of it can be read in one task (see :class:`_Coverage`).
     """
     positions = tileset.tiles if positions is None else positions
     origins = _integer_origins(positions)
     shape = mosaic_shape(tileset, positions)
-    h, w = tileset.tile_shape
     chunk_tuple = _normalize_chunks(chunks, shape)
+    source = _Coverage(origins, shape, tileset.tile_shape)
     name = f"coverage-{tokenize(origins, chunk_tuple, tileset.tile_shape)}"
-    ystarts = np.cumsum((0, *chunk_tuple[0]))
-    xstarts = np.cumsum((0, *chunk_tuple[1]))
-    dsk: dict[Any, Any] = {}
-    for bi in range(len(chunk_tuple[0])):
-        y0, y1 = int(ystarts[bi]), int(ystarts[bi + 1])
-        for bj in range(len(chunk_tuple[1])):
-            x0, x1 = int(xstarts[bj]), int(xstarts[bj + 1])
-            hits = (
-                (origins[:, 0] < y1)
-                & (origins[:, 0] + h > y0)
-                & (origins[:, 1] < x1)
-                & (origins[:, 1] + w > x0)
-            )
-            dsk[(name, bi, bj)] = (_coverage_chunk, (y0, y1, x0, x1), origins[hits], (h, w))
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    data = da.Array(graph, name, chunk_tuple, meta=np.empty((0, 0), dtype=bool))
+    data = da.from_array(source, chunks=chunk_tuple, name=name, meta=np.empty((0, 0), dtype=bool))
     return xr.DataArray(
         data,
         dims=("y", "x"),
