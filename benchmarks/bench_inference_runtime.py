@@ -16,10 +16,14 @@ model (TorchScript freeze, ``torch.compile``, OpenVINO, ONNX Runtime int8):
 * ``onnxruntime int8`` (ORT dynamic quantisation of that export);
 * ``openvino`` fp32 (only if the package is installed; it is not a dependency).
 
-Models: randomly initialised resnet18 Unet and FPN, and a resnet18 Unet trained briefly on
-synthetic fields (``bench_seams.train``; random weights give meaningless masks). The image is a
-synthetic particle field at SNR 10. The ONNX Runtime and OpenVINO candidates use
-``threads_per_call()`` threads per call, as ``runtime="onnx"`` does. Candidates run interleaved
+Models: randomly initialised resnet18 Unet and FPN, a resnet18 Unet trained briefly on
+synthetic fields (``bench_seams.train``; random weights give meaningless masks), and the
+shipped instance model (``--archs default``: ``load_model("default")``, its input scaled by
+the image's percentiles as ``segment`` does; its masks are compared as the pipeline uses them:
+foreground at the checkpoint's threshold, and the instance labels grown from the
+probabilities). The image is a synthetic particle field at SNR 10. The ONNX Runtime and
+OpenVINO candidates use ``threads_per_call()`` threads per call, as ``runtime="onnx"`` does.
+Candidates run interleaved
 (round-robin) ``--repeat`` times after one warm-up each, so load from other work on the machine
 hits them alike; the table gives
 the median Mpx/s and the median of the per-round ratio to eager torch (best time and the ratio
@@ -161,12 +165,34 @@ def candidates(
     return out
 
 
+def _instance_agreement(
+    p: np.ndarray, ref: np.ndarray, thresholds: dict[str, Any]
+) -> dict[str, Any]:
+    """How alike two softmax outputs are where an instance model's output is used: the
+    foreground mask at the checkpoint's threshold and the instance labels grown from both."""
+    from mosaicflow.segmentation.targets import instances_from_probability, probabilities_u8
+
+    fg, interior = probabilities_u8(p)
+    fg_ref, interior_ref = probabilities_u8(ref)
+    t = thresholds["foreground_threshold"]
+    mask, mask_ref = fg >= round(255 * t), fg_ref >= round(255 * t)
+    labels = instances_from_probability(fg, interior, **thresholds)
+    labels_ref = instances_from_probability(fg_ref, interior_ref, **thresholds)
+    return {
+        "foreground_agreement": float((mask == mask_ref).mean()),
+        "instances": int(labels.max()),
+        "instances_eager": int(labels_ref.max()),
+        "instance_pixels_differing": int((labels != labels_ref).sum()),
+    }
+
+
 def measure(
     label: str,
     model: torch.nn.Module,
     image: np.ndarray,
     args: argparse.Namespace,
     truth: np.ndarray | None = None,
+    model_thresholds: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     x = da.from_array(image, chunks=args.chunk)
     mpx = image.size / 1e6
@@ -174,7 +200,13 @@ def measure(
     # the timings are steady state (one model per worker process, as in a run)
     get_cache().maxsize = 64
     runs = candidates(model.eval(), args.window, args.only)
-    settings = {"window": args.window, "overlap": args.overlap, "batch_size": args.batch}
+    settings: dict[str, Any] = {
+        "window": args.window,
+        "overlap": args.overlap,
+        "batch_size": args.batch,
+    }
+    if model_thresholds is not None:  # the instance model: three classes through a softmax
+        settings.update(classes=3, activation="softmax")
 
     def run(name: str) -> tuple[float, np.ndarray]:
         arg, kwargs = runs[name]
@@ -207,6 +239,8 @@ def measure(
             "mask_pixels_differing": int(((p >= 0.5) != (ref >= 0.5)).sum()),
             "mask_fraction_eager": float((ref >= 0.5).mean()),
         }
+        if p.ndim == 3:  # an instance model: foreground mask and instances, as segment makes them
+            row.update(_instance_agreement(p, ref, model_thresholds))
         if truth is not None:  # a trained model: how good the masks are, not only how alike
             mask, true = p >= 0.5, truth > 0
             row["dice_vs_truth"] = float(2 * (mask & true).sum() / (mask.sum() + true.sum()))
@@ -234,7 +268,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--chunk", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--archs", nargs="*", default=["unet", "fpn"], help="random models")
+    parser.add_argument(
+        "--archs",
+        nargs="*",
+        default=["unet", "fpn", "default"],
+        help="random models (unet, fpn) and the shipped instance model (default)",
+    )
     parser.add_argument("--train-steps", type=int, default=150, help="0: no trained model")
     parser.add_argument("--threads", type=int, default=0, help="torch/ORT threads (0: torch's)")
     parser.add_argument("--only", nargs="*", help="candidates whose name has one of these words")
@@ -246,7 +285,22 @@ def main() -> None:
 
     image, truth, _ = synth.synth_field((args.size, args.size), snr=10.0, seed=7)
     models: list[tuple[str, torch.nn.Module, np.ndarray, np.ndarray | None]] = []
+    thresholds: dict[str, Any] | None = None
     for arch in args.archs:
+        if arch == "default":
+            from mosaicflow.segmentation import load_model
+            from mosaicflow.segmentation.segmenter import input_scale
+
+            ckpt = load_model("default")
+            thresholds = {
+                "foreground_threshold": ckpt.threshold,
+                "seed_threshold": ckpt.seed_threshold,
+                "min_seed_px": ckpt.min_seed_px,
+            }
+            low, high = np.percentile(image, input_scale(ckpt.meta))
+            scaled = ((image - low) / max(high - low, 1e-6)).astype(np.float32)
+            models.append(("default (shipped)", ckpt.model, scaled, None))
+            continue
         torch.manual_seed(0)
         standard = ((image - image.mean()) / image.std()).astype(np.float32)
         models.append((f"{arch} (random)", build_model(arch), standard, None))
@@ -262,7 +316,7 @@ def main() -> None:
     rows = []
     for label, model, data, true in models:
         console.print(f"[bold]{label}[/bold]")
-        rows.extend(measure(label, model, data, args, true))
+        rows.extend(measure(label, model, data, args, true, thresholds))
 
     table = Table(
         title=f"predict on CPU, {args.size}^2 px, window {args.window}, overlap {args.overlap}, "

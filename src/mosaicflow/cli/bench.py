@@ -70,7 +70,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="segment with this checkpoint (windowed inference) instead of Otsu",
+        help="segment with this instance model instead of Otsu: 'default' (the shipped one) or "
+        "a checkpoint (windowed inference)",
     )
     p.add_argument(
         "--naive",
