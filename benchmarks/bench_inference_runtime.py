@@ -170,12 +170,16 @@ def _instance_agreement(
 ) -> dict[str, Any]:
     """How alike two softmax outputs are where an instance model's output is used: the
     foreground mask at the checkpoint's threshold and the instance labels grown from both."""
-    from mosaicflow.segmentation.targets import instances_from_probability, probabilities_u8
+    from mosaicflow.segmentation.targets import (
+        instances_from_probability,
+        probabilities_u8,
+        u8_threshold,
+    )
 
     fg, interior = probabilities_u8(p)
     fg_ref, interior_ref = probabilities_u8(ref)
-    t = thresholds["foreground_threshold"]
-    mask, mask_ref = fg >= round(255 * t), fg_ref >= round(255 * t)
+    t = u8_threshold(thresholds["foreground_threshold"])
+    mask, mask_ref = fg >= t, fg_ref >= t
     labels = instances_from_probability(fg, interior, **thresholds)
     labels_ref = instances_from_probability(fg_ref, interior_ref, **thresholds)
     return {

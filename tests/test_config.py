@@ -143,3 +143,19 @@ def test_same_input_compares_resolved_paths(tmp_path, monkeypatch):
     assert config_differences(stored, Config().to_dict()) == [
         f"classify.model: {str(tmp_path / 'f.json')!r} -> None"
     ]
+
+
+def test_segment_predict_options_are_predict_keywords():
+    """The one place the pipeline's inference options come from names only predict's own
+    keywords, with the section's values."""
+    import inspect
+
+    from mosaicflow.config import SegmentConfig
+    from mosaicflow.segmentation import predict
+
+    cfg = SegmentConfig(window=256, overlap=0.5, batch_size=2, tta=True, runtime="torch")
+    options = cfg.predict_options()
+    keywords = inspect.signature(predict).parameters
+    assert set(options) <= set(keywords)
+    assert options["window"] == 256 and options["overlap"] == 0.5 and options["tta"] is True
+    assert options["batch_size"] == 2 and options["runtime"] == "torch"

@@ -170,6 +170,18 @@ class SegmentConfig:
     min_seed_px: int | None = None
     max_particle_px: int = 256
 
+    def predict_options(self) -> dict[str, Any]:
+        """The windowed-inference keywords of ``segmentation.predict`` this section sets."""
+        return {
+            "window": self.window,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+            "tta": self.tta,
+            "device": self.device,
+            "resources": self.resources,
+            "runtime": self.runtime,
+        }
+
 
 @dataclass(frozen=True)
 class LabelConfig:

@@ -43,6 +43,17 @@ def is_instance_checkpoint(path: str) -> bool:
     return meta.classes == 3 and meta.extra.get("kind") == "instances"
 
 
+def model_for_workers(stage: Any) -> str:
+    """The configured checkpoint's path, its loading registered with the stage's cluster (one
+    load per worker, at most)."""
+    path = checkpoint_path(str(stage.config.segment.model))
+    if stage.client is not None:
+        from mosaicflow.segmentation._plugin import register_model_plugin
+
+        register_model_plugin(stage.client, path)
+    return path
+
+
 def write_instance_probability(stage: Any, store: RunStore, den: Any, covered: Any) -> dict:
     """Run the instance model once over the denoised mosaic; store ``probability`` and
     ``interior``. Returns the stage's figures."""
@@ -50,26 +61,10 @@ def write_instance_probability(stage: Any, store: RunStore, den: Any, covered: A
     from mosaicflow.segmentation.segmenter import input_scale, load_model, model_probabilities
 
     cfg = stage.config.segment
-    path = checkpoint_path(str(cfg.model))
+    path = model_for_workers(stage)
     model = load_model(path)
-    if stage.client is not None:
-        from mosaicflow.segmentation._plugin import register_model_plugin
-
-        register_model_plugin(stage.client, path)
     low, high = percentiles(den, input_scale(model.meta), mask=covered, runner=stage.runner)
-    fg, interior = model_probabilities(
-        den,
-        model,
-        low=low,
-        high=high,
-        window=cfg.window,
-        overlap=cfg.overlap,
-        batch_size=cfg.batch_size,
-        tta=cfg.tta,
-        device=cfg.device,
-        resources=cfg.resources,
-        runtime=cfg.runtime,
-    )
+    fg, interior = model_probabilities(den, model, low=low, high=high, **cfg.predict_options())
     fg = da.where(covered, fg, np.uint8(0))
     interior = da.where(covered, interior, np.uint8(0))
     chunks = tuple(c[0] for c in den.data.chunks)
@@ -140,6 +135,7 @@ __all__ = [
     "INTERIOR_IMAGE",
     "checkpoint_path",
     "is_instance_checkpoint",
+    "model_for_workers",
     "write_instance_labels",
     "write_instance_probability",
 ]

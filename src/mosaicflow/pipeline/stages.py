@@ -17,6 +17,7 @@ from mosaicflow.io.tiles import read_tileset
 from mosaicflow.pipeline.instances import (
     checkpoint_path,
     is_instance_checkpoint,
+    model_for_workers,
     write_instance_labels,
     write_instance_probability,
 )
@@ -203,24 +204,9 @@ class StageMixin:
         """Windowed model inference, stored as uint8 ``round(p * 255)``."""
         from mosaicflow.segmentation import predict, read_checkpoint_metadata
 
-        cfg = self.config.segment
-        path = checkpoint_path(str(cfg.model))
+        path = model_for_workers(self)
         meta = read_checkpoint_metadata(path)
-        if self.client is not None:
-            from mosaicflow.segmentation._plugin import register_model_plugin
-
-            register_model_plugin(self.client, path)  # one load per worker, at most
-        prob = predict(
-            den,
-            path,
-            window=cfg.window,
-            overlap=cfg.overlap,
-            batch_size=cfg.batch_size,
-            tta=cfg.tta,
-            device=cfg.device,
-            resources=cfg.resources,
-            runtime=cfg.runtime,
-        )
+        prob = predict(den, path, **self.config.segment.predict_options())
         u8 = (prob * 255).round().astype("uint8")
         info = {
             "segmenter": "model",
