@@ -386,7 +386,11 @@ def test_preloading_plugin_and_bare_module_on_cluster(client, tmp_path, image, u
     np.testing.assert_allclose(result, monai(standardise(image), unet)[0], atol=1e-5, rtol=0)
 
 
-# --- GPU (unverified without one) --------------------------------------------------------------
+# --- GPU (run on an NVIDIA H200 on 2026-11-26 with benchmarks/gpu/device_session.sh) -----------
+
+#: GPU float32 against the CPU: PyTorch runs float32 convolutions on CUDA as TF32 by default
+#: (a 10-bit mantissa); the largest difference measured on an H200 was 9.3e-4.
+TF32_ATOL = 2e-3
 
 
 @pytest.mark.gpu
@@ -396,7 +400,7 @@ def test_gpu_matches_cpu(image, unet, options):
     x = da.from_array(standardise(image), chunks=(64, 100))
     cpu = predict(x, unet, window=WINDOW, device="cpu").compute()
     gpu = predict(x, unet, window=WINDOW, device="cuda", **options).compute()
-    tol = 1e-4 if not options else 2e-2
+    tol = TF32_ATOL if not options else 2e-2
     np.testing.assert_allclose(gpu, cpu, atol=tol, rtol=0)
 
 
@@ -407,7 +411,7 @@ def test_cupy_chunks_go_through_dlpack(image, unet):
     x = da.from_array(standardise(image), chunks=(64, 100))
     cpu = predict(x, unet, window=WINDOW, device="cpu").compute()
     gpu = predict(x.map_blocks(cupy.asarray), unet, window=WINDOW, device="cuda").compute()
-    np.testing.assert_allclose(gpu, cpu, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(gpu, cpu, atol=TF32_ATOL, rtol=0)
 
 
 def test_callers_module_is_left_alone(image):

@@ -59,7 +59,7 @@ class StitchConfig:
     and offset from the overlaps. ``flatfield``: divide every tile by the shading all tiles
     share (estimated from the tiles; for grids of at least a few dozen tiles). ``device``:
     where pairs are registered, ``cpu``, ``gpu`` (CuPy/cuCIM through ``mosaicflow.dispatch``;
-    unverified on a GPU so far) or ``auto`` (the GPU where a worker has one)."""
+    checked on an NVIDIA H200 against the CPU path) or ``auto`` (the GPU where a worker has one)."""
 
     register: bool = True
     max_shift_px: float | None = None

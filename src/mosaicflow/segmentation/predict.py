@@ -190,7 +190,8 @@ def predict(
         A module (or callable) mapping float32 ``(B, 1, w, w)`` to ``(B, classes, w, w)``; a
         checkpoint written by :func:`~mosaicflow.segmentation.save_checkpoint` (its
         normalisation is applied to the image, its window and activation are the defaults);
-        ``"default"`` raises: no trained model is shipped yet.
+        ``"default"``: the shipped instance model (three classes; its probabilities are not
+        yet instances: :func:`~mosaicflow.segmentation.segment` grows them).
     window : int, optional
         Square window side in pixels; default: the checkpoint's, else 512. smp encoders need a
         multiple of their output stride (32 for resnet18 Unet/FPN).
@@ -249,7 +250,7 @@ def predict(
     ValueError
         ``image`` is not 2-D.
     MosaicflowError
-        ``model="default"``; a checkpoint that is missing or does not fit its architecture
+        A checkpoint that is missing or does not fit its architecture
         (:class:`~mosaicflow.errors.CheckpointError`). At compute time: an ONNX export that
         fails or disagrees with torch (the message says to use ``runtime="torch"``); NaN or
         infinite input pixels (the message names the chunk and its pixel range).
