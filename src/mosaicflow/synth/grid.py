@@ -16,6 +16,7 @@ import tifffile
 import zarr
 
 from mosaicflow.errors import ConfigError
+from mosaicflow.synth._pool import ordered_map
 from mosaicflow.synth.noise import add_noise
 
 __all__ = [
@@ -126,9 +127,7 @@ def grid_layout(
     return GridLayout((tile_h, tile_w), (step_y, step_x), mosaic_shape)
 
 
-# --------------------------------------------------------------------------------------------
-# Tiles
-# --------------------------------------------------------------------------------------------
+# --- Tiles ---------------------------------------------------------------------------------------
 
 
 def _fei_ini(
@@ -250,15 +249,15 @@ def write_tiles(
 
     Each tile gets vignetting, noise, its own gain and offset, a stage error and FEI metadata
     (:func:`write_tile`); ``tile_origins.csv`` and ``mosaicflow-grid.json`` are written too,
-    ``particles.csv`` and ``labels.zarr`` are the caller's. Random streams are keyed by tile,
-    so a missing tile changes no other.
+    ``particles.csv`` and ``labels.zarr`` are the caller's. Random streams are keyed by tile, so
+    a missing tile changes no other, and tiles are written by a thread pool (same files).
 
     Parameters
     ----------
     folder : Path
         Acquisition folder.
     render : callable
-        ``render(oy, ox)`` returns the clean tile whose top-left pixel is ``(oy, ox)``.
+        ``render(oy, ox)``: the clean tile at top-left pixel ``(oy, ox)``; called from threads.
     rows, cols, tile_shape, overlap, bit_depth
         Grid options (see :func:`grid_layout`).
     missing : iterable of (row, col)
@@ -271,10 +270,8 @@ def write_tiles(
         Standard deviation of the stage error per axis.
     noise_sigma, mean_level, shot_fraction
         Passed to :func:`add_noise` as ``sigma``, ``mean_level`` and ``shot_fraction``.
-    gain_sigma, offset_sigma : float
-        Per-tile gain ``~ N(1, gain_sigma)`` and offset ``~ N(0, offset_sigma)``.
-    vignetting : float
-        Brightness lost at the tile corners.
+    gain_sigma, offset_sigma, vignetting : float
+        Per-tile gain ``~ N(1, gain_sigma)``, offset ``~ N(0, offset_sigma)``; corner loss.
     n_particles : int
         Number of true particles, stored in the result.
     progress : callable, optional
@@ -309,7 +306,9 @@ def write_tiles(
     present = [rc for rc in grid_tiles if rc not in missing]
     tile_paths: list[Path] = []
     entries: list[dict[str, object]] = []
-    for done, (r, c) in enumerate(present, start=1):
+
+    def tile(rc: tuple[int, int]) -> Path:  # a pure function of the position: run in threads
+        r, c = rc
         oy, ox = (r - 1) * step_y, (c - 1) * step_x
         rng = np.random.default_rng([seed, _STREAM_TILE, r, c])
         gain = 1.0 + gain_sigma * float(rng.normal())
@@ -320,7 +319,7 @@ def write_tiles(
         img = add_noise(
             img, sigma=noise_sigma, rng=rng, shot_fraction=shot_fraction, mean_level=mean_level
         )
-        path = write_tile(
+        return write_tile(
             Path(folder),
             r,
             c,
@@ -330,6 +329,9 @@ def write_tiles(
             pixel_m=pixel_m,
             bit_depth=bit_depth,
         )
+
+    paths = ordered_map(tile, present)
+    for done, ((r, c), path) in enumerate(zip(present, paths, strict=True), start=1):
         tile_paths.append(path)
         entries.append({"row": r, "col": c, "file": path.name})
         if progress is not None:
@@ -361,9 +363,7 @@ def write_tiles(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Ground truth
-# --------------------------------------------------------------------------------------------
+# --- Ground truth --------------------------------------------------------------------------------
 
 
 def _truth_dir(folder: str | Path) -> Path:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mosaicflow.errors import ConfigError
+from mosaicflow.synth._pool import ordered_map
 from mosaicflow.synth.grid import (
     GridTruth,
     create_truth_labels,
@@ -409,23 +410,34 @@ def write_maps_grid(
         for x in range(0, mosaic_shape[1], chunk_w)
     ]
     total = len(chunk_origins) + rows * cols - len(missing)
-    done = 0
-    for y, x in chunk_origins:
+
+    def chunk(origin: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray], float, float]:
+        # a pure function of the chunk's position, run in threads; summed below in order
+        y, x = origin
         h = min(chunk_h, mosaic_shape[0] - y)
         w = min(chunk_w, mosaic_shape[1] - x)
         signal, lab = _render_parts(index, y, x, h, w, app)
         substrate = render_substrate(y, x, h, w, seed=seed, appearance=app)
-        arr[y : y + h, x : x + w] = lab
         flat = lab.ravel()
         gy, gx = np.indices((h, w))
-        counts += np.bincount(flat, minlength=n_labels + 1)
-        sum_y += np.bincount(flat, weights=(gy + y).ravel(), minlength=n_labels + 1)
-        sum_x += np.bincount(flat, weights=(gx + x).ravel(), minlength=n_labels + 1)
-        signal_sum += float(signal[lab > 0].sum())
-        clean_sum += float(substrate.sum() + signal.sum())
-        done += 1
+        sums = [
+            np.bincount(flat, minlength=n_labels + 1),
+            np.bincount(flat, weights=(gy + y).ravel(), minlength=n_labels + 1),
+            np.bincount(flat, weights=(gx + x).ravel(), minlength=n_labels + 1),
+        ]
+        return lab, sums, float(signal[lab > 0].sum()), float(substrate.sum() + signal.sum())
+
+    parts = zip(chunk_origins, ordered_map(chunk, chunk_origins), strict=True)
+    for done, ((y, x), (lab, (n, sy, sx), signal_part, clean_part)) in enumerate(parts, start=1):
+        arr[y : y + lab.shape[0], x : x + lab.shape[1]] = lab
+        counts += n
+        sum_y += sy
+        sum_x += sx
+        signal_sum += signal_part
+        clean_sum += clean_part
         if progress is not None:
             progress(done, total)
+    done = len(chunk_origins)
 
     n_fg = int(counts[1:].sum())
     mean_signal = signal_sum / n_fg if n_fg else 1.0
