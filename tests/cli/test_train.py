@@ -128,14 +128,20 @@ def test_cross_validation_writes_no_checkpoint(folders, tmp_path, capsys):
             "missing.safetensors is not a file",
         ),
         (["--synthetic", "2", "--out", "{tmp}/no/such/m.safetensors"], "--out: the folder"),
-        (["--synthetic", "2", "--names", "{tmp}/names.csv"], "--names:"),
+        (
+            ["--images", "{images}", "--masks", "{masks}", *TINY, "--names", "{tmp}/names.csv"],
+            "names.csv is not a file",
+        ),
+        (["--synthetic", "2", "--names", "{names}"], "selects among the --images, which are not"),
         (["--synthetic", "1", *TINY], "1 labelled image(s); at least 2 are needed"),
         (["--synthetic", "4", *TINY, "--folds", "5"], "--folds must be an integer from 2 to 4"),
     ],
 )
 def test_refusals_exit_2_with_a_message(folders, tmp_path, capsys, argv, message):
     images, masks = folders
-    argv = [a.format(images=images, masks=masks, tmp=tmp_path) for a in argv]
+    names = tmp_path / "existing-names.csv"
+    names.write_text("a\n")
+    argv = [a.format(images=images, masks=masks, tmp=tmp_path, names=names) for a in argv]
     # a later --out in argv wins over this one
     code, printed = _train(["--out", str(tmp_path / "m.safetensors"), *argv], capsys)
     assert code == 2

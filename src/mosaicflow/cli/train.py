@@ -121,6 +121,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
     settings = _settings(args)
     if (args.images is None) != (args.masks is None):
         raise ConfigError("--images and --masks go together")
+    if args.names is not None and args.images is None:
+        raise ConfigError("--names: it selects among the --images, which are not given")
     if args.images is None and args.synthetic <= 0:
         raise ConfigError("nothing to train on: give --images and --masks, or --synthetic N")
     if args.init is not None:
