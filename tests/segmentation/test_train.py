@@ -5,6 +5,7 @@ split, the settings' checks, the threshold sweep and K-fold cross-validation."""
 from __future__ import annotations
 
 import math
+import types
 
 import numpy as np
 import pytest
@@ -372,3 +373,23 @@ def test_cross_validate_two_folds():
     for bad in (1, 5, True):
         with pytest.raises(ConfigError, match="--folds must be an integer from 2 to 4"):
             cross_validate(samples, bad, tiny())
+
+
+@pytest.mark.parametrize(("max_minutes", "epochs"), [(None, 3), (100.0, 3), (3.5, 1), (5.5, 2)])
+def test_max_minutes_stops_before_an_epoch_that_would_overrun(
+    samples, monkeypatch, max_minutes, epochs
+):
+    """A clock that advances 60 s per reading: the start, each epoch's start and end, and the
+    check after it. After epoch k the clock reads 180 k s and an epoch took 60 s, so a budget of
+    3.5 minutes (210 s) stops after epoch 1 (180 + 60 > 210) and 5.5 minutes after epoch 2."""
+    from mosaicflow.segmentation import train as train_module
+
+    ticks = iter(range(0, 10_000, 60))
+    monkeypatch.setattr(
+        train_module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks))
+    )
+    result = train(
+        samples[:2], samples[2:], tiny(max_epochs=3, max_minutes=max_minutes, patience=9)
+    )
+    assert result.epochs == epochs
+    assert [r["seconds"] for r in result.history] == [60] * epochs

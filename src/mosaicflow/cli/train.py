@@ -45,7 +45,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=256, help="crop side in px, a multiple of 32")
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (2e-3)")
     p.add_argument("--patience", type=int, default=10, help="epochs without improvement (10)")
-    p.add_argument("--max-minutes", type=float, help="hard stop after this many minutes")
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop before an epoch that would end past this many minutes (judged by the slowest "
+        "epoch so far; the threshold sweep follows)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the split, crops and weights")
     p.add_argument(
         "--scale",

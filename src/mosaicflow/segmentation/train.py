@@ -8,9 +8,10 @@ plus soft Dice. An epoch is ``steps_per_epoch`` steps, then the model segments e
 image whole and is scored by instances (:mod:`mosaicflow.segmentation.metrics`); the best epoch's
 weights are kept, and training stops after ``patience`` epochs without improvement. The
 learning rate follows a cosine from ``lr`` to 0 over ``max_epochs`` (it depends on the step
-count only, so a seed gives the same model; ``max_minutes`` is a hard stop that gives up that
-guarantee). At the end the foreground and seed thresholds are swept on the validation images
-and the best pair is stored in the checkpoint.
+count only, so a seed gives the same model; ``max_minutes`` gives up that guarantee: training
+stops before an epoch that would end past it, judged by the slowest epoch so far). At the end
+the foreground and seed thresholds are swept on the validation images and the best pair is
+stored in the checkpoint.
 
 torch is imported inside the functions.
 """
@@ -307,7 +308,10 @@ def train(
             _write(out, model, arch, settings, (0.5, 0.5, 0), history, provenance)
         if stale >= settings.patience:
             break
-        if settings.max_minutes and time.perf_counter() - start > settings.max_minutes * 60:
+        # stop before an epoch that would end past the budget (the slowest one so far as guide)
+        slowest = max(r["seconds"] for r in history)
+        budget = (settings.max_minutes or math.inf) * 60
+        if time.perf_counter() - start + slowest > budget:
             break
     assert best_state is not None
     model.load_state_dict(best_state)
