@@ -15,6 +15,8 @@
 #   SCENARIO   the bench scenario (default maps-1200; "tiny" checks the script in seconds)
 #   WORKERS    local worker processes of the bench runs (default: one per core)
 #   DEADLINE   seconds from the start after which no further step starts (default 540)
+#   STEPS      which steps run, in this order: any of "tests inference model otsu denoise cpu"
+#              (default all; e.g. STEPS="otsu cpu denoise" finishes what a first call left)
 #   REQUIRE_GPU  1 (default) stops at once where mosaicflow sees no GPU; 0 runs what it can
 #   PYTHON     the Python with PyTorch and CuPy (default python3)
 set -uo pipefail
@@ -24,6 +26,8 @@ work="${WORK:-/tmp/mosaicflow-gpu}"
 scenario="${SCENARIO:-maps-1200}"
 workers="${WORKERS:-$(nproc)}"
 deadline="${DEADLINE:-540}"
+steps=" ${STEPS:-tests inference model otsu denoise cpu} "
+wanted() { [[ "$steps" == *" $1 "* ]]; }
 py="${PYTHON:-python3}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -87,32 +91,40 @@ if ! grep -q "^cuCIM " "$logs/env.txt"; then  # no cuCIM: the model on the GPU, 
     config="$work/gpu-no-cucim.yaml"
 fi
 
-# 2. the scenario's tiles, synthesised in the background while the tests and the short
-#    benchmarks run (one core)
-"$py" -c "
+# 2. the scenario's tiles (reused when WORK already holds them), synthesised in the background
+#    while the tests and the short benchmarks run (a thread pool)
+: >"$logs/synthesis.log"
+synth=
+if wanted model || wanted otsu || wanted cpu; then
+    "$py" -c "
 import sys, time
 from mosaicflow.bench.scenarios import get, grid_folder
 t = time.perf_counter()
 grid_folder(get(sys.argv[1]), sys.argv[2])
 print(f'synthesis {time.perf_counter() - t:.1f} s')
 " "$scenario" "$work/input" >"$logs/synthesis.log" 2>&1 &
-synth=$!
+    synth=$!
+fi
 
 # 3. the gpu test marker; a failure is run again with warnings not turned into errors, to tell
 #    a warning from this image's package versions from a wrong result
 gpu_tests=(tests/dispatch/test_gpu.py tests/segmentation/test_predict.py tests/stitch/test_register.py)
-if ! step tests-gpu 240 "$py" -m pytest -p no:cacheprovider -m gpu -rA "${gpu_tests[@]}"; then
-    step tests-gpu-warnings-allowed 120 "$py" -m pytest -p no:cacheprovider -m gpu -rA \
-        -o filterwarnings=default "${gpu_tests[@]}"
+if wanted tests; then
+    if ! step tests-gpu 240 "$py" -m pytest -p no:cacheprovider -m gpu -rA "${gpu_tests[@]}"; then
+        step tests-gpu-warnings-allowed 120 "$py" -m pytest -p no:cacheprovider -m gpu -rA \
+            -o filterwarnings=default "${gpu_tests[@]}"
+    fi
+    pack tests logs
 fi
-pack tests logs
 
 # 4. windowed inference of the shipped model on the GPU (runs beside the synthesis)
-step inference 150 "$py" benchmarks/bench_gpu_inference.py --json "$logs/gpu_inference.json"
-pack inference logs
+if wanted inference; then
+    step inference 150 "$py" benchmarks/bench_gpu_inference.py --json "$logs/gpu_inference.json"
+    pack inference logs
+fi
 
 # 5. the scenario end to end: GPU settings with the default model, then with Otsu
-wait "$synth"
+[ -n "$synth" ] && wait "$synth"
 cat "$logs/synthesis.log"
 bench() {  # name, cap, then extra options
     local name="$1" cap="$2"
@@ -125,14 +137,16 @@ bench() {  # name, cap, then extra options
     rm -rf "${work:?}/$name/run"*  # the run store: gigabytes, not needed further
     return $rc
 }
-bench bench-gpu-model 200 --config "$config" --model default
-bench bench-gpu-otsu 150 --config "$config"
+wanted model && bench bench-gpu-model 240 --config "$config" --model default
+wanted otsu && bench bench-gpu-otsu 150 --config "$config"
 
 # 6. the denoisers on CuPy against the CPU, then the CPU settings on this node for comparison
-step denoise 120 "$py" benchmarks/bench_denoise.py --size 3072 --workers 4 \
-    --json "$logs/denoise.json"
-pack denoise logs
-bench bench-cpu-otsu 150
+if wanted denoise; then
+    step denoise 120 "$py" benchmarks/bench_denoise.py --size 3072 --workers 4 \
+        --json "$logs/denoise.json"
+    pack denoise logs
+fi
+wanted cpu && bench bench-cpu-otsu 150
 echo "== done at $(elapsed) s"
 cat "$logs/synthesis.log" "$logs/steps.txt"
 "$py" - "$work" <<'PY'
