@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: peak memory of the Dask worker processes, JSON-safe
-records and the environment a result was measured in."""
+records, the environment a result was measured in, and how alike two instance-model outputs
+are."""
 
 from __future__ import annotations
 
@@ -74,4 +75,30 @@ def environment(packages: tuple[str, ...]) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "load_avg_1min": os.getloadavg()[0],
         "versions": versions,
+    }
+
+
+def instance_agreement(p: Any, ref: Any, thresholds: dict[str, Any]) -> dict[str, Any]:
+    """How alike two softmax outputs ``(3, y, x)`` of an instance model are where the pipeline
+    uses them: the foreground masks at the checkpoint's threshold, and the instances grown from
+    each (count, pixels whose label differs, instance F1 of ``p``'s particles matched to
+    ``ref``'s at IoU >= 0.5)."""
+    from mosaicflow.segmentation.metrics import tally
+    from mosaicflow.segmentation.targets import (
+        instances_from_probability,
+        probabilities_u8,
+        u8_threshold,
+    )
+
+    fg, interior = probabilities_u8(p)
+    fg_ref, interior_ref = probabilities_u8(ref)
+    t = u8_threshold(thresholds["foreground_threshold"])
+    labels = instances_from_probability(fg, interior, **thresholds)
+    labels_ref = instances_from_probability(fg_ref, interior_ref, **thresholds)
+    return {
+        "foreground_agreement": float(((fg >= t) == (fg_ref >= t)).mean()),
+        "instances": int(labels.max()),
+        "instances_reference": int(labels_ref.max()),
+        "instance_pixels_differing": int((labels != labels_ref).sum()),
+        "instance_f1": float(tally(labels_ref, labels).scores()["f1"]),
     }

@@ -52,6 +52,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from _util import instance_agreement  # benchmarks/ is on sys.path when a script here runs
 from mosaicflow import synth
 from mosaicflow.segmentation import build_model, predict
 from mosaicflow.segmentation._onnx import threads_per_call
@@ -165,31 +166,6 @@ def candidates(
     return out
 
 
-def _instance_agreement(
-    p: np.ndarray, ref: np.ndarray, thresholds: dict[str, Any]
-) -> dict[str, Any]:
-    """How alike two softmax outputs are where an instance model's output is used: the
-    foreground mask at the checkpoint's threshold and the instance labels grown from both."""
-    from mosaicflow.segmentation.targets import (
-        instances_from_probability,
-        probabilities_u8,
-        u8_threshold,
-    )
-
-    fg, interior = probabilities_u8(p)
-    fg_ref, interior_ref = probabilities_u8(ref)
-    t = u8_threshold(thresholds["foreground_threshold"])
-    mask, mask_ref = fg >= t, fg_ref >= t
-    labels = instances_from_probability(fg, interior, **thresholds)
-    labels_ref = instances_from_probability(fg_ref, interior_ref, **thresholds)
-    return {
-        "foreground_agreement": float((mask == mask_ref).mean()),
-        "instances": int(labels.max()),
-        "instances_eager": int(labels_ref.max()),
-        "instance_pixels_differing": int((labels != labels_ref).sum()),
-    }
-
-
 def measure(
     label: str,
     model: torch.nn.Module,
@@ -244,7 +220,7 @@ def measure(
             "mask_fraction_eager": float((ref >= 0.5).mean()),
         }
         if p.ndim == 3:  # an instance model: foreground mask and instances, as segment makes them
-            row.update(_instance_agreement(p, ref, model_thresholds))
+            row.update(instance_agreement(p, ref, model_thresholds))
         if truth is not None:  # a trained model: how good the masks are, not only how alike
             mask, true = p >= 0.5, truth > 0
             row["dice_vs_truth"] = float(2 * (mask & true).sum() / (mask.sum() + true.sum()))

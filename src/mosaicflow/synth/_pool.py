@@ -36,7 +36,7 @@ def ordered_map(
     """``fn`` over ``items`` on a thread pool, the results yielded in the items' order.
 
     At most ``2 * threads`` items are in flight, so a slow consumer never holds more results
-    than that. With one thread (or one item) it is the plain ``map``.
+    than that. With one thread it is the plain ``map``.
 
     Parameters
     ----------
