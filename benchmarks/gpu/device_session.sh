@@ -134,7 +134,9 @@ bench() {  # name, cap, then extra options
         --workers "$workers" --no-naive "$@"
     local rc=$?
     pack "$name" logs "$name/bench.json" "$name/bench.md" "$name/bench.png"
-    rm -rf "${work:?}/$name/run"*  # the run store: gigabytes, not needed further
+    # the run store (gigabytes, not needed further), only in a folder the benchmark marked as
+    # its own (mosaicflow.bench.outputs.MARKER)
+    [ -f "$work/$name/.mosaicflow-bench" ] && rm -rf "${work:?}/$name/run.zarr"
     return $rc
 }
 wanted model && bench bench-gpu-model 240 --config "$config" --model default
