@@ -24,6 +24,21 @@ def test_import_needs_no_gpu_torch_or_cluster():
     assert out.stdout.strip()
 
 
+def test_command_line_import_leaves_out_plotting_and_learning_packages():
+    # Every local Dask worker process imports the command line's main module when it starts
+    # (multiprocessing's spawn): scikit-learn, Matplotlib and PyTorch would add about a second
+    # to each worker's start.
+    code = (
+        "import sys\n"
+        "import mosaicflow.cli\n"
+        "heavy = ('sklearn', 'matplotlib', 'torch')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_pipeline_and_run_store_are_exported():
     import mosaicflow
     from mosaicflow.io.store import RunStore

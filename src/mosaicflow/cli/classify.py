@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from mosaicflow.classify import (
-    DEFAULT_FEATURES,
-    ParticleClassifier,
-    labels_from_file,
-    train,
-)
 from mosaicflow.errors import ClassifierError, ConfigError
-from mosaicflow.io.store import RunStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from mosaicflow.classify import ParticleClassifier
+
+# pandas and scikit-learn are imported by the command itself, not with the parser: every
+# local Dask worker process imports the command line's main module when it starts.
 
 PARTICLES = "particles"
 """The run store's table of particles."""
@@ -43,6 +43,10 @@ def read_particle_table(path: str | Path) -> pd.DataFrame:
         Nothing at ``path``, a run store without a particle table, a file that is not
         Parquet.
     """
+    import pandas as pd
+
+    from mosaicflow.io.store import RunStore
+
     path = Path(path)
     if not path.exists():
         raise ClassifierError(f"particle table '{path}': not found")
@@ -115,6 +119,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _features(values: list[str] | None) -> tuple[str, ...]:
     """``--features`` as a tuple (space- and comma-separated), or the default features."""
     if not values:
+        from mosaicflow.classify import DEFAULT_FEATURES
+
         return DEFAULT_FEATURES
     return tuple(f for v in values for f in v.split(",") if f)
 
@@ -139,6 +145,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         raise ClassifierError(f"classifier file '{out}' exists (pass --overwrite to replace it)")
     if args.cv < 0:
         raise ConfigError(f"--cv must be >= 0, got {args.cv}")
+    from mosaicflow.classify import labels_from_file, train
+
     table = read_particle_table(args.table)
     labels = labels_from_file(args.labels, table)
     clf = train(
