@@ -51,6 +51,14 @@ def test_train_on_synthetic_fields(tmp_path, capsys):
     assert record["command"] == "mosaicflow train" and len(record["history"]) == 1
     assert record["checkpoint"] == str(out)
     assert record["settings"]["crop"] == 64
+    assert training["settings"]["rim"] == 0.0
+
+
+def test_rim_reaches_the_training_settings(tmp_path, capsys):
+    out = tmp_path / "m.safetensors"
+    code, printed = _train(["--synthetic", "2", *TINY, "--rim", "0.3", "--out", str(out)], capsys)
+    assert code == 0, printed
+    assert load_checkpoint(out).meta.extra["training"]["settings"]["rim"] == 0.3
 
 
 @pytest.fixture
@@ -123,6 +131,7 @@ def test_cross_validation_writes_no_checkpoint(folders, tmp_path, capsys):
             "crop (48) and window (512) must be multiples of 32",
         ),
         (["--synthetic", "2", "--epochs", "0"], "max_epochs must be a positive integer"),
+        (["--synthetic", "2", "--rim", "1"], "rim must be in [0, 1), got 1.0"),
         (
             ["--synthetic", "2", "--init", "{tmp}/missing.safetensors"],
             "missing.safetensors is not a file",

@@ -271,6 +271,19 @@ def test_random_crop_classes_are_the_targets_of_the_labels():
         assert any(np.array_equal(classes, d) for d in dihedral)
 
 
+def test_random_crop_with_a_rim_gives_the_rim_targets():
+    lab = np.zeros((64, 64), np.uint32)
+    lab[5:35, 5:35], lab[40:60, 10:30] = 1, 2
+    s = Sample("x", (lab > 0).astype(np.float32), lab)
+    expected = instance_classes(lab, rim=0.4)
+    assert not np.array_equal(expected, instance_classes(lab))
+    dihedral = [np.rot90(e, k) for e in (expected, expected[:, ::-1]) for k in range(4)]
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        _, classes = random_crop(s, 64, rng, scale=(1.0, 1.0), rim=0.4)
+        assert any(np.array_equal(classes, d) for d in dihedral)
+
+
 def test_random_crop_pads_a_small_image():
     lab = np.zeros((20, 30), np.uint32)
     lab[5:15, 5:15] = 1

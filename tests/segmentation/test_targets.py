@@ -113,6 +113,79 @@ def test_instance_classes_on_random_maps(labels, contact_px):
     )
 
 
+def brute_force_rim_classes(labels: np.ndarray, rim: float, max_rim_px: float) -> np.ndarray:
+    """The rim, pixel by pixel: the distance from a particle pixel to the nearest pixel that is
+    background or an edge pixel (a 4-neighbour inside the image differs), 0 on edge pixels;
+    rim where it is below ``rim`` times the particle's largest, at most ``max_rim_px``."""
+    h, w = labels.shape
+    edge = np.zeros((h, w), bool)
+    for y in range(h):
+        for x in range(w):
+            for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                yy, xx = y + dy, x + dx
+                if 0 <= yy < h and 0 <= xx < w and labels[yy, xx] != labels[y, x]:
+                    edge[y, x] = True
+    outside = np.argwhere(edge | (labels == 0))
+    dist = np.zeros((h, w))
+    for y, x in np.argwhere(labels > 0):
+        if not edge[y, x] and len(outside):
+            dist[y, x] = np.sqrt(((outside - (y, x)) ** 2).sum(axis=1)).min()
+    out = brute_force_classes(labels, CONTACT_PX)
+    for i in np.unique(labels[labels > 0]):
+        own = labels == i
+        width = min(rim * dist[own].max(), max_rim_px)
+        out[own & (dist < width)] = CONTACT
+    return out
+
+
+@settings(max_examples=30)
+@given(
+    labels=hnp.arrays(
+        np.uint16, hnp.array_shapes(min_dims=2, max_dims=2, max_side=14), elements=st.integers(0, 3)
+    ),
+    rim=st.sampled_from([0.2, 0.5, 0.9]),
+    max_rim_px=st.sampled_from([1.0, 8.0]),
+)
+def test_rim_classes_on_random_maps(labels, rim, max_rim_px):
+    np.testing.assert_array_equal(
+        instance_classes(labels, rim=rim, max_rim_px=max_rim_px),
+        brute_force_rim_classes(labels, rim, max_rim_px),
+    )
+
+
+def test_rim_widens_the_gap_between_the_interiors_of_packed_round_particles():
+    # A row of discs of radius 9 whose edges touch. The contact band alone leaves their
+    # interiors 4 px apart, beside each point of contact; a rim of 0.3 makes it 7 px.
+    from skimage.draw import disk
+
+    labels = np.zeros((30, 120), np.int32)
+    for k in range(6):
+        rr, cc = disk((15, 10 + 18 * k), 9.5, shape=labels.shape)
+        free = labels[rr, cc] == 0
+        labels[rr[free], cc[free]] = k + 1
+    gaps = []
+    for rim in (0.0, 0.3):
+        interior = instance_classes(labels, rim=rim) == INTERIOR
+        first = ndi.distance_transform_edt(~(interior & (labels == 1)))
+        gaps.append(first[interior & (labels == 2)].min())
+        # one interior per particle, holding its centre
+        assert ndi.label(interior, np.ones((3, 3), bool))[1] == 6
+        assert interior[15, 10 + 18 * np.arange(6)].all()
+    assert gaps == [4.0, 7.0]
+
+
+def test_rim_leaves_tiny_particles_interior_and_is_capped():
+    labels = np.zeros((60, 60), np.int32)
+    labels[2:4, 2:4] = 1  # 2 x 2 px: every pixel on its edge, no depth, all interior
+    labels[10:50, 10:50] = 2  # 40 px square: a rim of 0.5 x 19 px, capped at 3 px
+    classes = instance_classes(labels, rim=0.5, max_rim_px=3)
+    assert (classes[2:4, 2:4] == INTERIOR).all()
+    np.testing.assert_array_equal(np.unique(classes[10:13, 10:50]), [CONTACT])
+    np.testing.assert_array_equal(np.unique(classes[13:47, 13:47]), [INTERIOR])
+    with pytest.raises(ValueError, match="rim"):
+        instance_classes(labels, rim=1.0)
+
+
 def test_instance_classes_refuse_a_3d_map():
     with pytest.raises(ValueError, match="2-D"):
         instance_classes(np.zeros((2, 4, 4), np.uint32))

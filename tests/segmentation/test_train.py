@@ -288,6 +288,8 @@ def test_split():
         ("max_minutes", 0.0, "max_minutes must be positive"),
         ("scale", (0.0, 1.0), "scale must be"),
         ("scale", (2.0, 1.0), "scale must be"),
+        ("rim", 1.0, r"rim must be in \[0, 1\)"),
+        ("rim", -0.1, r"rim must be in \[0, 1\)"),
     ],
 )
 def test_settings_check(field, value, message):

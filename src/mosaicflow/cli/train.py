@@ -67,6 +67,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="P",
         help="probability of inverting a crop's contrast (0: the data's own polarities)",
     )
+    p.add_argument(
+        "--rim",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="also teach each particle's rim as contact: F of its inscribed radius, at most "
+        "8 px (0: only where particles touch; keeps small packed particles apart)",
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--arch", default="unet", choices=["unet", "fpn"])
     p.add_argument("--encoder", default="resnet18", help="smp encoder, no hub weights")
@@ -99,6 +107,7 @@ def _settings(args: argparse.Namespace) -> Any:
         threads=args.threads,
         scale=tuple(args.scale),
         invert=args.invert,
+        rim=args.rim,
     )
     s.check()
     return s

@@ -225,12 +225,16 @@ def random_crop(
     rng: np.random.Generator,
     scale: tuple[float, float] = (0.5, 2.0),
     invert: float = 0.5,
+    rim: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A ``size`` x ``size`` crop at a random scale with random rot90/flip, intensity, gamma,
     contrast inversion (probability ``invert``), blur and noise; returns ``(image float32,
-    classes uint8)``. There is no gain/offset jitter: images are scaled by their own percentiles
-    in training and inference alike, which removes a gain and an offset exactly (and such jitter
-    on top of the noise kept the model at chance on EMPS in 100-step trials)."""
+    classes uint8)``, the classes of the crop at its own scale (``rim``: see
+    :func:`~mosaicflow.segmentation.targets.instance_classes`).
+
+    There is no gain/offset jitter: images are scaled by their own percentiles in training and
+    inference alike, which removes a gain and an offset exactly (and such jitter on top of the
+    noise kept the model at chance on EMPS in 100-step trials)."""
     s = float(np.exp(rng.uniform(np.log(scale[0]), np.log(scale[1]))))
     src = max(8, round(size / s))
     img, lab = sample.image, sample.labels
@@ -253,7 +257,7 @@ def random_crop(
     if rng.random() < 0.5:
         ci, cl = ci[:, ::-1], cl[:, ::-1]
     ci = np.ascontiguousarray(ci, dtype=np.float32)
-    classes = instance_classes(np.ascontiguousarray(cl))
+    classes = instance_classes(np.ascontiguousarray(cl), rim=rim)
     # intensity: contrast inversion, gamma, blur, noise
     if rng.random() < invert:
         ci = 1.0 - ci

@@ -25,9 +25,17 @@ BACKGROUND, INTERIOR, CONTACT = 0, 1, 2
 CLASS_NAMES = ("background", "interior", "contact")
 #: Half-width of the contact band, in pixels, on each side of a contact.
 CONTACT_PX = 2
+#: The widest rim :func:`instance_classes` marks as contact, in pixels.
+MAX_RIM_PX = 8.0
 
 
-def instance_classes(labels: np.ndarray, contact_px: int = CONTACT_PX) -> np.ndarray:
+def instance_classes(
+    labels: np.ndarray,
+    contact_px: int = CONTACT_PX,
+    *,
+    rim: float = 0.0,
+    max_rim_px: float = MAX_RIM_PX,
+) -> np.ndarray:
     """The class map of an instance map: 0 background, 1 interior, 2 contact.
 
     Parameters
@@ -37,6 +45,15 @@ def instance_classes(labels: np.ndarray, contact_px: int = CONTACT_PX) -> np.nda
     contact_px : int
         A particle's pixel is *contact* when a pixel of another particle lies within this
         Chebyshev distance.
+    rim : float, keyword-only
+        Also *contact*: every particle's rim, the pixels whose Euclidean distance to the
+        particle's own edge (:func:`edge_distance`) is below ``rim`` times the largest such
+        distance in the particle, capped at ``max_rim_px``. 0 (no rim) leaves isolated
+        particles wholly interior. With a rim, the interiors of small round particles packed
+        edge to edge stay apart, where the contact band alone leaves them joined beside each
+        point of contact.
+    max_rim_px : float, keyword-only
+        The widest rim, in pixels.
 
     Returns
     -------
@@ -45,6 +62,8 @@ def instance_classes(labels: np.ndarray, contact_px: int = CONTACT_PX) -> np.nda
     lab = np.asarray(labels)
     if lab.ndim != 2:
         raise ValueError(f"instance_classes: expected a 2-D instance map, got shape {lab.shape}")
+    if not 0 <= rim < 1:
+        raise ValueError(f"instance_classes: rim must be in [0, 1), got {rim!r}")
     lab = lab.astype(np.int64, copy=False)
     size = 2 * int(contact_px) + 1
     # SciPy's rank filters pass through float64: a sentinel must stay exact there, so the
@@ -54,10 +73,33 @@ def instance_classes(labels: np.ndarray, contact_px: int = CONTACT_PX) -> np.nda
     lowest = ndi.minimum_filter(np.where(lab > 0, lab, big), size=size, mode="nearest")
     fg = lab > 0
     contact = fg & ((highest != lab) | (lowest != lab))
+    if rim > 0 and fg.any():
+        dist = edge_distance(lab)[fg]
+        _, which = np.unique(lab[fg], return_inverse=True)
+        deepest = np.zeros(which.max() + 1)
+        np.maximum.at(deepest, which, dist)
+        width = np.minimum(rim * deepest, float(max_rim_px))[which]
+        contact[fg] |= dist < width
     out = np.zeros(lab.shape, np.uint8)
     out[fg] = INTERIOR
     out[contact] = CONTACT
     return out
+
+
+def edge_distance(labels: np.ndarray) -> np.ndarray:
+    """Per particle pixel, the Euclidean distance to the particle's own edge: 0 on its edge
+    pixels (those with a 4-neighbour of another id or background; the image border is not an
+    edge), else the distance to the nearest pixel that is background or an edge pixel (of
+    this particle, in practice: its edge lies in between). 0 on the background."""
+    lab = np.asarray(labels)
+    inside = lab > 0
+    same_v = lab[1:] == lab[:-1]
+    same_h = lab[:, 1:] == lab[:, :-1]
+    inside[1:] &= same_v
+    inside[:-1] &= same_v
+    inside[:, 1:] &= same_h
+    inside[:, :-1] &= same_h
+    return ndi.distance_transform_edt(inside)
 
 
 def to_u8(probability: np.ndarray) -> np.ndarray:

@@ -68,6 +68,7 @@ class TrainSettings:
     scale: tuple[float, float] = (0.3, 1.5)
     contact_weight: float = 2.0
     invert: float = 0.0
+    rim: float = 0.0
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid setting."""
@@ -83,6 +84,8 @@ class TrainSettings:
             raise ConfigError(f"train: lr must be a positive number, got {self.lr!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"train: max_minutes must be positive, got {self.max_minutes!r}")
+        if not 0 <= self.rim < 1:
+            raise ConfigError(f"train: rim must be in [0, 1), got {self.rim!r}")
         lo, hi = self.scale
         if not 0 < lo <= hi:
             raise ConfigError(
@@ -194,7 +197,9 @@ def _batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     picks = rng.integers(0, len(samples), settings.batch)
     crops = [
-        random_crop(samples[int(i)], settings.crop, rng, settings.scale, settings.invert)
+        random_crop(
+            samples[int(i)], settings.crop, rng, settings.scale, settings.invert, settings.rim
+        )
         for i in picks
     ]
     x = np.stack([c[0] for c in crops])[:, None]
