@@ -90,7 +90,8 @@ def edge_distance(labels: np.ndarray) -> np.ndarray:
     """Per particle pixel, the Euclidean distance to the particle's own edge: 0 on its edge
     pixels (those with a 4-neighbour of another id or background; the image border is not an
     edge), else the distance to the nearest pixel that is background or an edge pixel (of
-    this particle, in practice: its edge lies in between). 0 on the background."""
+    this particle, in practice: its edge lies in between). 0 on the background, and everywhere
+    when one particle fills the image."""
     lab = np.asarray(labels)
     inside = lab > 0
     same_v = lab[1:] == lab[:-1]
@@ -99,6 +100,8 @@ def edge_distance(labels: np.ndarray) -> np.ndarray:
     inside[:-1] &= same_v
     inside[:, 1:] &= same_h
     inside[:, :-1] &= same_h
+    if inside.all():  # one particle fills the image: it has no edge, so no depth either
+        return np.zeros(lab.shape)
     return ndi.distance_transform_edt(inside)
 
 
