@@ -148,3 +148,43 @@ def test_next_level_is_the_rounded_2x2_mean_for_every_pixel_type(dtype):
     expected = np.round(mean) if np.issubdtype(np.dtype(dtype), np.integer) else mean
     assert got.dtype == image.dtype
     np.testing.assert_allclose(got, expected.astype(dtype), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("label", [False, True])
+def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tmp_path, label):
+    """Levels 1..N come from one computation, each from the level above as it makes it; the
+    oracle is NumPy level by level from the level below (2x2 rounded mean, or every second
+    pixel for labels)."""
+    import xarray as xr
+
+    from mosaicflow.io.ome import write_multiscale
+    from mosaicflow.runner import Runner
+
+    class Counting(Runner):
+        def __init__(self):
+            super().__init__()
+            self.descriptions = []
+
+        def compute(self, collection, description):
+            self.descriptions.append(description)
+            return super().compute(collection, description)
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 60_000, size=(700, 530)).astype(np.uint16)
+    runner = Counting()
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
+    array = xr.DataArray(image, dims=("y", "x"))
+    _, written = write_multiscale(group, array, name="img", chunk=64, runner=runner, label=label)
+    assert runner.descriptions == ["img", "img[1-4]"]
+    expected = image
+    for level in range(5):
+        np.testing.assert_array_equal(group[str(level)][...], expected)
+        if label:
+            expected = expected[: expected.shape[0] // 2 * 2 : 2, : expected.shape[1] // 2 * 2 : 2]
+        else:
+            h, w = expected.shape[0] // 2, expected.shape[1] // 2
+            blocks = expected[: 2 * h, : 2 * w].astype(np.float64).reshape(h, 2, w, 2)
+            expected = np.round(blocks.mean(axis=(1, 3))).astype(np.uint16)
+    assert written == sum(
+        -(-group[str(k)].shape[0] // 64) * -(-group[str(k)].shape[1] // 64) for k in range(5)
+    )

@@ -127,19 +127,42 @@ def store_array(
     computed again (an interrupted write resumes where it stopped). A fresh write does not read
     the flags (one small read per chunk on object storage).
     """
+    _, markers, todo = _pending_writes(arr, target, progress, resume)
+    return _run_writes([markers], [todo], runner, description)
+
+
+def _pending_writes(
+    arr: da.Array, target: zarr.Array, progress: zarr.Array | None, resume: bool
+) -> tuple[da.Array, da.Array, int]:
+    """``arr`` at the target's write unit, the markers of the chunks still to write (all of
+    them, in the array's grid, unless ``resume`` finds some flagged: then a flat list) and how
+    many those are."""
     arr, markers = _write_markers(arr, target, progress)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     if not todo:
-        return 0
+        return arr, markers.ravel()[:0], 0
     if len(todo) < arr.npartitions:  # only the unwritten chunks (the graph is culled to them)
-        markers = da.concatenate([markers.blocks[idx].ravel() for idx in todo])
-    written = runner.compute(markers, description)
-    if int(np.asarray(written).sum()) != len(todo):
+        return arr, da.concatenate([markers.blocks[idx].ravel() for idx in todo]), len(todo)
+    return arr, markers, len(todo)
+
+
+def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
+    """Compute the write markers of one or more arrays in one computation; returns the chunks
+    written, after checking that every pending chunk was."""
+    expected = sum(todo)
+    if not expected:
+        return 0
+    pending = [m for m, n in zip(markers, todo, strict=True) if n]
+    written = runner.compute(
+        pending[0] if len(pending) == 1 else da.concatenate([m.ravel() for m in pending]),
+        description,
+    )
+    if int(np.asarray(written).sum()) != expected:
         raise StoreError(
-            f"{description}: only {int(np.asarray(written).sum())} of {len(todo)} chunks written"
+            f"{description}: only {int(np.asarray(written).sum())} of {expected} chunks written"
         )
-    return len(todo)
+    return expected
 
 
 def store_arrays(
@@ -147,14 +170,8 @@ def store_arrays(
 ) -> int:
     """Write several Dask arrays that share work (e.g. two outputs of one model) into Zarr
     arrays in one computation, so the shared part runs once; returns the chunks written."""
-    parts = []
-    for arr, target in zip(arrays, targets, strict=True):
-        parts.append(_write_markers(arr, target, None)[1].ravel())
-    written = int(np.asarray(runner.compute(da.concatenate(parts), description)).sum())
-    expected = sum(p.shape[0] for p in parts)
-    if written != expected:
-        raise StoreError(f"{description}: only {written} of {expected} chunks written")
-    return written
+    parts = [_write_markers(a, t, None)[1].ravel() for a, t in zip(arrays, targets, strict=True)]
+    return _run_writes(parts, [p.shape[0] for p in parts], runner, description)
 
 
 def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
@@ -211,8 +228,9 @@ def write_multiscale(
     (:func:`progress_array`); with ``resume`` a level already there with the same shape, chunks
     and type keeps its flagged chunks, and only the others are computed and written.
 
-    Level 0 is written from the Dask graph by the workers, then each further level is computed
-    from the stored level above (2x2 mean for images, every second pixel for labels, which keeps
+    Level 0 is written from the Dask graph by the workers, then the further levels in one
+    computation: level 1 from the stored level 0, each next one from the level above as that
+    computation makes it (2x2 mean for images, every second pixel for labels, which keeps
     label values intact; both give ``floor(n / 2)`` pixels per axis, so every layer has the same
     shape at every level), until a level fits one chunk. Each level's translation puts its
     pixel centres where they lie on level 0: the centre of the averaged block for images, the
@@ -224,9 +242,13 @@ def write_multiscale(
     levels = _levels_for(data.shape, chunk)
     datasets = []
     written = 0
+    # Levels 1..N are one computation: each from the level above as the same computation makes
+    # it (level 1 from the stored level 0), so the small levels add no round trip each.
+    above: da.Array | None = None
+    pending: tuple[list[da.Array], list[int]] = ([], [])
     for level in range(levels):
         if level:
-            prev = da.from_zarr(group[str(level - 1)])
+            prev = da.from_zarr(group["0"]) if above is None else above
             if label:
                 # Every second pixel, cropped to the mean pyramid's shape so that all layers
                 # have the same shape at every level.
@@ -261,9 +283,12 @@ def write_multiscale(
             if progress is None
             else progress_array(progress, str(level), target, keep=bool(same))
         )
-        written += store_array(
-            data, target, runner, f"{name}[{level}]" if level else name, flags, resume=bool(same)
-        )
+        if level:
+            above, markers, todo = _pending_writes(data, target, flags, bool(same))
+            pending[0].append(markers)
+            pending[1].append(todo)
+        else:
+            written += store_array(data, target, runner, name, flags, resume=bool(same))
         scale = [p * 2**level for p in pixel]
         if label:
             # Level k holds level-0 pixels 0, 2^k, 2^(k+1), ...: its first centre is level 0's.
@@ -280,6 +305,8 @@ def write_multiscale(
                 ],
             }
         )
+    if levels > 1:
+        written += _run_writes(*pending, runner, f"{name}[1-{levels - 1}]")
     ome: dict[str, Any] = {
         "version": OME_VERSION,
         "multiscales": [
