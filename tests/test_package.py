@@ -7,6 +7,13 @@ import subprocess
 import sys
 
 
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter (nothing imported yet); its standard output."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def test_import_needs_no_gpu_torch_or_cluster():
     # cupy/cucim made unimportable: the import must not even try them.
     code = (
@@ -19,9 +26,7 @@ def test_import_needs_no_gpu_torch_or_cluster():
         "assert not bad, bad\n"
         "print(mosaicflow.__version__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip()
+    assert _fresh_python(code)
 
 
 def test_command_line_import_leaves_out_plotting_and_learning_packages():
@@ -34,9 +39,7 @@ def test_command_line_import_leaves_out_plotting_and_learning_packages():
         "heavy = ('sklearn', 'matplotlib', 'torch')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert _fresh_python(code) == "[]"
 
 
 def test_pipeline_and_run_store_are_exported():

@@ -72,8 +72,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         metavar="F",
-        help="also teach each particle's rim as contact: F of its inscribed radius, at most "
-        "8 px (0: only where particles touch; keeps small packed particles apart)",
+        help="also teach each particle's rim as contact, F (0 to <1) of its inscribed radius "
+        "and at most 8 px, to keep packed small particles apart (default 0: contact only "
+        "where particles touch)",
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     p.add_argument("--arch", default="unet", choices=["unet", "fpn"])

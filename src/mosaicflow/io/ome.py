@@ -136,13 +136,11 @@ def _pending_writes(
 ) -> tuple[da.Array, da.Array, int]:
     """``arr`` at the target's write unit, the markers of the chunks still to write (all of
     them, in the array's grid, unless ``resume`` finds some flagged: then a flat list) and how
-    many those are."""
+    many those are (with 0, the markers are not to be computed)."""
     arr, markers = _write_markers(arr, target, progress)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
-    if not todo:
-        return arr, markers.ravel()[:0], 0
-    if len(todo) < arr.npartitions:  # only the unwritten chunks (the graph is culled to them)
+    if todo and len(todo) < arr.npartitions:  # only the unwritten chunks: the graph is culled
         return arr, da.concatenate([markers.blocks[idx].ravel() for idx in todo]), len(todo)
     return arr, markers, len(todo)
 
