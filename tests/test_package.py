@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def _fresh_python(code: str) -> str:
     """Run ``code`` in a new interpreter (nothing imported yet); its standard output."""
@@ -40,6 +42,25 @@ def test_command_line_import_leaves_out_plotting_and_learning_packages():
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     assert _fresh_python(code) == "[]"
+
+
+def test_workers_truth_matching_import_leaves_out_plotting_and_learning_packages():
+    # The truth matching's tasks carry functions of mosaicflow.report.matching to the workers:
+    # importing it must not load the report's figures (Matplotlib) or the classifier
+    # (scikit-learn) there, and the package's public names still resolve.
+    code = (
+        "import sys\n"
+        "import mosaicflow.report.matching\n"
+        "heavy = ('sklearn', 'matplotlib', 'mosaicflow.report.writer', 'mosaicflow.classify')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    assert _fresh_python(code) == "[]"
+    import mosaicflow.report as report
+
+    assert all(getattr(report, name) is not None for name in report.__all__)
+    assert dir(report) == sorted(report.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        report.nothing  # noqa: B018
 
 
 def test_pipeline_and_run_store_are_exported():

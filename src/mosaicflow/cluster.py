@@ -126,10 +126,12 @@ def connect(
                 dashboard_address=":0",
                 memory_limit=memory_limit,
             )
-        return Client(cluster)
+        return _with_quick_exit(Client(cluster))
     if kind == "local-cuda":
         with _worker_environment():
-            return Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
+            return _with_quick_exit(
+                Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
+            )
     if kind == "kubernetes":
         return Client(_kubernetes(target, n_workers, gpu_workers))
     try:
@@ -147,6 +149,15 @@ def _worker_environment() -> Any:
 
     key = "distributed.nanny.pre-spawn-environ"
     return dask.config.set({key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT}})
+
+
+def _with_quick_exit(client: Any) -> Any:
+    """``client`` with :class:`~mosaicflow._shared.worker_exit.QuickExit` on its workers: a
+    local worker that closed cleanly skips its interpreter's shutdown (0.7 s at close)."""
+    from mosaicflow._shared.worker_exit import QuickExit
+
+    client.register_plugin(QuickExit())
+    return client
 
 
 def _local_cuda(n_workers: int | None, threads_per_worker: int, memory_limit: str) -> Any:

@@ -92,3 +92,71 @@ def test_local_workers_start_with_the_worker_environment():
     assert {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"} <= set(
         WORKER_ENVIRONMENT
     )
+
+
+def _finalizer_script(marker, *, closed: bool, status: int) -> str:
+    """A fresh interpreter that installs the quick exit, holds an object whose finaliser writes
+    ``marker`` at interpreter shutdown, and exits with ``status``."""
+    return (
+        "import os, sys\n"
+        "from mosaicflow._shared import worker_exit\n"
+        "worker_exit.install()\n"
+        f"fd = os.open({str(marker)!r}, os.O_WRONLY | os.O_CREAT)\n"
+        "class Held:\n"
+        "    def __del__(self, write=os.write, fd=fd):\n"
+        "        write(fd, b'finalised')\n"
+        "held = Held()\n"
+        + ("worker_exit.mark_closed()\n" if closed else "")
+        + f"sys.exit({status})\n"
+    )
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_quick_exit_skips_the_interpreter_shutdown_only_after_a_clean_close(tmp_path, status):
+    import subprocess
+
+    closed = tmp_path / "closed"
+    done = subprocess.run(
+        [sys.executable, "-c", _finalizer_script(closed, closed=True, status=status)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr  # a clean close ends the process with status 0
+    assert closed.read_text() == ""  # ...before module teardown would finalise `held`
+    # Not marked closed (an error, a signal): the usual shutdown, and the process's own status.
+    running = tmp_path / "running"
+    done = subprocess.run(
+        [sys.executable, "-c", _finalizer_script(running, closed=False, status=status)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    assert running.read_text() == "finalised"
+
+
+def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path):
+    """The local cluster's workers carry the quick exit; the atexit handlers registered after
+    it (as fsspec and Zarr register theirs on import) still run when the cluster closes."""
+    marker = tmp_path / "later-handler"
+
+    def register_later(path: str) -> bool:
+        import atexit
+
+        from mosaicflow._shared import worker_exit
+
+        atexit.register(lambda: open(path, "w").write("ran"))
+        return worker_exit._state["installed"]
+
+    client = cluster.connect("local", n_workers=1, threads_per_worker=1)
+    try:
+        assert "mosaicflow-quick-exit" in next(iter(client.run(_plugin_names).values()))
+        assert client.submit(register_later, str(marker), pure=False).result() is True
+    finally:
+        cluster.close(client)
+    assert marker.read_text() == "ran"
+
+
+def _plugin_names(dask_worker=None):
+    return sorted(dask_worker.plugins)

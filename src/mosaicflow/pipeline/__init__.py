@@ -238,7 +238,7 @@ class Pipeline(StageMixin):
         if client is not None:
             self.client = client
             self.runner = self._runner(client)
-        _import_in_background("mosaicflow.report")  # while the workers run the first stages
+        _import_in_background("mosaicflow.report.writer")  # while the workers run the first stages
         lock = StoreLock(self.out, storage_options=self._store_options)
         lock.acquire(break_stale=self.break_lock)  # one writer per store, named if refused
         lock.start_renewing()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -196,23 +197,86 @@ def write_report(
         notes.append("the particle table has no class column: no class fractions")
 
     # -- ground truth ----------------------------------------------------------------------
+    # The one-to-one matching counts its windows on the cluster while the figures are drawn
+    # here (it only adds to the summary): the stage takes the longer of the two, not the sum.
     truth_fractions: dict[str, float] | None = None
-    if store.has_table("ground_truth"):
-        truth = store.read_table("ground_truth")
-        gt = compare_with_truth(listed, truth)
-        gt["matching"], match_notes = matching.truth_matching(
+    gt: dict[str, Any] | None = None
+    with ThreadPoolExecutor(1, thread_name_prefix="mosaicflow-truth-matching") as pool:
+        pending: Future[tuple[dict[str, Any] | None, list[str]]] | None = None
+        if store.has_table("ground_truth"):
+            truth = store.read_table("ground_truth")
+            gt = compare_with_truth(listed, truth)
+            gt["matching"] = None  # its place in the summary, filled when the matching is done
+            pending = pool.submit(
+                matching.truth_matching,
+                store,
+                truth,
+                found_labels=listed["label"].to_numpy() if "label" in listed else None,
+                runner=runner,
+            )
+            true_classes = truth_class_fractions(truth)
+            if true_classes is not None:
+                gt["class_fractions"] = true_classes
+                truth_fractions = {r["class"]: r["fraction"] for r in true_classes}
+            summary["ground_truth"] = gt
+        _figures(
+            out,
             store,
-            truth,
-            found_labels=listed["label"].to_numpy() if "label" in listed else None,
-            runner=runner,
+            summary,
+            notes,
+            table=table,
+            listed=listed,
+            ecd=ecd,
+            sizes=sizes,
+            diagnostics=diagnostics,
+            codes=codes,
+            names=names,
+            fractions=fractions,
+            truth_fractions=truth_fractions,
+            overview_px=overview_px,
+            crop_px=crop_px,
+            max_scatter_points=max_scatter_points,
+            seed=seed,
+            image=image,
         )
+    if pending is not None and gt is not None:
+        gt["matching"], match_notes = pending.result()
         notes += match_notes
-        true_classes = truth_class_fractions(truth)
-        if true_classes is not None:
-            gt["class_fractions"] = true_classes
-            truth_fractions = {r["class"]: r["fraction"] for r in true_classes}
-        summary["ground_truth"] = gt
 
+    summary["figures"] = {f.key: f.file for f in out.figures}
+    summary["notes"] = notes
+    summary["columns_read"] = [c for c in TABLE_COLUMNS if c in available]
+    summary = jsonable(summary)
+    out.text("summary.json", json.dumps(summary, indent=2, allow_nan=False))
+    out.text("index.html", render_page(summary, out.figures, meta))
+    return summary
+
+
+def _figures(
+    out: _Writer,
+    store: RunStore,
+    summary: dict[str, Any],
+    notes: list[str],
+    *,
+    table: pd.DataFrame,
+    listed: pd.DataFrame,
+    ecd: np.ndarray,
+    sizes: dict[str, Any],
+    diagnostics: dict[str, Any],
+    codes: np.ndarray | None,
+    names: list[str],
+    fractions: pd.DataFrame | None,
+    truth_fractions: dict[str, float] | None,
+    overview_px: int,
+    crop_px: int,
+    max_scatter_points: int,
+    seed: int,
+    image: str,
+) -> None:
+    """Every figure of the report, and the summary entries that describe them (stitching,
+    stage timings, diagnostics, overview, crops); see :func:`write_report`."""
+    meta = store.meta
+    n = len(table)
     summary["stitching"] = stitching_quality(store)
     tile_shape = meta.get("tileset", {}).get("tile_shape")
     if summary["stitching"] is not None and tile_shape:
@@ -381,14 +445,6 @@ def write_report(
             )
         if centres is None and n:
             notes.append("the particle table has no bbox or centroid columns: crops not placed")
-
-    summary["figures"] = {f.key: f.file for f in out.figures}
-    summary["notes"] = notes
-    summary["columns_read"] = [c for c in TABLE_COLUMNS if c in available]
-    summary = jsonable(summary)
-    out.text("summary.json", json.dumps(summary, indent=2, allow_nan=False))
-    out.text("index.html", render_page(summary, out.figures, meta))
-    return summary
 
 
 def _extent(h: int, w: int, nm_per_px: float | None, *, sep: str = " = ") -> str:
