@@ -7,7 +7,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from mosaicflow._shared.workers import WORKER_ENVIRONMENT
+from mosaicflow._shared.workers import WORKER_CONFIG, WORKER_ENVIRONMENT
 from mosaicflow.errors import ClusterError, ConfigError
 
 #: How the ``--cluster`` option and the ``cluster.address`` setting are named in messages.
@@ -144,11 +144,14 @@ def connect(
 
 def _worker_environment() -> Any:
     """Dask's configuration with :data:`WORKER_ENVIRONMENT` in the environment its nannies give
-    the worker processes they start (over Dask's own glibc setting)."""
+    the worker processes they start (over Dask's own glibc setting), and :data:`WORKER_CONFIG`
+    in the configuration they hand them."""
     import dask
 
     key = "distributed.nanny.pre-spawn-environ"
-    return dask.config.set({key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT}})
+    return dask.config.set(
+        {key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT}, **WORKER_CONFIG}
+    )
 
 
 def _with_quick_exit(client: Any) -> Any:

@@ -81,17 +81,39 @@ def test_local_workers_start_with_the_worker_environment():
     it spawns the worker (a real local cluster, its workers' own environment)."""
     import os
 
+    import dask
+
     from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 
     client = cluster.connect("local", n_workers=1, threads_per_worker=1)
     try:
         seen = client.run(lambda: {k: os.environ.get(k) for k in WORKER_ENVIRONMENT})
+        # The nanny hands the worker this process's Dask configuration, over the environment:
+        # no statistical profile is kept while a task runs.
+        client.submit(_busy, 0.5, pure=False).result()
+        profiled = client.run(
+            lambda dask_worker: (
+                dask.config.get("distributed.worker.profile.enabled"),
+                dask_worker.profile_recent["count"] + len(dask_worker.profile_history),
+            )
+        )
     finally:
         cluster.close(client)
     assert list(seen.values()) == [WORKER_ENVIRONMENT]
+    assert list(profiled.values()) == [(False, 0)]
+    assert WORKER_ENVIRONMENT["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
+    assert dask.config.get("distributed.worker.profile.enabled") is True  # this process: as was
     assert {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"} <= set(
         WORKER_ENVIRONMENT
     )
+
+
+def _busy(seconds: float) -> int:
+    """Keep a worker's task thread busy in Python for ``seconds``."""
+    end, n = time.perf_counter() + seconds, 0
+    while time.perf_counter() < end:
+        n += 1
+    return n
 
 
 def _finalizer_script(marker, *, closed: bool, status: int) -> str:

@@ -6,7 +6,10 @@ own border no halo is added, so the whole-image function's edge mode (``reflect`
 exactly as on the whole image. Where the reach exceeds the image along an axis, that axis is
 processed as one chunk (the halo could not be formed otherwise).
 
-The graph has two tasks per chunk: ``edges`` cuts from each input chunk the strips and corners
+An input read plainly from a store (a Zarr array through ``dask.array.from_zarr``, as the
+pipeline's stages read their inputs) gets one task per chunk, which reads its chunk and halo
+in one read (:func:`store_source`). Any other input goes through a graph of two tasks per
+chunk: ``edges`` cuts from each input chunk the strips and corners
 its eight neighbours need (one small bundle), and ``apply`` assembles its chunk with the
 neighbours' bundles and runs the kernel. ``dask.array.map_overlap`` would make about a dozen
 tasks per chunk (one slice task per neighbour, a concatenation, a trim), and on a distributed
@@ -62,6 +65,9 @@ def blockwise_exact(
     if not any(depths.values()):
         return da.map_blocks(kernel, data, dtype=np.float32, meta=meta, **kwargs)
     if all(min(data.chunks[axis]) >= depths[axis] for axis in (0, 1)):
+        source = store_source(data)
+        if source is not None:
+            return _stored_halo(data, source, kernel, (depths[0], depths[1]), meta, kwargs)
         return _two_task_halo(data, kernel, (depths[0], depths[1]), meta, kwargs)
     return da.map_overlap(
         kernel, data, depth=depths, boundary="none", dtype=np.float32, meta=meta, **kwargs
@@ -156,6 +162,59 @@ def _two_task_halo(
             neighbours = neighbour_pieces(edges_name, i, j, ny, nx)
             # A missing side neighbour means the mosaic border: no halo there.
             dsk[(name, i, j)] = (_apply, kernel, kwargs, dy, dx, (data.name, i, j), neighbours)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
+    return da.Array(graph, name, data.chunks, meta=meta)
+
+
+def _apply_box(
+    kernel: Callable[..., Any],
+    kwargs: dict[str, Any],
+    extended: Any,
+    top: int,
+    left: int,
+    height: int,
+    width: int,
+) -> Any:
+    """Run ``kernel`` on a chunk read with its halo and cut the result back to the chunk."""
+    out = kernel(extended, **kwargs)
+    return out[top : top + height, left : left + width]
+
+
+def _stored_halo(
+    data: da.Array,
+    source: str,
+    kernel: Callable[..., Any],
+    depth: tuple[int, int],
+    meta: Any,
+    kwargs: dict[str, Any],
+) -> da.Array:
+    """One task per chunk of a stored image: it reads its chunk and halo (clipped at the
+    image's border, as :func:`assemble` leaves out the neighbours beyond it) in one read and
+    runs the kernel. Nothing waits in worker memory for the neighbours: with edge tasks, each
+    chunk of a wide mosaic stayed there until the row below it was read."""
+    dy, dx = depth
+    token = tokenize(data, kernel, depth, kwargs, "stored")
+    name = f"{getattr(kernel, '__name__', 'kernel').strip('_')}-{token}"
+    height, width = data.shape
+    ys = np.cumsum((0, *data.chunks[0]))
+    xs = np.cumsum((0, *data.chunks[1]))
+    dsk: dict[Any, Any] = {}
+    for i in range(data.numblocks[0]):
+        for j in range(data.numblocks[1]):
+            y0, y1, x0, x1 = int(ys[i]), int(ys[i + 1]), int(xs[j]), int(xs[j + 1])
+            ey0, ex0 = max(0, y0 - dy), max(0, x0 - dx)
+            box = (ey0, ex0, min(height, y1 + dy), min(width, x1 + dx))
+            read = read_box_task(source, box)
+            dsk[(name, i, j)] = (
+                _apply_box,
+                kernel,
+                kwargs,
+                read,
+                y0 - ey0,
+                x0 - ex0,
+                y1 - y0,
+                x1 - x0,
+            )
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
     return da.Array(graph, name, data.chunks, meta=meta)
 
