@@ -133,27 +133,24 @@ def _finalizer_script(marker, *, closed: bool, status: int) -> str:
     )
 
 
-@pytest.mark.parametrize("status", [0, 3])
-def test_quick_exit_skips_the_interpreter_shutdown_only_after_a_clean_close(tmp_path, status):
+def _run_finalizer_script(marker, *, closed: bool, status: int):
     import subprocess
 
-    closed = tmp_path / "closed"
-    done = subprocess.run(
-        [sys.executable, "-c", _finalizer_script(closed, closed=True, status=status)],
-        capture_output=True,
-        text=True,
-        check=False,
+    script = _finalizer_script(marker, closed=closed, status=status)
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_quick_exit_skips_the_interpreter_shutdown_only_after_a_clean_close(tmp_path, status):
+    closed = tmp_path / "closed"
+    done = _run_finalizer_script(closed, closed=True, status=status)
     assert done.returncode == 0, done.stderr  # a clean close ends the process with status 0
     assert closed.read_text() == ""  # ...before module teardown would finalise `held`
     # Not marked closed (an error, a signal): the usual shutdown, and the process's own status.
     running = tmp_path / "running"
-    done = subprocess.run(
-        [sys.executable, "-c", _finalizer_script(running, closed=False, status=status)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _run_finalizer_script(running, closed=False, status=status)
     assert done.returncode == status, done.stderr
     assert running.read_text() == "finalised"
 

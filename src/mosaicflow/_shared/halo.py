@@ -137,8 +137,7 @@ def _apply(
     """Assemble ``block`` with its neighbours' pieces, run ``kernel`` and cut the result back
     to the block."""
     extended, top, left = assemble(block, neighbours, dy, dx)
-    out = kernel(extended, **kwargs)
-    return out[top : top + block.shape[0], left : left + block.shape[1]]
+    return _apply_box(kernel, kwargs, extended, top, left, block.shape[0], block.shape[1])
 
 
 def _two_task_halo(
