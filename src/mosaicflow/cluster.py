@@ -159,7 +159,11 @@ def _with_quick_exit(client: Any) -> Any:
     local worker that closed cleanly skips its interpreter's shutdown (0.7 s at close)."""
     from mosaicflow._shared.worker_exit import QuickExit
 
-    client.register_plugin(QuickExit())
+    try:
+        client.register_plugin(QuickExit())
+    except Exception as exc:  # the cluster is ours: never leave it running
+        close(client)
+        raise ClusterError(f"{OPTION}: the local workers did not start cleanly ({exc})") from exc
     return client
 
 

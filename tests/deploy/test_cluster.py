@@ -179,3 +179,18 @@ def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path
 
 def _plugin_names(dask_worker=None):
     return sorted(dask_worker.plugins)
+
+
+def test_a_local_cluster_whose_workers_refuse_the_plugin_is_closed_and_named(monkeypatch):
+    from distributed import Client
+
+    started = []
+
+    def refuse(self, plugin, *args, **kwargs):
+        started.append(self.cluster)
+        raise RuntimeError("plugin refused")
+
+    monkeypatch.setattr(Client, "register_plugin", refuse)
+    with pytest.raises(ClusterError, match="the local workers did not start cleanly"):
+        cluster.connect("local", n_workers=1, threads_per_worker=1)
+    assert started and started[0].status.name == "closed"  # not left running

@@ -239,7 +239,8 @@ def write_report(
             seed=seed,
             image=image,
         )
-    if pending is not None and gt is not None:
+    if pending is not None:
+        assert gt is not None  # set with `pending`
         gt["matching"], match_notes = pending.result()
         notes += match_notes
 
