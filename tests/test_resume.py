@@ -115,6 +115,25 @@ def test_driver_killed_while_writing_labels_resumes_the_unwritten_chunks(
     _assert_same(store, clean)
 
 
+def test_driver_killed_while_writing_a_pyramid_resumes_its_unwritten_chunks(
+    small_grid, clean, tmp_path
+):
+    """Levels 1..N are written one task per chunk, each flagged: a driver killed among them
+    leaves level 0 and the chunks already flagged; the resumed run writes only the rest."""
+    out = tmp_path / "run.zarr"
+    Pipeline(_config(small_grid.folder), str(out)).run(stop_after="probability")
+    killed = 5
+    _resume_and_kill(small_grid.folder, out, killed, "pyramid")
+    Pipeline(_config(small_grid.folder), str(out), resume=True, break_lock=True).run()
+    store = RunStore(str(out), mode="r")
+    level0 = store.open_level("labels/particles", 0)
+    first = math.prod(math.ceil(n / c) for n, c in zip(level0.shape, level0.chunks, strict=True))
+    total = _chunks(clean, "labels/particles")
+    assert total - first > killed  # the kill fell inside the pyramid
+    assert store.stages()["labels"]["chunks_written"] == total - first - killed
+    _assert_same(store, clean)
+
+
 def test_a_chunk_lost_from_a_finished_stage_is_redone_not_read_as_zeros(
     small_grid, clean, tmp_path
 ):

@@ -127,22 +127,22 @@ def store_array(
     computed again (an interrupted write resumes where it stopped). A fresh write does not read
     the flags (one small read per chunk on object storage).
     """
-    _, markers, todo = _pending_writes(arr, target, progress, resume)
+    markers, todo = _pending_writes(arr, target, progress, resume)
     return _run_writes([markers], [todo], runner, description)
 
 
 def _pending_writes(
     arr: da.Array, target: zarr.Array, progress: zarr.Array | None, resume: bool
-) -> tuple[da.Array, da.Array, int]:
-    """``arr`` at the target's write unit, the markers of the chunks still to write (all of
-    them, in the array's grid, unless ``resume`` finds some flagged: then a flat list) and how
-    many those are (with 0, the markers are not to be computed)."""
+) -> tuple[da.Array, int]:
+    """The markers of the chunks of ``arr`` still to write into ``target`` (all of them, in
+    the array's grid, unless ``resume`` finds some flagged: then a flat list) and how many
+    those are (with 0, the markers are not to be computed)."""
     arr, markers = _write_markers(arr, target, progress)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
     if todo and len(todo) < arr.npartitions:  # only the unwritten chunks: the graph is culled
-        return arr, da.concatenate([markers.blocks[idx].ravel() for idx in todo]), len(todo)
-    return arr, markers, len(todo)
+        return da.concatenate([markers.blocks[idx].ravel() for idx in todo]), len(todo)
+    return markers, len(todo)
 
 
 def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
@@ -176,13 +176,10 @@ def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
     return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
 
 
-def _mean_2x2_rounded(block: np.ndarray, axis: tuple[int, int] | None = None) -> np.ndarray:
-    """The mean of each 2x2 block of an integer image (``block`` reshaped to ``(h, 2, w, 2)``
-    by ``dask.array.coarsen``), rounded half to even as ``np.round`` of the float mean: exact
-    integer arithmetic, no float copy. Without ``axis`` (Dask's type probe) ``block`` itself."""
-    if axis is None:
-        return block
-    assert tuple(axis) == (1, 3)
+def _mean_2x2_rounded(block: np.ndarray) -> np.ndarray:
+    """The mean of each 2x2 block of an integer image (``block`` shaped ``(h, 2, w, 2)``),
+    rounded half to even as ``np.round`` of the float mean: exact integer arithmetic, no float
+    copy."""
     wide = np.int64 if block.dtype.itemsize >= 4 else np.int32
     total = (
         block[:, 0, :, 0].astype(wide) + block[:, 0, :, 1] + block[:, 1, :, 0] + block[:, 1, :, 1]
@@ -192,19 +189,83 @@ def _mean_2x2_rounded(block: np.ndarray, axis: tuple[int, int] | None = None) ->
     return low.astype(block.dtype)
 
 
-def _half_size(prev: da.Array) -> da.Array:
-    """The next pyramid level of an image: the rounded mean of each 2x2 block."""
-    if np.issubdtype(prev.dtype, np.integer) and prev.dtype.itemsize <= 4:
-        return da.coarsen(_mean_2x2_rounded, prev, {0: 2, 1: 2}, trim_excess=True)
-    data = da.coarsen(np.mean, prev.astype(np.float32), {0: 2, 1: 2}, trim_excess=True)
-    return _cast_like(data, prev.dtype)
+def half_size(block: np.ndarray, *, label: bool = False) -> np.ndarray:
+    """The next pyramid level of a 2-D image or label block: ``floor(n / 2)`` pixels per axis,
+    each the rounded mean of a 2x2 block (integers of up to 32 bits exactly; others through a
+    float32 mean, rounded and clipped to an integer type), or for labels the block's top-left
+    pixel, which keeps label values intact."""
+    h, w = block.shape[0] // 2, block.shape[1] // 2
+    if label:
+        return block[: 2 * h : 2, : 2 * w : 2]
+    pairs = block[: 2 * h, : 2 * w].reshape(h, 2, w, 2)
+    if np.issubdtype(block.dtype, np.integer) and block.dtype.itemsize <= 4:
+        return _mean_2x2_rounded(pairs)
+    mean = np.mean(pairs.astype(np.float32), axis=(1, 3))
+    if np.issubdtype(block.dtype, np.integer):
+        info = np.iinfo(block.dtype)
+        return np.clip(np.round(mean), info.min, info.max).astype(block.dtype)
+    return mean.astype(block.dtype)
 
 
-def _cast_like(data: da.Array, dtype: np.dtype) -> da.Array:
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return da.clip(da.round(data), info.min, info.max).astype(dtype)
-    return data.astype(dtype)
+def _pyramid_block(
+    source: zarr.Array,
+    target: zarr.Array,
+    progress: zarr.Array | None,
+    index: tuple[int, int],
+    label: bool,
+    *after: Any,
+) -> np.ndarray:
+    """Write chunk ``index`` of pyramid level ``target`` from its 2x2 block of the level above,
+    read from the store (``after``: the markers of the tasks that wrote that block)."""
+    (ch, cw), (h, w) = write_unit(target), target.shape
+    y0, x0 = index[0] * ch, index[1] * cw
+    y1, x1 = min(y0 + ch, h), min(x0 + cw, w)
+    block = np.asarray(source[2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
+    target[y0:y1, x0:x1] = half_size(block, label=label)
+    if progress is not None:  # recorded only once the chunk's data is written
+        progress[index] = 1
+    return np.ones(1, dtype=np.uint8)
+
+
+def _pyramid_writes(
+    level0: zarr.Array, levels: list[tuple[zarr.Array, zarr.Array | None, bool]], label: bool
+) -> tuple[da.Array, int]:
+    """The markers of writing pyramid levels 1..N (``(target, flags, resume)`` each) from the
+    stored level 0, one task per chunk, and how many chunks that is.
+
+    A chunk of level k depends only on the chunks of level k-1 that hold its 2x2 block and are
+    written in the same computation; with ``resume``, chunks already flagged are not written
+    again (the level below reads them from the store)."""
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    name = "pyramid-" + tokenize(level0.path, [t.path for t, _, _ in levels], label)
+    graph: dict[Any, Any] = {}
+    made: dict[tuple[int, int], Any] = {}  # chunk index of the level above -> its task's key
+    source = level0
+    for target, flags, resume in levels:
+        unit = write_unit(target)
+        grid = tuple(math.ceil(n / u) for n, u in zip(target.shape, unit, strict=True))
+        done = np.asarray(flags[...]) > 0 if resume and flags is not None else np.zeros(grid, bool)
+        here: dict[tuple[int, int], Any] = {}
+        for i, j in np.ndindex(*grid):
+            if done[i, j]:
+                continue
+            below = [(2 * i + a, 2 * j + b) for a in (0, 1) for b in (0, 1)]
+            after = [made[k] for k in below if k in made]
+            key = (name, len(graph))
+            graph[key] = (_pyramid_block, source, target, flags, (i, j), label, *after)
+            here[(i, j)] = key
+        made, source = here, target
+    n = len(graph)
+    markers = da.Array(
+        HighLevelGraph.from_collections(name, graph, dependencies=[]),
+        name,
+        chunks=((1,) * n,),
+        dtype=np.uint8,
+        meta=np.empty((0,), dtype=np.uint8),
+    )
+    return markers, n
 
 
 def write_multiscale(
@@ -227,12 +288,13 @@ def write_multiscale(
     and type keeps its flagged chunks, and only the others are computed and written.
 
     Level 0 is written from the Dask graph by the workers, then the further levels in one
-    computation: level 1 from the stored level 0, each next one from the level above as that
-    computation makes it (2x2 mean for images, every second pixel for labels, which keeps
-    label values intact; both give ``floor(n / 2)`` pixels per axis, so every layer has the same
-    shape at every level), until a level fits one chunk. Each level's translation puts its
-    pixel centres where they lie on level 0: the centre of the averaged block for images, the
-    sampled pixel for labels.
+    computation of one task per chunk: each chunk from its 2x2 block of the level above, read
+    from the store once the tasks writing that block are done (:func:`half_size`: 2x2 mean for
+    images, every second pixel for labels, which keeps label values intact; both give
+    ``floor(n / 2)`` pixels per axis, so every layer has the same shape at every level), until
+    a level fits one chunk. No pixels travel between workers, and a level adds no round trip.
+    Each level's translation puts its pixel centres where they lie on level 0: the centre of
+    the averaged block for images, the sampled pixel for labels.
     """
     data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
     spacing, origin = pixel_grid(image)
@@ -240,32 +302,27 @@ def write_multiscale(
     levels = _levels_for(data.shape, chunk)
     datasets = []
     written = 0
-    # Levels 1..N are one computation: each from the level above as the same computation makes
-    # it (level 1 from the stored level 0), so the small levels add no round trip each.
-    above: da.Array | None = None
-    pending: tuple[list[da.Array], list[int]] = ([], [])
+    # Levels 1..N are one computation: one task per chunk of each, reading its 2x2 block of the
+    # level above from the store once the tasks that write that block are done.
+    above: list[tuple[zarr.Array, zarr.Array | None, bool]] = []
+    shape = tuple(int(n) for n in data.shape)
     for level in range(levels):
         if level:
-            prev = da.from_zarr(group["0"]) if above is None else above
-            if label:
-                # Every second pixel, cropped to the mean pyramid's shape so that all layers
-                # have the same shape at every level.
-                data = prev[: prev.shape[0] // 2 * 2 : 2, : prev.shape[1] // 2 * 2 : 2]
-            else:
-                data = _half_size(prev)
-        chunks = (min(chunk, data.shape[0]) or 1, min(chunk, data.shape[1]) or 1)
+            shape = (shape[0] // 2, shape[1] // 2)
+        chunks = (min(chunk, shape[0]) or 1, min(chunk, shape[1]) or 1)
         old = group[str(level)] if resume and str(level) in group else None
+        assert old is None or isinstance(old, zarr.Array)
         same = old is not None and (old.shape, old.chunks, old.dtype) == (
-            data.shape,
+            shape,
             chunks,
             data.dtype,
         )
         target = (
             old
-            if same
+            if same and old is not None
             else group.create_array(
                 str(level),
-                shape=data.shape,
+                shape=shape,
                 chunks=chunks,
                 dtype=data.dtype,
                 fill_value=0,
@@ -282,10 +339,9 @@ def write_multiscale(
             else progress_array(progress, str(level), target, keep=bool(same))
         )
         if level:
-            above, markers, todo = _pending_writes(data, target, flags, bool(same))
-            pending[0].append(markers)
-            pending[1].append(todo)
+            above.append((target, flags, bool(same)))
         else:
+            level0 = target
             written += store_array(data, target, runner, name, flags, resume=bool(same))
         scale = [p * 2**level for p in pixel]
         if label:
@@ -303,8 +359,9 @@ def write_multiscale(
                 ],
             }
         )
-    if levels > 1:
-        written += _run_writes(*pending, runner, f"{name}[1-{levels - 1}]")
+    if above:
+        markers, todo = _pyramid_writes(level0, above, label)
+        written += _run_writes([markers], [todo], runner, f"{name}[1-{levels - 1}]")
     ome: dict[str, Any] = {
         "version": OME_VERSION,
         "multiscales": [
