@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import scipy.ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
-from skimage.measure import find_contours, moments_hu
+from skimage.measure import moments_hu
 from skimage.morphology import convex_hull_image
 
 from mosaicflow.measure.columns import (
@@ -49,12 +49,18 @@ from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features
 
 def _hull(image_convex: np.ndarray) -> np.ndarray:
     """Vertices of the outline scikit-image uses for ``feret_diameter_max``: the convex hull of
-    the 0.5 iso-contour of the padded convex image."""
-    padded = np.pad(image_convex, 2, mode="constant", constant_values=0)
-    contours = find_contours(padded, 0.5, fully_connected="high")
-    if not contours:
+    the 0.5 iso-contour of the convex image padded by 2 px. On a binary image that contour's
+    points are exactly the midpoints of the pixel edges between a region pixel and a background
+    pixel, so they are taken directly (same coordinates, no contour tracing)."""
+    padded = np.pad(np.asarray(image_convex, dtype=bool), 1)
+    vy, vx = np.nonzero(padded[:-1, :] != padded[1:, :])
+    hy, hx = np.nonzero(padded[:, :-1] != padded[:, 1:])
+    if vy.size + hy.size == 0:
         return np.zeros((1, 2))
-    pts = np.vstack(contours)
+    # +1: the coordinates of the image padded by 2, as scikit-image pads it
+    pts = np.concatenate(
+        [np.stack([vy + 1.5, vx + 1.0], axis=1), np.stack([hy + 1.0, hx + 1.5], axis=1)]
+    )
     try:
         return np.asarray(pts[ConvexHull(pts).vertices])
     except (QhullError, ValueError):
