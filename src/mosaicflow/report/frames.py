@@ -24,7 +24,7 @@ class TileFrame:
     stage error, plus a common offset), not by one global shift.
 
     Which tile shows a fused pixel is decided by the fusion's own rule
-    (:func:`mosaicflow.stitch.fuse._fuse_chunk`: the covering tile with the nearest centre),
+    (:func:`mosaicflow.stitch.fuse.nearest_tile`: the covering tile with the nearest centre),
     called here with constant tiles holding the tile's index.
     """
 
@@ -61,38 +61,31 @@ class TileFrame:
 
     def owner(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Index + 1 of the tile that shows each fused pixel of the window (0: no tile)."""
-        from mosaicflow.stitch.fuse import _fuse_chunk
+        from mosaicflow.stitch.fuse import nearest_tile
 
-        h, w = self.tile_shape
-        o = self.fused_origins
-        hits = np.flatnonzero(
-            (o[:, 0] < y1) & (o[:, 0] + h > y0) & (o[:, 1] < x1) & (o[:, 1] + w > x0)
-        )
-        tiles = [np.broadcast_to(np.int32(i + 1), (h, w)) for i in hits]
-        return _fuse_chunk((y0, y1, x0, x1), o[hits], (h, w), np.int32, *tiles)
+        return nearest_tile((y0, y1, x0, x1), self.fused_origins, self.tile_shape)
 
     def truth_window(self, truth: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The true labels the fused mosaic shows at ``[y0:y1, x0:x1]`` (0 where no tile).
 
-        Reads, for each tile showing part of the window, the window shifted into the true
-        frame by that tile's shift (clipped to the truth), and keeps the pixels the tile shows.
+        For each tile showing part of the window, reads the part of the truth it shows there
+        (its part of the window shifted into the true frame by the tile's shift, clipped to
+        the truth) and keeps the pixels the tile shows.
         """
         owner = self.owner(y0, y1, x0, x1)
         out = np.zeros(owner.shape, dtype=np.uint32)
+        h, w = self.tile_shape
         th, tw = int(truth.shape[0]), int(truth.shape[1])
-        for k in np.unique(owner):
-            if k == 0:
+        for k, (fy, fx) in enumerate(self.fused_origins):
+            dy, dx = (int(v) for v in self.true_origins[k] - self.fused_origins[k])
+            # the tile's part of the window, and of that the part whose true pixels exist
+            sy0, sy1 = max(y0, int(fy), -dy), min(y1, int(fy) + h, th - dy)
+            sx0, sx1 = max(x0, int(fx), -dx), min(x1, int(fx) + w, tw - dx)
+            if sy1 <= sy0 or sx1 <= sx0:
                 continue
-            dy, dx = (int(v) for v in self.true_origins[k - 1] - self.fused_origins[k - 1])
-            # the true window [y0 + dy, y1 + dy) x [x0 + dx, x1 + dx), clipped to the truth
-            ty0, ty1 = max(y0 + dy, 0), min(y1 + dy, th)
-            tx0, tx1 = max(x0 + dx, 0), min(x1 + dx, tw)
-            if ty1 <= ty0 or tx1 <= tx0:
-                continue
-            block = np.zeros(owner.shape, dtype=np.uint32)
-            block[ty0 - y0 - dy : ty1 - y0 - dy, tx0 - x0 - dx : tx1 - x0 - dx] = np.asarray(
-                truth[ty0:ty1, tx0:tx1]
-            )
-            shown = owner == k
-            out[shown] = block[shown]
+            dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+            shown = owner[dst] == k + 1
+            if shown.any():
+                true = np.asarray(truth[sy0 + dy : sy1 + dy, sx0 + dx : sx1 + dx])
+                np.copyto(out[dst], true, where=shown, casting="unsafe")
         return out

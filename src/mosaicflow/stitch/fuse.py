@@ -48,34 +48,29 @@ def _centre_distance(ly: np.ndarray, lx: np.ndarray, h: int, w: int) -> np.ndarr
     return np.maximum(np.abs(ly - (h - 1) / 2) / (h / 2), np.abs(lx - (w - 1) / 2) / (w / 2))
 
 
-def _fuse_chunk(
-    region: tuple[int, int, int, int],
-    origins: np.ndarray,
-    tile_shape: tuple[int, int],
-    dtype: Any,
-    *tiles: np.ndarray,
+def nearest_tile(
+    region: tuple[int, int, int, int], origins: np.ndarray, tile_shape: tuple[int, int]
 ) -> np.ndarray:
-    """The nearest-centre rule on one output region (also used to tell which tile shows a
-    pixel: :class:`mosaicflow.report.frames.TileFrame`)."""
+    """Which tile the nearest-centre rule takes each pixel of ``region`` from: index + 1 into
+    ``origins``, 0 where no tile covers it. The rule of :func:`_combine`'s ``"nearest"`` mode
+    (the first tile wins ties), worked out only inside each tile's part of the region; also
+    used to tell which tile shows a pixel (:class:`mosaicflow.report.frames.TileFrame`)."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
-    out = np.zeros((y1 - y0, x1 - x0), dtype=dtype)
+    out = np.zeros((y1 - y0, x1 - x0), dtype=np.int32)
     best = np.full(out.shape, np.inf)
-    yy = np.arange(y0, y1, dtype=np.float64)[:, None]
-    xx = np.arange(x0, x1, dtype=np.float64)[None, :]
-    for (ty, tx), tile in zip(origins, tiles, strict=True):
-        dist = _centre_distance(yy - ty, xx - tx, h, w)
-        sy0, sy1 = max(y0, ty), min(y1, ty + h)
-        sx0, sx1 = max(x0, tx), min(x1, tx + w)
-        inside = np.zeros(out.shape, dtype=bool)
-        inside[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = True
-        take = inside & (dist < best)
-        src = np.zeros(out.shape, dtype=dtype)
-        src[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = tile[
-            sy0 - ty : sy1 - ty, sx0 - tx : sx1 - tx
-        ]
-        out[take] = src[take]
-        best[take] = dist[take]
+    for k, (ty, tx) in enumerate(origins):
+        sy0, sy1 = max(y0, int(ty)), min(y1, int(ty) + h)
+        sx0, sx1 = max(x0, int(tx)), min(x1, int(tx) + w)
+        if sy1 <= sy0 or sx1 <= sx0:
+            continue
+        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
+        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
+        dist = _centre_distance(ly, lx, h, w)
+        dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        take = dist < best[dst]
+        np.copyto(best[dst], dist, where=take)
+        out[dst][take] = k + 1
     return out
 
 
