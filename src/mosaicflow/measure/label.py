@@ -81,6 +81,13 @@ def _face_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
     return np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
 
 
+def _summary_to_scratch(
+    block: Any, connectivity: int, y0: int, x0: int, width: int, scratch: Any
+) -> dict[str, Any]:
+    """Step 1 for one chunk whose local labels go to ``scratch``: only the summary returns."""
+    return _chunk_summary(block, connectivity, y0, x0, width, scratch)[1]
+
+
 def _resolve(
     summaries: list[list[dict[str, Any]]], connectivity: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -259,16 +266,33 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     xstarts = np.cumsum((0, *data.chunks[1]))
     target = None if scratch is None else _scratch_array(scratch, data)
     blocks = data.to_delayed()
-    steps = [
-        [
-            dask.delayed(_chunk_summary, pure=True, nout=2)(
-                blocks[i, j], connectivity, int(ystarts[i]), int(xstarts[j]), width, target
-            )
-            for j in range(blocks.shape[1])
-        ]
+    origins = [
+        [(int(ystarts[i]), int(xstarts[j])) for j in range(blocks.shape[1])]
         for i in range(blocks.shape[0])
     ]
-    summaries = [[step[1] for step in row] for row in steps]
+    local: list[list[Any]] | None = None
+    if target is None:  # local labels stay task results until step 3
+        steps = [
+            [
+                dask.delayed(_chunk_summary, pure=True, nout=2)(
+                    blocks[i, j], connectivity, *origins[i][j], width
+                )
+                for j in range(blocks.shape[1])
+            ]
+            for i in range(blocks.shape[0])
+        ]
+        summaries = [[step[1] for step in row] for row in steps]
+        local = [[step[0] for step in row] for row in steps]
+    else:  # step 3 reads them back from the scratch array, after step 2 (which needs all)
+        summaries = [
+            [
+                dask.delayed(_summary_to_scratch, pure=True)(
+                    blocks[i, j], connectivity, *origins[i][j], width, target
+                )
+                for j in range(blocks.shape[1])
+            ]
+            for i in range(blocks.shape[0])
+        ]
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
     rows = []
@@ -277,7 +301,7 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
         for j in range(blocks.shape[1]):
             box = (int(ystarts[i]), int(xstarts[j]), int(ystarts[i + 1]), int(xstarts[j + 1]))
             part = dask.delayed(_relabel_chunk, pure=True)(
-                steps[i][j][0], resolved, i, j, box, target, meta
+                None if local is None else local[i][j], resolved, i, j, box, target, meta
             )
             shape = (data.chunks[0][i], data.chunks[1][j])
             row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))
