@@ -150,8 +150,8 @@ def test_next_level_is_the_rounded_2x2_mean_for_every_pixel_type(dtype):
 
 @pytest.mark.parametrize("label", [False, True])
 def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tmp_path, label):
-    """Levels 1..N come from one computation, each from the level above as it makes it; the
-    oracle is NumPy level by level from the level below (2x2 rounded mean, or every second
+    """Levels 1..N come from one computation of one task per chunk, each from the level above;
+    the oracle is NumPy level by level from the level below (2x2 rounded mean, or every second
     pixel for labels)."""
     import xarray as xr
 
@@ -165,6 +165,7 @@ def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tm
 
         def compute(self, collection, description):
             self.descriptions.append(description)
+            self.tasks = len(dict(collection.__dask_graph__()))
             return super().compute(collection, description)
 
     rng = np.random.default_rng(1)
@@ -183,6 +184,6 @@ def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tm
             h, w = expected.shape[0] // 2, expected.shape[1] // 2
             blocks = expected[: 2 * h, : 2 * w].astype(np.float64).reshape(h, 2, w, 2)
             expected = np.round(blocks.mean(axis=(1, 3))).astype(np.uint16)
-    assert written == sum(
-        -(-group[str(k)].shape[0] // 64) * -(-group[str(k)].shape[1] // 64) for k in range(5)
-    )
+    chunks = [-(-group[str(k)].shape[0] // 64) * -(-group[str(k)].shape[1] // 64) for k in range(5)]
+    assert written == sum(chunks)
+    assert runner.tasks == sum(chunks[1:])  # one task per chunk of levels 1..4, nothing else
