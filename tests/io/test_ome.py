@@ -187,3 +187,19 @@ def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tm
     chunks = [-(-group[str(k)].shape[0] // 64) * -(-group[str(k)].shape[1] // 64) for k in range(5)]
     assert written == sum(chunks)
     assert runner.tasks == sum(chunks[1:])  # one task per chunk of levels 1..4, nothing else
+
+
+def test_two_pyramid_writes_of_the_same_image_path_never_share_a_task_key(tmp_path):
+    """Two stores written at once on one shared cluster hold the same image paths: their
+    pyramid tasks must differ, or the scheduler would run one of them for both."""
+    from mosaicflow.io.ome import _pyramid_writes
+
+    names = []
+    for store in ("a.zarr", "b.zarr"):
+        group = zarr.open_group(str(tmp_path / store), mode="w")
+        level0 = group.create_array("0", shape=(64, 64), chunks=(16, 16), dtype="uint8")
+        level1 = group.create_array("1", shape=(32, 32), chunks=(16, 16), dtype="uint8")
+        markers, n = _pyramid_writes(level0, [(level1, None, False)], False)
+        assert n == 4
+        names.append(markers.name)
+    assert names[0] != names[1]

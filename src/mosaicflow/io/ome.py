@@ -236,10 +236,13 @@ def _pyramid_writes(
     A chunk of level k depends only on the chunks of level k-1 that hold its 2x2 block and are
     written in the same computation; with ``resume``, chunks already flagged are not written
     again (the level below reads them from the store)."""
-    from dask.base import tokenize
+    import uuid
+
     from dask.highlevelgraph import HighLevelGraph
 
-    name = "pyramid-" + tokenize(level0.path, [t.path for t, _, _ in levels], label)
+    # Unique per call: two runs writing the same image path (two stores, one shared cluster)
+    # must never share a key, or the scheduler would write one of them only.
+    name = f"pyramid-{uuid.uuid4().hex}"
     graph: dict[Any, Any] = {}
     made: dict[tuple[int, int], Any] = {}  # chunk index of the level above -> its task's key
     source = level0
