@@ -24,8 +24,7 @@ class TileFrame:
     stage error, plus a common offset), not by one global shift.
 
     Which tile shows a fused pixel is decided by the fusion's own rule
-    (:func:`mosaicflow.stitch.fuse.nearest_tile`: the covering tile with the nearest centre),
-    called here with constant tiles holding the tile's index.
+    (:func:`mosaicflow.stitch.fuse.nearest_tile`: the covering tile with the nearest centre).
     """
 
     fused_origins: np.ndarray

@@ -52,9 +52,9 @@ def nearest_tile(
     region: tuple[int, int, int, int], origins: np.ndarray, tile_shape: tuple[int, int]
 ) -> np.ndarray:
     """Which tile the nearest-centre rule takes each pixel of ``region`` from: index + 1 into
-    ``origins``, 0 where no tile covers it. The rule of :func:`_combine`'s ``"nearest"`` mode
-    (the first tile wins ties), worked out only inside each tile's part of the region; also
-    used to tell which tile shows a pixel (:class:`mosaicflow.report.frames.TileFrame`)."""
+    ``origins``, 0 where no tile covers it (the first tile wins ties), worked out only inside
+    each tile's part of the region. The ``"nearest"`` blend (:func:`_combine`) and the report's
+    truth frame (:class:`mosaicflow.report.frames.TileFrame`) both use it."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out = np.zeros((y1 - y0, x1 - x0), dtype=np.int32)
@@ -109,22 +109,19 @@ def _combine(
     identity = flat is None and bool((gains == (1.0, 0.0)).all())
     total = np.zeros((y1 - y0, x1 - x0), dtype=np.float64)
     weight = np.zeros_like(total)
-    best = np.full(total.shape, np.inf)
-    for (ty, tx), part, (g, o) in zip(origins, parts, gains, strict=True):
+    owner = nearest_tile(region, origins, tile_shape) if mode == "nearest" else None
+    for k, ((ty, tx), part, (g, o)) in enumerate(zip(origins, parts, gains, strict=True)):
         sy0, sy1 = max(y0, ty), min(y1, ty + h)
         sx0, sx1 = max(x0, tx), min(x1, tx + w)
         src = (slice(sy0 - ty, sy1 - ty), slice(sx0 - tx, sx1 - tx))
         dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         values = part if identity else _corrected(part, g, o, None if flat is None else flat[src])
-        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
-        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
-        if mode == "nearest":
-            dist = _centre_distance(ly, lx, h, w)  # the first tile wins ties
-            take = dist < best[dst]
-            total[dst] = np.where(take, values, total[dst])
-            best[dst] = np.where(take, dist, best[dst])
+        if owner is not None:
+            np.copyto(total[dst], values, where=owner[dst] == k + 1)
             weight[dst] = 1.0
         else:
+            ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
+            lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
             wt = np.minimum(np.minimum(ly + 1, h - ly), np.minimum(lx + 1, w - lx))
             total[dst] += wt * values
             weight[dst] += wt
