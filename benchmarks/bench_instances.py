@@ -1,8 +1,9 @@
 """Particle instance segmentation on real EM images: mosaicflow's default model, the Otsu
 baseline and BPartIS (Yildirim & Cole 2021) side by side on the same images in one invocation.
 
-    python benchmarks/bench_instances.py [--methods default,otsu,bpartis] [--sets emps,stem] \
-        [--limit N] [--out benchmarks/results/instances] [--threads N] [--bpartis-mc 0]
+    python benchmarks/bench_instances.py [--methods default,default-tta,otsu,bpartis] \
+        [--sets emps,stem] [--limit N] [--out benchmarks/results/instances] [--threads N] \
+        [--bpartis-mc 0]
 
 BPartIS runs from the unpacked ``imagedataextractor`` 2.0.4 wheel (``benchmarks/peers/
 fetch_bpartis.sh`` once; ``benchmarks/peers/bpartis.py`` says how, and what differs from the
@@ -23,6 +24,9 @@ Data (``../shared/data/real/``; a missing folder skips its set with a message):
   averaged the same way), truth only YOLO boxes (``labels/<stem>.txt``, ``cls cx cy w h``
   normalised). Each predicted instance's bounding box (``metrics.label_boxes``) is matched
   against the true boxes at box IoU >= 0.5 (``metrics.box_tally``), summed: P, R, F1 only.
+
+``default-tta`` is the default model with ``segment(..., tta=True)``: each window's
+probabilities averaged over the 8 flips and quarter turns of the square (8x the inference).
 
 Every method gets the same 2-D grey array and returns uint32 instance labels of its shape.
 Time: wall seconds per image of the call alone (no reading, no scoring), the mean over the
@@ -59,7 +63,7 @@ from peers.bpartis import BPartIS, BPartISMissing, check_root
 
 HERE = Path(__file__).resolve().parent
 REAL = HERE.parents[1] / "shared" / "data" / "real"
-METHODS = ("default", "otsu", "bpartis")
+METHODS = ("default", "default-tta", "otsu", "bpartis")
 SETS = ("emps", "stem")
 Segmenter = Callable[[np.ndarray], np.ndarray]
 
@@ -180,17 +184,18 @@ def mosaicflow_method(model: str, checkpoint: Path | None) -> tuple[Segmenter, d
             "call": "mosaicflow.segmentation.segment(image, model='otsu')"
         }
     source = "default" if checkpoint is None else str(checkpoint)
+    tta = model == "default-tta"
     try:
         ckpt = load_model(source)
     except Exception as exc:  # recorded like a failure on the first image
-        return _raiser(exc), {"call": f"segment(image, model={source!r})"}
+        return _raiser(exc), {"call": f"segment(image, model={source!r}, tta={tta})"}
     settings = {
-        "call": f"mosaicflow.segmentation.segment(image, model=load_model({source!r}))",
+        "call": f"mosaicflow.segmentation.segment(image, model=load_model({source!r}), tta={tta})",
         "checkpoint": str(ckpt.path),
         "foreground_threshold": ckpt.threshold,
         "seed_threshold": ckpt.seed_threshold,
     }
-    return (lambda image: segment(image, model=ckpt)), settings
+    return (lambda image: segment(image, model=ckpt, tta=tta)), settings
 
 
 def _raiser(exc: Exception) -> Segmenter:

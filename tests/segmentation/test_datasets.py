@@ -298,3 +298,18 @@ def test_binary_masks_label_like_scipy():
     m = _binary_mask()
     expected, _ = ndi.label(m > 0, np.ones((3, 3)))
     np.testing.assert_array_equal(datasets.as_instances(m), expected)
+
+
+def test_synthetic_samples_with_rafts_keep_the_other_fields():
+    plain = synthetic_samples(8, size=160, seed=2)
+    mixed = synthetic_samples(8, size=160, seed=2, rafts=0.5)
+    same = [np.array_equal(p.labels, m.labels) for p, m in zip(plain, mixed, strict=True)]
+    assert 0 < sum(same) < len(same)  # some fields are rafts, the rest unchanged
+    for p, m, kept in zip(plain, mixed, same, strict=True):
+        if kept:
+            np.testing.assert_array_equal(p.image, m.image)
+        else:  # a raft: many particles, and touching ones (contact pixels in the targets)
+            assert m.labels.max() >= 20
+            assert (instance_classes(m.labels) == 2).any()
+    with pytest.raises(ConfigError, match="raft"):
+        synthetic_samples(1, rafts=1.5)

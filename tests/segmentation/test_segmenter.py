@@ -82,6 +82,23 @@ def test_chunked_input_gives_the_same_labels_lazily(field, default_model, chunks
     np.testing.assert_array_equal(lazy.compute(), ref)
 
 
+def test_tta_is_used_and_stays_chunk_exact(field, default_model):
+    """``tta=True`` averages the 8 symmetries of each window: other probabilities than one
+    pass (so other labels somewhere), and still the same labels for any chunking."""
+    image, truth = field
+    ref = segment(image, default_model, min_seed_px=0, tta=True)
+    assert not np.array_equal(ref, segment(image, default_model, min_seed_px=0))
+    assert tally(truth, ref).scores()["f1"] > 0.5
+    lazy = segment(
+        da.from_array(image, chunks=(100, 90)),
+        default_model,
+        max_particle_px=96,
+        min_seed_px=0,
+        tta=True,
+    )
+    np.testing.assert_array_equal(lazy.compute(), ref)
+
+
 def test_a_dataarray_keeps_its_coordinates(field, default_model):
     image, _ = field
     arr = xr.DataArray(

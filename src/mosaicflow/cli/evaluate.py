@@ -68,6 +68,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--boxes", action="store_true", help="score bounding boxes against YOLO box files"
     )
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="instance models: average the 8 flips and quarter turns of each window (8x the "
+        "inference time)",
+    )
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--per-image", action="store_true", help="also print one row per image")
     p.add_argument(
@@ -151,6 +157,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
             boxes=args.boxes,
             limit=args.limit,
             on_image=on_image,
+            **({"tta": True} if args.tta else {}),
         )
     console.print(score_table(result))
     if args.per_image:

@@ -35,6 +35,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="add N synthetic SEM fields (touching pairs, agglomerates, SNR inf/15/7.5)",
     )
+    p.add_argument(
+        "--rafts",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the synthetic fields that are dense monolayers of touching spheres (0)",
+    )
     p.add_argument("--out", default="model.safetensors", help="checkpoint to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--init", help="start from these weights: 'default' or a checkpoint")
@@ -147,7 +154,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
     out = None if args.folds else _check_out(args)
     names = datasets.read_names(args.names) if args.names else None
     real = datasets.load_pairs(args.images, args.masks, names) if args.images else []
-    synth = datasets.synthetic_samples(args.synthetic, seed=args.seed) if args.synthetic else []
+    synth = (
+        datasets.synthetic_samples(args.synthetic, seed=args.seed, rafts=args.rafts)
+        if args.synthetic
+        else []
+    )
     console.print(f"training data: {len(real)} labelled image(s), {len(synth)} synthetic field(s)")
     record: dict[str, Any] = {"command": "mosaicflow train", "settings": vars(args).copy()}
     record["settings"].pop("func", None)

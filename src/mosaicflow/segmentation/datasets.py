@@ -193,25 +193,42 @@ def _raw(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def synthetic_samples(n: int, *, size: int = 384, seed: int = 0) -> list[Sample]:
+def synthetic_samples(
+    n: int, *, size: int = 384, seed: int = 0, rafts: float = 0.0
+) -> list[Sample]:
     """``n`` synthetic SEM fields (:func:`mosaicflow.synth.synth_field`) with many touching
-    pairs and agglomerates, pixel sizes 1-8 nm, SNR inf / 15 / 7.5, either polarity."""
-    from mosaicflow.synth.sem import synth_field
+    pairs and agglomerates, pixel sizes 1-8 nm, SNR inf / 15 / 7.5, either polarity.
 
+    A share ``rafts`` of them (drawn per field, from a stream of its own, so the other fields
+    are those of ``rafts=0``) are dense monolayers of near-equal spheres touching at points
+    (:func:`mosaicflow.synth.sem_rafts.make_raft`), 8-40 px across.
+    """
+    from mosaicflow.synth.sem import synth_field
+    from mosaicflow.synth.sem_rafts import make_raft
+
+    if not 0.0 <= rafts <= 1.0:
+        raise ConfigError(f"the share of raft fields must be in [0, 1], got {rafts}")
     rng = np.random.default_rng(seed)
+    raft_rng = np.random.default_rng([seed, 1])
     out = []
     for i in range(n):
         snr = [None, 15.0, 7.5][i % 3]
         px = float(rng.choice([1.0, 2.0, 4.0, 8.0]))
-        img, lab, _ = synth_field(
-            (size, size),
-            snr=snr,
-            seed=int(rng.integers(2**31)),
-            pixel_size_nm=px,
-            touching_fraction=0.3,
-            agglomerate_fraction=0.05,
-            density=float(rng.uniform(5, 25)) * (2.0 / px) ** 2,
-        )
+        field_seed = int(rng.integers(2**31))
+        density = float(rng.uniform(5, 25)) * (2.0 / px) ** 2
+        if raft_rng.uniform() < rafts:
+            catalogue = make_raft((size, size), seed=field_seed)
+            img, lab, _ = synth_field((size, size), snr=snr, seed=field_seed, particles=catalogue)
+        else:
+            img, lab, _ = synth_field(
+                (size, size),
+                snr=snr,
+                seed=field_seed,
+                pixel_size_nm=px,
+                touching_fraction=0.3,
+                agglomerate_fraction=0.05,
+                density=density,
+            )
         image = normalise(img)
         if i % 2:
             image = 1.0 - image

@@ -261,6 +261,7 @@ def synth_field(
     pixel_size_nm: float = 2.0,
     shot_fraction: float = 0.5,
     appearance: Appearance | None = None,
+    particles: pd.DataFrame | None = None,
     **particle_kwargs: Any,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """One in-memory synthetic field with its exact labels.
@@ -281,8 +282,11 @@ def synth_field(
         :func:`mosaicflow.synth.add_noise`).
     appearance : Appearance, optional
         Substrate and particle profile settings.
+    particles : DataFrame, optional
+        A catalogue to render (e.g. :func:`mosaicflow.synth.sem_rafts.make_raft`) instead of one
+        drawn by :func:`make_particles`.
     **particle_kwargs
-        Passed to :func:`make_particles`.
+        Passed to :func:`make_particles` (not with ``particles``).
 
     Returns
     -------
@@ -293,9 +297,15 @@ def synth_field(
     """
     app = appearance or Appearance()
     height, width = (int(v) for v in shape)
-    particles = make_particles(
-        (height, width), pixel_size_nm=pixel_size_nm, seed=seed, **particle_kwargs
-    )
+    if particles is None:
+        particles = make_particles(
+            (height, width), pixel_size_nm=pixel_size_nm, seed=seed, **particle_kwargs
+        )
+    elif particle_kwargs:
+        raise ConfigError(
+            f"synth_field: particle options {sorted(particle_kwargs)} do not apply to a given "
+            "catalogue (particles=)"
+        )
     signal, labels = _render_parts(index_particles(particles), 0, 0, height, width, app)
     clean = render_substrate(0, 0, height, width, seed=seed, appearance=app) + signal
     mask = labels > 0

@@ -23,7 +23,7 @@ __all__ = [
 SHAPES: tuple[str, ...] = ("sphere", "rod", "cube")
 DEFAULT_SHAPE_WEIGHTS = (0.6, 0.2, 0.2)
 
-_PARTICLE_COLUMNS = [
+PARTICLE_COLUMNS = [
     "label",
     "shape",
     "y_px",
@@ -367,7 +367,7 @@ def make_particles(
             "intensity": np.array([p.intensity for p, _ in placed], dtype=np.float64),
             "diameter_nm": np.array([p.diameter_nm for p, _ in placed], dtype=np.float64),
         },
-        columns=_PARTICLE_COLUMNS,
+        columns=PARTICLE_COLUMNS,
     )
 
 
