@@ -27,6 +27,7 @@ from mosaicflow.segmentation.models import (
 )
 from mosaicflow.segmentation.targets import CLASS_NAMES, INTERIOR, instance_classes
 from mosaicflow.segmentation.train import (
+    EPOCH_POINTS,
     FOREGROUND_GRID,
     SEED_GRID,
     TrainSettings,
@@ -111,7 +112,8 @@ def test_a_run_writes_an_instance_checkpoint(trained):
     assert result.epochs == len(result.history) == len(epochs) == 2
     assert steps == [(1, 1), (1, 1)]
     assert [r["epoch"] for r in epochs] == [1, 2]
-    assert {"loss", "lr", "val_f1", "val_dice", "seconds", "best"} <= set(epochs[0])
+    assert {"loss", "lr", "val_f1", "val_dice", "val_point", "seconds", "best"} <= set(epochs[0])
+    assert all(tuple(r["val_point"]) in EPOCH_POINTS for r in epochs)
     assert epochs[0]["best"] and result.best_epoch in (1, 2)
     assert epochs[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine to 0 at the last step
 
@@ -332,6 +334,24 @@ def test_score_and_sweep_on_perfect_probabilities(samples):
     assert score(
         [(np.zeros_like(f), np.zeros_like(i)) for f, i in probs], truths, 0.5, 0.5
     ).fn == sum(t.fn for t in one)
+
+
+def test_an_epoch_is_ranked_by_its_best_operating_point():
+    """Two touching discs whose interior probability dips to 0.75 between them: seeds at 0.5
+    join them (one particle), seeds at 0.8 separate them. The epoch's F1 is the best of
+    EPOCH_POINTS, so a model is not ranked by how well it suits one fixed threshold."""
+    from mosaicflow.segmentation.train import _best_point
+
+    yy, xx = np.mgrid[:64, :96]
+    truth = np.zeros((64, 96), np.uint32)
+    truth[(yy - 32) ** 2 + (xx - 30) ** 2 <= 15**2] = 1
+    truth[((yy - 32) ** 2 + (xx - 60) ** 2 <= 15**2) & (truth == 0)] = 2
+    fg = np.where(truth > 0, 255, 0).astype(np.uint8)
+    interior = np.where(truth > 0, 250, 0).astype(np.uint8)
+    interior[:, 44:47][truth[:, 44:47] > 0] = round(0.75 * 255)
+    assert score([(fg, interior)], [truth], 0.5, 0.5).scores()["f1"] < 1
+    point, scores = _best_point([(fg, interior)], [truth], EPOCH_POINTS)
+    assert point[1] >= 0.8 and scores["f1"] == 1.0
 
 
 def test_validation_images_without_particles(samples, tmp_path):

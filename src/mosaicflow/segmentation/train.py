@@ -45,6 +45,10 @@ if TYPE_CHECKING:
 FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_SEED_GRID = (0, 8, 32, 128)
+#: Operating points (foreground, seed threshold, smallest seed) tried after every epoch: the
+#: epoch's validation F1 is the best of them. A single fixed point ranks epochs by how well
+#: they suit that point; the full sweep (above) runs once, on the chosen epoch.
+EPOCH_POINTS = tuple((0.6, seed, min_seed) for seed in (0.7, 0.8, 0.9) for min_seed in (32, 128))
 
 
 @dataclass
@@ -288,13 +292,14 @@ def train(
                 on_step(step + 1, settings.steps_per_epoch)
         model.eval()
         probs = [probabilities_u8(softmax_whole(model, s.image)) for s in val_samples]
-        scores = score(probs, truths, 0.5, 0.5).scores()
+        point, scores = _best_point(probs, truths, EPOCH_POINTS)
         record = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
             "lr": float(sched.get_last_lr()[0]),
             "val_f1": scores["f1"],
             "val_dice": scores["pixel_dice"],
+            "val_point": list(point),
             "seconds": round(time.perf_counter() - t0, 2),
         }
         history.append(record)
@@ -310,7 +315,7 @@ def train(
         if on_epoch:
             on_epoch(record)
         if improved and out is not None:
-            _write(out, model, arch, settings, (0.5, 0.5, 0), history, provenance)
+            _write(out, model, arch, settings, point, history, provenance)
         if stale >= settings.patience:
             break
         # stop before an epoch that would end past the budget (the slowest one so far as guide)
@@ -355,6 +360,20 @@ def sweep_thresholds(
                 if _or_zero(s["f1"]) > best[0]:
                     best = (_or_zero(s["f1"]), fg, seed, min_seed, s)
     return best[1], best[2], best[3], best[4]
+
+
+def _best_point(
+    probs: Sequence[tuple[np.ndarray, np.ndarray]],
+    truths: Sequence[np.ndarray],
+    points: Sequence[tuple[float, float, int]],
+) -> tuple[tuple[float, float, int], dict[str, Any]]:
+    """The operating point of ``points`` with the best instance F1, and its scores."""
+    best: tuple[float, tuple[float, float, int], dict[str, Any]] = (-1.0, points[0], {})
+    for point in points:
+        s = score(probs, truths, *point).scores()
+        if _or_zero(s["f1"]) > best[0]:
+            best = (_or_zero(s["f1"]), point, s)
+    return best[1], best[2]
 
 
 def _or_zero(value: float) -> float:
