@@ -28,6 +28,7 @@ from mosaicflow.segmentation.models import (
 from mosaicflow.segmentation.targets import CLASS_NAMES, INTERIOR, instance_classes
 from mosaicflow.segmentation.train import (
     EPOCH_POINTS,
+    FIXED_POINT,
     FOREGROUND_GRID,
     SEED_GRID,
     TrainSettings,
@@ -292,6 +293,7 @@ def test_split():
         ("scale", (2.0, 1.0), "scale must be"),
         ("rim", 1.0, r"rim must be in \[0, 1\)"),
         ("rim", -0.1, r"rim must be in \[0, 1\)"),
+        ("select", "best", "select must be one of points, fixed"),
     ],
 )
 def test_settings_check(field, value, message):
@@ -352,6 +354,8 @@ def test_an_epoch_is_ranked_by_its_best_operating_point():
     assert score([(fg, interior)], [truth], 0.5, 0.5).scores()["f1"] < 1
     point, scores = _best_point([(fg, interior)], [truth], EPOCH_POINTS)
     assert point[1] >= 0.8 and scores["f1"] == 1.0
+    # select="fixed" ranks at the one point the shipped model's recorded commands used
+    assert _best_point([(fg, interior)], [truth], FIXED_POINT)[0] == (0.5, 0.5, 0)
 
 
 def test_validation_images_without_particles(samples, tmp_path):
