@@ -62,6 +62,17 @@ def test_evaluate_prints_and_writes_the_files(pair, tmp_path):
     assert json.loads((out / cli_evaluate.JSON_NAME).read_text())["model"] == "otsu"
 
 
+def test_tta_is_named_and_recorded(pair, tmp_path):
+    out = tmp_path / "tta"
+    code, text = _cli([str(pair / "images"), str(pair / "masks"), "--tta", "--out", str(out)])
+    assert code == 0 and "default with TTA: 2 image(s)" in text
+    record = json.loads((out / cli_evaluate.JSON_NAME).read_text())
+    assert record["options"] == {"tta": True} and record["scores"]["f1"] > 0.5
+    for model in ("otsu", "fourier"):  # no windows to average: refused, naming the option
+        with pytest.raises(ConfigError, match="tta"):
+            _cli([str(pair / "images"), str(pair / "masks"), "--tta", "--model", model])
+
+
 def test_per_image_names_and_limit(pair, tmp_path):
     names = tmp_path / "names.csv"
     names.write_text("f1\nf0\n")

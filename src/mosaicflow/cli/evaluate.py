@@ -181,7 +181,8 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def _title(result: dict[str, Any]) -> str:
-    return f"{result['model']}: {result['scores']['images']} image(s)"
+    tta = " with TTA" if result.get("options", {}).get("tta") else ""
+    return f"{result['model']}{tta}: {result['scores']['images']} image(s)"
 
 
 def _caption(result: dict[str, Any]) -> str:

@@ -188,6 +188,8 @@ def segment(
         check_2d(image, "segment")
     structure = ndi.generate_binary_structure(2, connectivity)
     if isinstance(model, str) and model == "otsu":
+        if tta:
+            raise ConfigError("segment: tta averages a model's windows; model='otsu' has none")
         if in_memory:
             return _otsu_numpy(image, float(sigma), polarity, nbins, structure)
         out = _otsu_dask(as_dask(image), float(sigma), polarity, nbins, connectivity)
