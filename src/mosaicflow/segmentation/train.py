@@ -19,6 +19,7 @@ torch is imported inside the functions.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import time
@@ -285,6 +286,7 @@ def train(
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
     stale = 0
+    points = EPOCH_POINTS if settings.select == "points" else FIXED_POINT
     for epoch in range(1, settings.max_epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -301,7 +303,6 @@ def train(
                 on_step(step + 1, settings.steps_per_epoch)
         model.eval()
         probs = [probabilities_u8(softmax_whole(model, s.image)) for s in val_samples]
-        points = EPOCH_POINTS if settings.select == "points" else FIXED_POINT
         point, scores = _best_point(probs, truths, points)
         record = {
             "epoch": epoch,
@@ -362,14 +363,9 @@ def sweep_thresholds(
 ) -> tuple[float, float, int, dict[str, Any]]:
     """The foreground threshold, seed threshold and smallest seed with the best instance F1 on
     these images, and the scores there."""
-    best: tuple[float, float, float, int, dict[str, Any]] = (-1.0, 0.5, 0.5, 0, {})
-    for fg in FOREGROUND_GRID:
-        for seed in SEED_GRID:
-            for min_seed in MIN_SEED_GRID:
-                s = score(probs, truths, fg, seed, min_seed).scores()
-                if _or_zero(s["f1"]) > best[0]:
-                    best = (_or_zero(s["f1"]), fg, seed, min_seed, s)
-    return best[1], best[2], best[3], best[4]
+    grid = list(itertools.product(FOREGROUND_GRID, SEED_GRID, MIN_SEED_GRID))
+    (fg, seed, min_seed), scores = _best_point(probs, truths, grid)
+    return fg, seed, min_seed, scores
 
 
 def _best_point(
@@ -377,7 +373,8 @@ def _best_point(
     truths: Sequence[np.ndarray],
     points: Sequence[tuple[float, float, int]],
 ) -> tuple[tuple[float, float, int], dict[str, Any]]:
-    """The operating point of ``points`` with the best instance F1, and its scores."""
+    """The operating point of ``points`` with the best instance F1 (the first of equals), and
+    its scores."""
     best: tuple[float, tuple[float, float, int], dict[str, Any]] = (-1.0, points[0], {})
     for point in points:
         s = score(probs, truths, *point).scores()
