@@ -162,12 +162,13 @@ def main(args: argparse.Namespace, console: Console) -> int:
         resolve_model_path(args.init, what="--init")
     out = None if args.folds else _check_out(args)
     names = datasets.read_names(args.names) if args.names else None
-    real = datasets.load_pairs(args.images, args.masks, names) if args.images else []
+    # the synthetic fields first: their options are checked before any image is read
     synth = (
         datasets.synthetic_samples(args.synthetic, seed=args.seed, rafts=args.rafts)
         if args.synthetic
         else []
     )
+    real = datasets.load_pairs(args.images, args.masks, names) if args.images else []
     console.print(f"training data: {len(real)} labelled image(s), {len(synth)} synthetic field(s)")
     record: dict[str, Any] = {"command": "mosaicflow train", "settings": vars(args).copy()}
     record["settings"].pop("func", None)

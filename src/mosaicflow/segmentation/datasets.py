@@ -207,7 +207,7 @@ def synthetic_samples(
     from mosaicflow.synth.sem_rafts import make_raft
 
     if not 0.0 <= rafts <= 1.0:
-        raise ConfigError(f"the share of raft fields must be in [0, 1], got {rafts}")
+        raise ConfigError(f"--rafts (the share of raft fields) must be in [0, 1], got {rafts}")
     rng = np.random.default_rng(seed)
     raft_rng = np.random.default_rng([seed, 1])
     out = []
