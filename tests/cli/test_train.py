@@ -144,6 +144,12 @@ def test_cross_validation_writes_no_checkpoint(folders, tmp_path, capsys):
         (["--synthetic", "2", "--names", "{names}"], "selects among the --images, which are not"),
         (["--synthetic", "1", *TINY], "1 labelled image(s); at least 2 are needed"),
         (["--synthetic", "4", *TINY, "--folds", "5"], "--folds must be an integer from 2 to 4"),
+        (["--synthetic", "2", "--rafts", "1.5"], "--rafts (the share of raft fields)"),
+        (["--synthetic", "2", "--supported", "-0.1"], "--supported (the share of supported"),
+        (
+            ["--synthetic", "2", "--rafts", "0.6", "--supported", "0.6"],
+            "--rafts 0.6 and --supported 0.6 add up to more than 1",
+        ),
     ],
 )
 def test_refusals_exit_2_with_a_message(folders, tmp_path, capsys, argv, message):

@@ -313,3 +313,18 @@ def test_synthetic_samples_with_rafts_keep_the_other_fields():
             assert (instance_classes(m.labels) == 2).any()
     with pytest.raises(ConfigError, match="raft"):
         synthetic_samples(1, rafts=1.5)
+
+
+def test_supported_fields_keep_the_rafts_and_the_other_fields():
+    rafts = synthetic_samples(10, size=160, seed=3, rafts=0.3)
+    mixed = synthetic_samples(10, size=160, seed=3, rafts=0.3, supported=0.4)
+    same = [np.array_equal(r.labels, m.labels) for r, m in zip(rafts, mixed, strict=True)]
+    assert 0 < sum(same) < len(same)
+    for r, m, kept in zip(rafts, mixed, same, strict=True):
+        if kept:  # a raft or a plain field: unchanged by the supported share
+            np.testing.assert_array_equal(r.image, m.image)
+        else:  # a supported field: labels 1..n, an image of the same kind
+            assert m.labels.max() >= 1 and m.image.dtype == np.float32
+            assert np.array_equal(np.unique(m.labels), np.arange(m.labels.max() + 1))
+    with pytest.raises(ConfigError, match="add up to more than 1"):
+        synthetic_samples(1, rafts=0.5, supported=0.7)

@@ -42,6 +42,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="F",
         help="share of the synthetic fields that are dense monolayers of touching spheres (0)",
     )
+    p.add_argument(
+        "--supported",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="share of the synthetic fields that are small particles on a catalyst's grainy "
+        "support, only the particles labelled (0)",
+    )
     p.add_argument("--out", default="model.safetensors", help="checkpoint to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--init", help="start from these weights: 'default' or a checkpoint")
@@ -164,7 +172,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
     names = datasets.read_names(args.names) if args.names else None
     # the synthetic fields first: their options are checked before any image is read
     synth = (
-        datasets.synthetic_samples(args.synthetic, seed=args.seed, rafts=args.rafts)
+        datasets.synthetic_samples(
+            args.synthetic, seed=args.seed, rafts=args.rafts, supported=args.supported
+        )
         if args.synthetic
         else []
     )

@@ -194,31 +194,48 @@ def _raw(path: Path) -> np.ndarray:
 
 
 def synthetic_samples(
-    n: int, *, size: int = 384, seed: int = 0, rafts: float = 0.0
+    n: int, *, size: int = 384, seed: int = 0, rafts: float = 0.0, supported: float = 0.0
 ) -> list[Sample]:
     """``n`` synthetic SEM fields (:func:`mosaicflow.synth.synth_field`) with many touching
     pairs and agglomerates, pixel sizes 1-8 nm, SNR inf / 15 / 7.5, either polarity.
 
     A share ``rafts`` of them (drawn per field, from a stream of its own, so the other fields
     are those of ``rafts=0``) are dense monolayers of near-equal spheres touching at points
-    (:func:`mosaicflow.synth.sem_rafts.make_raft`), 8-40 px across.
+    (:func:`mosaicflow.synth.sem_rafts.make_raft`), 8-40 px across. A share ``supported``
+    (again a stream of its own) are particles 3-40 px across on the grainy support of a
+    catalyst (:func:`mosaicflow.synth.supported.supported_field`), only the particles labelled;
+    a field is a raft or supported, never both (the raft draw comes first).
     """
     from mosaicflow.synth.sem import synth_field
     from mosaicflow.synth.sem_rafts import make_raft
+    from mosaicflow.synth.supported import supported_field
 
     if not 0.0 <= rafts <= 1.0:
         raise ConfigError(f"--rafts (the share of raft fields) must be in [0, 1], got {rafts}")
+    if not 0.0 <= supported <= 1.0:
+        raise ConfigError(
+            "--supported (the share of supported-catalyst fields) must be in [0, 1], "
+            f"got {supported}"
+        )
+    if rafts + supported > 1.0:
+        raise ConfigError(f"--rafts {rafts} and --supported {supported} add up to more than 1")
     rng = np.random.default_rng(seed)
     raft_rng = np.random.default_rng([seed, 1])
+    supported_rng = np.random.default_rng([seed, 2])
     out = []
     for i in range(n):
         snr = [None, 15.0, 7.5][i % 3]
         px = float(rng.choice([1.0, 2.0, 4.0, 8.0]))
         field_seed = int(rng.integers(2**31))
         density = float(rng.uniform(5, 25)) * (2.0 / px) ** 2
-        if raft_rng.uniform() < rafts:
+        raft = raft_rng.uniform() < rafts
+        # drawn for every field, so each field is the same whatever the other share
+        on_support = supported_rng.uniform() < supported / max(1e-12, 1.0 - rafts)
+        if raft:
             catalogue = make_raft((size, size), seed=field_seed)
             img, lab, _ = synth_field((size, size), snr=snr, seed=field_seed, particles=catalogue)
+        elif on_support:
+            img, lab = supported_field((size, size), seed=field_seed, snr=snr)
         else:
             img, lab, _ = synth_field(
                 (size, size),
