@@ -2,8 +2,8 @@
 the Otsu baseline at three noise levels, both contrast polarities, with a count of touching
 particles kept apart; and the model's CPU throughput.
 
-    python benchmarks/bench_instances_synth.py [--model default|PATH ...] [--fields 4] \
-        [--size 512] [--snrs inf,15,7.5] [--density 30] [--seed 0] [--threads N] \
+    python benchmarks/bench_instances_synth.py [--model default|PATH ...] [--kind sem|supported] \
+        [--fields 4] [--size 512] [--snrs inf,15,7.5] [--density 30] [--seed 0] [--threads N] \
         [--throughput-size 2048] [--throughput-runs 3] [--out benchmarks/results/instances_synth]
 
 Fields: ``mosaicflow.synth.sem.synth_field((size, size), snr=..., seed=..., pixel_size_nm=...,
@@ -83,9 +83,20 @@ def field_spec(i: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_field(
-    spec: dict[str, Any], snr: float | None, size: int
+    spec: dict[str, Any], snr: float | None, size: int, kind: str = "sem"
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Image (inverted as the spec says), labels and the catalogue's particle count."""
+    """Image (inverted as the spec says), labels and the catalogue's particle count.
+
+    ``kind="supported"``: particles on a catalyst's grainy support
+    (``mosaicflow.synth.supported.supported_field``, the field's seed and SNR; its particle
+    sizes are its own, so the spec's pixel size and density do not apply)."""
+    if kind == "supported":
+        from mosaicflow.synth.supported import supported_field
+
+        image, labels = supported_field((size, size), seed=spec["seed"], snr=snr)
+        if spec["inverted"]:
+            image = (float(image.max()) + float(image.min()) - image).astype(np.float32)
+        return image, np.asarray(labels, np.uint32), int(labels.max())
     from mosaicflow.synth.sem import synth_field
 
     image, labels, cat = synth_field(
@@ -374,6 +385,13 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="'default' (the shipped model) or a checkpoint; repeat for several (default: default)",
     )
+    parser.add_argument(
+        "--kind",
+        choices=("sem", "supported"),
+        default="sem",
+        help="sem: particles on a flat substrate (default); supported: small particles on a "
+        "catalyst's grainy support (mosaicflow.synth.supported)",
+    )
     parser.add_argument("--fields", type=int, default=4, help="fields per SNR")
     parser.add_argument("--size", type=int, default=512, help="field side in px")
     parser.add_argument("--snrs", default="inf,15,7.5", help="comma-separated; inf: no noise")
@@ -406,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     for snr in snrs:
         for i in range(args.fields):
             spec = field_spec(i, args)
-            image, labels, n = make_field(spec, snr, args.size)
+            image, labels, n = make_field(spec, snr, args.size, args.kind)
             fields.append(
                 {
                     "name": f"snr{snr_key(snr)}-{i:02d}",
