@@ -202,7 +202,9 @@ def _status(out: Path, stage: str) -> str | None:
         meta = json.loads((out / "zarr.json").read_text())
     except (OSError, ValueError):
         return None
-    return meta["attributes"]["mosaicflow"].get("stages", {}).get(stage, {}).get("status")
+    # the store's root is created before its mosaicflow attributes are written: not yet a run
+    run = meta.get("attributes", {}).get("mosaicflow", {})
+    return run.get("stages", {}).get(stage, {}).get("status")
 
 
 #: The command line, with the user's Ctrl-C (a real SIGINT to the process) arriving while the
