@@ -229,7 +229,7 @@ def synthetic_samples(
         field_seed = int(rng.integers(2**31))
         density = float(rng.uniform(5, 25)) * (2.0 / px) ** 2
         raft = raft_rng.uniform() < rafts
-        # drawn for every field, so each field is the same whatever the other share
+        # drawn for every field, so the rafts and plain fields are those of supported=0
         on_support = supported_rng.uniform() < supported / max(1e-12, 1.0 - rafts)
         if raft:
             catalogue = make_raft((size, size), seed=field_seed)

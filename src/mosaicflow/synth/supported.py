@@ -25,11 +25,12 @@ __all__ = ["supported_field"]
 
 
 def _dome(
-    out: np.ndarray, cy: float, cx: float, ry: float, rx: float, turn: float, height: float
-) -> tuple[tuple[slice, slice], np.ndarray] | None:
-    """Add an elliptical dome to ``out``; return its box and the pixels inside the ellipse
-    (pixel centres at normalised radius < 1), or None when it misses ``out``."""
-    h, w = out.shape
+    shape: tuple[int, int], cy: float, cx: float, ry: float, rx: float, turn: float
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray] | None:
+    """An elliptical dome ``sqrt(1 - r^2)`` of height 1 within its box of an image of
+    ``shape``: the box, the dome's values there and its pixels inside the ellipse (pixel
+    centres at normalised radius < 1); None when it misses the image."""
+    h, w = shape
     reach = max(ry, rx) + 1.0
     y0, y1 = max(0, int(cy - reach)), min(h, math.ceil(cy + reach) + 1)
     x0, x1 = max(0, int(cx - reach)), min(w, math.ceil(cx + reach) + 1)
@@ -41,10 +42,7 @@ def _dome(
     u = (dy * c + dx * s) / ry
     v = (-dy * s + dx * c) / rx
     r2 = u * u + v * v
-    inside = r2 < 1.0
-    box = (slice(y0, y1), slice(x0, x1))
-    out[box] += height * np.sqrt(np.clip(1.0 - r2, 0.0, None))
-    return box, inside
+    return (slice(y0, y1), slice(x0, x1)), np.sqrt(np.clip(1.0 - r2, 0.0, None)), r2 < 1.0
 
 
 def supported_field(
@@ -115,7 +113,9 @@ def supported_field(
         gy = cy0 + rng.normal(0.0, spread_y)
         gx = cx0 + rng.normal(0.0, spread_x)
         aspect = rng.uniform(1.0, 1.6)
-        _dome(clean, gy, gx, d / 2, d / 2 / aspect, rng.uniform(0, math.pi), grain_level / 3)
+        grain = _dome(clean.shape, gy, gx, d / 2, d / 2 / aspect, rng.uniform(0, math.pi))
+        if grain is not None:
+            clean[grain[0]] += grain[1] * (grain_level / 3)
     support = clean > 0
     # the support's own texture: fine and coarse grain, only where there is support
     fine = ndi.gaussian_filter(rng.normal(0.0, 1.0, (height, width)), rng.uniform(0.7, 2.0))
@@ -151,18 +151,17 @@ def supported_field(
         else:
             continue
         turn = rng.uniform(0, math.pi)
-        scratch = np.zeros_like(signal)
-        hit = _dome(scratch, cy, cx, r / math.sqrt(aspect), r * math.sqrt(aspect), turn, 1.0)
+        hit = _dome(signal.shape, cy, cx, r / math.sqrt(aspect), r * math.sqrt(aspect), turn)
         if hit is None:
             continue
-        box, inside = hit
+        box, dome, inside = hit
         free = inside & (labels[box] == 0)
         if not free.any():
             continue
         placed.append((cy, cx, r))
         labels[box][free] = len(placed)
         brightness = contrast * rng.uniform(0.7, 1.3)
-        signal[box] += np.where(free, scratch[box], 0.0) * brightness
+        signal[box] += np.where(free, dome, 0.0) * brightness
     clean += signal
     clean = ndi.gaussian_filter(clean, rng.uniform(*blur_px))
     mask = labels > 0
