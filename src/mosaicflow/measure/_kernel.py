@@ -24,9 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.ndimage as ndi
-from scipy.spatial import ConvexHull, QhullError
 from skimage.measure import moments_hu
-from skimage.morphology import convex_hull_image
 
 from mosaicflow.measure.columns import (
     AREA_COLUMNS,
@@ -44,53 +42,8 @@ from mosaicflow.measure.columns import (
     extra_intensity_columns,
     property_columns,
 )
-from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_features
-
-
-def _hull(image_convex: np.ndarray) -> np.ndarray:
-    """Vertices of the outline scikit-image uses for ``feret_diameter_max``: the convex hull of
-    the 0.5 iso-contour of the convex image padded by 2 px. On a binary image that contour's
-    points are exactly the midpoints of the pixel edges between a region pixel and a background
-    pixel, so they are taken directly (same coordinates, no contour tracing)."""
-    padded = np.pad(np.asarray(image_convex, dtype=bool), 1)
-    vy, vx = np.nonzero(padded[:-1, :] != padded[1:, :])
-    hy, hx = np.nonzero(padded[:, :-1] != padded[:, 1:])
-    if vy.size + hy.size == 0:
-        return np.zeros((1, 2))
-    # +1: the coordinates of the image padded by 2, as scikit-image pads it
-    pts = np.concatenate(
-        [np.stack([vy + 1.5, vx + 1.0], axis=1), np.stack([hy + 1.0, hx + 1.5], axis=1)]
-    )
-    try:
-        return np.asarray(pts[ConvexHull(pts).vertices])
-    except (QhullError, ValueError):
-        return np.asarray(pts)  # collinear outline: all points lie on one line
-
-
-def feret_diameters(image_convex: np.ndarray) -> tuple[float, float]:
-    """Largest and smallest caliper width of a region, in pixels.
-
-    The largest equals scikit-image's ``feret_diameter_max`` (the farthest pair of outline
-    points is a pair of hull vertices); the smallest is the minimum over hull edges of the
-    largest distance of a vertex from that edge's line (rotating calipers).
-    """
-    hull = _hull(image_convex)
-    diff = hull[:, None, :] - hull[None, :, :]
-    dmax = math.sqrt(float(np.max(np.sum(diff * diff, axis=-1))))
-    if len(hull) < 3:
-        return dmax, 0.0
-    edges = np.roll(hull, -1, axis=0) - hull
-    lengths = np.hypot(edges[:, 0], edges[:, 1])
-    ok = lengths > 0
-    normals = np.stack([-edges[ok, 1], edges[ok, 0]], axis=1) / lengths[ok, None]
-    proj = np.einsum("ejk,ek->ej", hull[None, :, :] - hull[ok][:, None, :], normals)
-    return dmax, float(np.abs(proj).max(axis=1).min())
-
-
-def feret_diameter_min(image_convex: np.ndarray) -> float:
-    """Smallest caliper width of a region in pixels (see :func:`feret_diameters`)."""
-    return feret_diameters(image_convex)[1]
-
+from mosaicflow.measure.features import FOURIER_COLUMNS, fourier_table
+from mosaicflow.measure.hull import shapes
 
 _PERIMETER_WEIGHTS = np.zeros(50)
 _PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
@@ -194,20 +147,26 @@ def measure(
     keep = np.asarray(keep)
     n = len(keep)
     # Local ids 1..n for the kept particles, 0 elsewhere.
-    pos = np.minimum(np.searchsorted(keep, labels), n - 1)
-    hit = (labels != 0) & (keep[pos] == labels)
-    local = np.where(hit, pos + 1, 0).astype(np.int32)
+    # Only the foreground is looked up among the kept labels.
+    fg = np.flatnonzero(labels)
+    values = labels.ravel()[fg]
+    pos = np.minimum(np.searchsorted(keep, values), n - 1)
+    hit = keep[pos] == values
+    flat = fg[hit]
+    idx = pos[hit]
+    local = np.zeros(labels.shape, dtype=np.int32)
+    local.ravel()[flat] = idx + 1
     slices = ndi.find_objects(local, max_label=n)
     if any(sl is None for sl in slices):
         raise AssertionError("measure: a kept label has no pixels in the window")
     box = np.array([(a.start, b.start, a.stop, b.stop) for a, b in slices], dtype=np.int64)
-    flat = np.flatnonzero(local)
-    idx = local.ravel()[flat] - 1
     ys, xs = np.divmod(flat, labels.shape[1])
     npx = np.bincount(idx, minlength=n)
     # Coordinates within each particle's bounding box keep the moment sums small and exact.
-    ly = (ys - box[idx, 0]).astype(np.float64)
-    lx = (xs - box[idx, 1]).astype(np.float64)
+    iy = ys - box[idx, 0]
+    ix = xs - box[idx, 1]
+    ly = iy.astype(np.float64)
+    lx = ix.astype(np.float64)
     cy_l = np.bincount(idx, ly, minlength=n) / npx
     cx_l = np.bincount(idx, lx, minlength=n) / npx
     y0, x0 = origin_px
@@ -228,15 +187,24 @@ def measure(
         # In a frame: the outer edge of the first pixel and of the last pixel (index - 1).
         cols[f"bbox-{i}"] = origin[i % 2] + (gb[:, i] - 0.5) * s if frame else gb[:, i]
     if wanted.intersection(SHAPE_COLUMNS):
-        cols.update(_shape_columns(local, slices, idx, ly - cy_l[idx], lx - cx_l[idx], npx, wanted))
+        cols.update(
+            _shape_columns(
+                local,
+                idx,
+                (iy, ix),
+                box[:, 2] - box[:, 0],
+                ly - cy_l[idx],
+                lx - cx_l[idx],
+                npx,
+                wanted,
+            )
+        )
     if intensity is not None and wanted.intersection(FOURIER_COLUMNS):
         # The real-space pair fourier_features also returns is intensity_mean/std: left out.
-        fourier = np.array(
-            [
-                fourier_features(intensity[sl], local[sl] == k + 1)[: len(FOURIER_COLUMNS)]
-                for k, sl in enumerate(slices)
-            ]
-        ).reshape(n, len(FOURIER_COLUMNS))
+        vals = np.asarray(intensity).ravel()[flat].astype(np.float64)
+        side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
+        mean = np.bincount(idx, vals, minlength=n) / npx
+        fourier = fourier_table(idx, iy, ix, vals, side, mean)
         for i, c in enumerate(FOURIER_COLUMNS):
             cols[c] = fourier[:, i]
     images = {}
@@ -274,8 +242,8 @@ def measure(
         )
     else:
         cols["touches_chunk"] = np.zeros(n, dtype=bool)
-    table = pd.DataFrame({c: _physical(c, cols[c], s) for c in columns})
-    return table.astype(empty_table(columns, frame=frame).dtypes.to_dict())
+    dtypes = empty_table(columns, frame=frame).dtypes
+    return pd.DataFrame({c: np.asarray(_physical(c, cols[c], s), dtype=dtypes[c]) for c in columns})
 
 
 def _physical(column: str, values: np.ndarray, s: float) -> np.ndarray:
@@ -291,8 +259,9 @@ def _physical(column: str, values: np.ndarray, s: float) -> np.ndarray:
 
 def _shape_columns(
     local: np.ndarray,
-    slices: list[Any],
     idx: np.ndarray,
+    pixels: tuple[np.ndarray, np.ndarray],
+    height: np.ndarray,
     dy: np.ndarray,
     dx: np.ndarray,
     npx: np.ndarray,
@@ -302,8 +271,14 @@ def _shape_columns(
     and convex hulls; perimeters, hulls and Hu invariants only where ``wanted`` needs them."""
     n = len(npx)
 
+    py = {0: None, 1: dy, 2: dy * dy}
+    py[3] = py[2] * dy
+    px = {0: None, 1: dx, 2: dx * dx}
+    px[3] = px[2] * dx
+
     def mu(p: int, q: int) -> np.ndarray:
-        return np.bincount(idx, dy**p * dx**q, minlength=n)
+        w = py[p] if q == 0 else px[q] if p == 0 else py[p] * px[q]
+        return np.bincount(idx, w, minlength=n)
 
     m = {(p, q): mu(p, q) for p in range(4) for q in range(4) if 2 <= p + q <= 3}
     area = npx.astype(np.float64)
@@ -334,14 +309,7 @@ def _shape_columns(
             out["boundary_area_ratio"] = perimeter / area
     need_feret = bool(wanted & {"feret_diameter_max", "feret_diameter_min"})
     if need_feret or wanted & {"solidity", "area_convex"}:
-        hull_area = np.empty(n)
-        fmax = np.empty(n)
-        fmin = np.empty(n)
-        for k, sl in enumerate(slices):
-            convex = convex_hull_image(local[sl] == k + 1)
-            hull_area[k] = np.sum(convex)
-            if need_feret:
-                fmax[k], fmin[k] = feret_diameters(convex)
+        hull_area, fmax, fmin = shapes(idx, *pixels, height, need_feret)
         out.update(
             solidity=area / hull_area,
             area_convex=hull_area,
@@ -372,8 +340,6 @@ __all__ = [  # the column vocabulary is re-exported for the modules that import 
     "SKIMAGE_PROPERTIES",
     "empty_table",
     "extra_intensity_columns",
-    "feret_diameter_min",
-    "feret_diameters",
     "measure",
     "perimeters",
     "property_columns",
