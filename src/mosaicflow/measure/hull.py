@@ -93,15 +93,19 @@ def _polygons(
 
 
 def _runs_of_pixels(
-    pid: np.ndarray, ys: np.ndarray, xs: np.ndarray
+    pid: np.ndarray, ys: np.ndarray, xs: np.ndarray, height: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Each particle row's first and last pixel: ``(pid, y, first x, last x)``."""
-    order = np.lexsort((xs, ys, pid))
-    pid, ys, xs = pid[order], ys[order], xs[order]
-    change = np.concatenate(([True], (pid[1:] != pid[:-1]) | (ys[1:] != ys[:-1])))
-    first = np.flatnonzero(change)
-    last = np.concatenate((first[1:], [len(pid)])) - 1
-    return pid[first], ys[first], xs[first], xs[last]
+    """Each particle row's first and last pixel: ``(pid, y, first x, last x)`` by particle
+    then row, for the rows that hold pixels (``height``: each particle's rows)."""
+    offset = np.cumsum(height) - height
+    at = offset[pid] + ys
+    first = np.full(int(offset[-1] + height[-1]), np.iinfo(np.int64).max)
+    last = np.full(len(first), -1, dtype=np.int64)
+    np.minimum.at(first, at, xs)
+    np.maximum.at(last, at, xs)
+    rows = np.flatnonzero(last >= 0)
+    run_pid = np.repeat(np.arange(len(height)), height)[rows]
+    return run_pid, rows - offset[run_pid], first[rows], last[rows]
 
 
 def _side_points(
@@ -138,14 +142,25 @@ def convex_runs(
         ``skimage.morphology.convex_hull_image`` of the particle's box.
     """
     pid = np.asarray(pid, dtype=np.int64)
-    rp, ry, ra, rb = _runs_of_pixels(pid, np.asarray(ys, np.int64), np.asarray(xs, np.int64))
-    left, right = _chains(*_side_points(rp, 2 * ry, 2 * ra, 2 * rb, 1))
     height = np.asarray(height, dtype=np.int64)
+    rp, ry, ra, rb = _runs_of_pixels(
+        pid, np.asarray(ys, np.int64), np.asarray(xs, np.int64), height
+    )
+    left, right = _chains(*_side_points(rp, 2 * ry, 2 * ra, 2 * rb, 1))
     run_pid = np.repeat(np.arange(len(height)), height)
     row = np.arange(len(run_pid)) - np.repeat(np.cumsum(height) - height, height)
     span = 4 * (int(height.max()) + 2)
-    lo = _cross(left, run_pid, 2 * row, span, up=True)
-    hi = _cross(right, run_pid, 2 * row, span, up=False)
+    # rows above the first and below the last row of pixels hold none of the hull's pixels
+    starts = _starts(rp)
+    top = np.full(len(height), span)
+    bottom = np.full(len(height), -span)
+    top[rp[starts]] = ry[starts]
+    bottom[rp[starts]] = ry[np.concatenate((starts[1:], [len(rp)])) - 1]
+    inside = (row >= top[run_pid]) & (row <= bottom[run_pid])
+    lo = np.zeros(len(row), dtype=np.int64)
+    hi = np.full(len(row), -1, dtype=np.int64)
+    lo[inside] = _cross(left, run_pid[inside], 2 * row[inside], span, up=True)
+    hi[inside] = _cross(right, run_pid[inside], 2 * row[inside], span, up=False)
     return run_pid, row, lo, hi
 
 
@@ -154,7 +169,7 @@ def _cross(
 ) -> np.ndarray:
     """The column where each row ``y2`` (doubled) of particle ``pid`` crosses the chain, halved
     and rounded up (``up``) or down: the first or last pixel centre on the chain's inner side.
-    Every row lies strictly between its chain's first and last point."""
+    Every row lies strictly between its chain's first and last point (rows of pixels do)."""
     cp, cy, cx = chain
     at = np.searchsorted(cp * span + cy, pid * span + y2, side="right") - 1
     ya, xa, yb, xb = cy[at], cx[at], cy[at + 1], cx[at + 1]
@@ -223,14 +238,15 @@ def shapes(
     return area, fmax, fmin
 
 
-def _one(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _one(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One region's pixels as :func:`convex_runs` takes them."""
     ys, xs = np.nonzero(np.asarray(mask, dtype=bool))
-    return np.zeros(len(ys), np.int64), ys, xs
+    return np.zeros(len(ys), np.int64), ys, xs, np.array([mask.shape[0]])
 
 
 def convex_image(mask: np.ndarray) -> np.ndarray:
     """The convex image of one region (boolean, the shape of ``mask``; ``mask`` holds pixels)."""
-    _, _, lo, hi = convex_runs(*_one(mask), np.array([mask.shape[0]]))
+    _, _, lo, hi = convex_runs(*_one(mask))
     cols = np.arange(mask.shape[1])
     return (cols >= lo[:, None]) & (cols <= np.minimum(hi, mask.shape[1] - 1)[:, None])
 
@@ -238,16 +254,13 @@ def convex_image(mask: np.ndarray) -> np.ndarray:
 def _hull(image_convex: np.ndarray) -> np.ndarray:
     """Vertices of scikit-image's outline hull of a convex image, as (row, column) in the image
     padded by 2 px."""
-    pid, ys, xs = _one(image_convex)
-    run_pid, row, lo, hi = _runs_of_pixels(pid, ys, xs)
-    _, y, x = _outline(run_pid, row, lo, hi)
+    _, y, x = _outline(*_runs_of_pixels(*_one(image_convex)))
     return np.stack([y, x], 1) / 2
 
 
 def feret_diameters(image_convex: np.ndarray) -> tuple[float, float]:
     """Largest and smallest caliper width of a region's convex image, in pixels."""
-    pid, ys, xs = _one(image_convex)
-    fmax, fmin = _feret(*_outline(*_runs_of_pixels(pid, ys, xs)), 1)
+    fmax, fmin = _feret(*_outline(*_runs_of_pixels(*_one(image_convex))), 1)
     return float(fmax[0]), float(fmin[0])
 
 
