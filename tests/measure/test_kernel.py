@@ -97,3 +97,10 @@ def test_convex_runs_equal_scikit_images_convex_image_pixel_for_pixel():
     np.testing.assert_array_equal(area, expected_area)
     np.testing.assert_allclose(fmax, expected_max, rtol=1e-12)
     np.testing.assert_array_equal(np.stack([fmax, fmin], 1), np.array(alone))
+
+
+def test_a_region_without_pixels_is_refused_by_name():
+    with pytest.raises(ValueError, match="2-D mask with pixels"):
+        convex_image(np.zeros((4, 5), dtype=bool))
+    with pytest.raises(ValueError, match="2-D mask with pixels"):
+        feret_diameters(np.ones(4, dtype=bool))

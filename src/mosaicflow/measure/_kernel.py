@@ -199,11 +199,19 @@ def measure(
                 wanted,
             )
         )
+    seen: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def pixels_of(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The particles' pixel values of ``img`` and each particle's mean (taken once)."""
+        if id(img) not in seen:
+            vals = np.asarray(img).ravel()[flat].astype(np.float64)
+            seen[id(img)] = vals, np.bincount(idx, vals, minlength=n) / npx
+        return seen[id(img)]
+
     if intensity is not None and wanted.intersection(FOURIER_COLUMNS):
         # The real-space pair fourier_features also returns is intensity_mean/std: left out.
-        vals = np.asarray(intensity).ravel()[flat].astype(np.float64)
         side = np.maximum(box[:, 2] - box[:, 0], box[:, 3] - box[:, 1])
-        mean = np.bincount(idx, vals, minlength=n) / npx
+        vals, mean = pixels_of(intensity)
         fourier = fourier_table(idx, iy, ix, vals, side, mean)
         for i, c in enumerate(FOURIER_COLUMNS):
             cols[c] = fourier[:, i]
@@ -219,8 +227,7 @@ def measure(
         order = np.argsort(idx, kind="stable")
         starts = np.concatenate(([0], np.cumsum(npx)[:-1]))
         for (c_mean, c_std, c_min, c_max), img in images.items():
-            vals = np.asarray(img).ravel()[flat].astype(np.float64)
-            mean = np.bincount(idx, vals, minlength=n) / npx
+            vals, mean = pixels_of(img)
             dev = vals - mean[idx]
             sorted_vals = vals[order]
             cols[c_mean] = mean

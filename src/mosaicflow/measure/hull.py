@@ -35,6 +35,11 @@ def _starts(group: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate(([True], group[1:] != group[:-1])))
 
 
+def _ends(starts: np.ndarray, size: int) -> np.ndarray:
+    """The last index of each group, from the groups' first indices."""
+    return np.concatenate((starts[1:], [size])) - 1
+
+
 def _chain(pid: np.ndarray, y: np.ndarray, x: np.ndarray, side: int) -> tuple[np.ndarray, ...]:
     """One convex chain per particle from points sorted by ``(pid, y)`` with ``y`` strictly
     increasing within a particle: ``side`` +1 keeps the left chain (smallest ``x``), -1 the
@@ -58,9 +63,8 @@ def _chains(pid: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[tuple[np.nda
     """The left and right hull chains of each particle's integer points ``(pid, y, x)``."""
     order = np.lexsort((x, y, pid))
     pid, y, x = pid[order], y[order], x[order]
-    key_change = np.concatenate(([True], (pid[1:] != pid[:-1]) | (y[1:] != y[:-1])))
-    first = np.flatnonzero(key_change)
-    last = np.concatenate((first[1:], [len(pid)])) - 1
+    first = np.flatnonzero(np.concatenate(([True], (pid[1:] != pid[:-1]) | (y[1:] != y[:-1]))))
+    last = _ends(first, len(pid))
     left = _chain(pid[first], y[first], x[first], 1)
     right = _chain(pid[first], y[first], x[last], -1)
     return left, right
@@ -74,10 +78,8 @@ def _polygons(
     lp, ly, lx = left
     rp, ry, rx = right
     # a right chain's end is the left chain's end where both hold the same point
-    top_r = np.concatenate(([True], rp[1:] != rp[:-1]))
-    bottom_r = np.concatenate((rp[1:] != rp[:-1], [True]))
-    top_l = _starts(lp)
-    bottom_l = np.concatenate((top_l[1:], [len(lp)])) - 1
+    top_r, top_l = _starts(rp), _starts(lp)
+    bottom_r, bottom_l = _ends(top_r, len(rp)), _ends(top_l, len(lp))
     dup = np.zeros(len(rp), dtype=bool)
     dup[top_r] = rx[top_r] == lx[top_l]
     dup[bottom_r] |= rx[bottom_r] == lx[bottom_l]
@@ -130,9 +132,9 @@ def convex_runs(
     pid : ndarray of int
         Each pixel's particle, ``0 .. n-1``; every particle has pixels.
     ys, xs : ndarray of int
-        Each pixel's row and column within its particle's bounding box.
+        Each pixel's row and column within its particle's box (from 0).
     height : ndarray of int
-        Each particle's bounding-box height.
+        Each particle's box height (rows ``0 .. height - 1``).
 
     Returns
     -------
@@ -155,7 +157,7 @@ def convex_runs(
     top = np.full(len(height), span)
     bottom = np.full(len(height), -span)
     top[rp[starts]] = ry[starts]
-    bottom[rp[starts]] = ry[np.concatenate((starts[1:], [len(rp)])) - 1]
+    bottom[rp[starts]] = ry[_ends(starts, len(rp))]
     inside = (row >= top[run_pid]) & (row <= bottom[run_pid])
     lo = np.zeros(len(row), dtype=np.int64)
     hi = np.full(len(row), -1, dtype=np.int64)
@@ -240,7 +242,13 @@ def shapes(
 
 def _one(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One region's pixels as :func:`convex_runs` takes them."""
-    ys, xs = np.nonzero(np.asarray(mask, dtype=bool))
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or not mask.any():
+        raise ValueError(
+            f"hull: the region must be a 2-D mask with pixels, got shape {mask.shape} "
+            f"with {int(mask.sum())} pixel(s)"
+        )
+    ys, xs = np.nonzero(mask)
     return np.zeros(len(ys), np.int64), ys, xs, np.array([mask.shape[0]])
 
 
@@ -248,7 +256,7 @@ def convex_image(mask: np.ndarray) -> np.ndarray:
     """The convex image of one region (boolean, the shape of ``mask``; ``mask`` holds pixels)."""
     _, _, lo, hi = convex_runs(*_one(mask))
     cols = np.arange(mask.shape[1])
-    return (cols >= lo[:, None]) & (cols <= np.minimum(hi, mask.shape[1] - 1)[:, None])
+    return (cols >= lo[:, None]) & (cols <= hi[:, None])
 
 
 def _hull(image_convex: np.ndarray) -> np.ndarray:
