@@ -16,7 +16,7 @@ from mosaicflow import synth
 from mosaicflow.errors import CheckpointError, ConfigError
 from mosaicflow.segmentation import default as default_model
 from mosaicflow.segmentation.datasets import Sample, normalise
-from mosaicflow.segmentation.folds import cross_validate, split
+from mosaicflow.segmentation.folds import cross_validate, split, summarise
 from mosaicflow.segmentation.metrics import tally
 from mosaicflow.segmentation.models import (
     build_model,
@@ -36,6 +36,7 @@ from mosaicflow.segmentation.train import (
     softmax_whole,
     sweep_thresholds,
     train,
+    training_device,
 )
 
 #: Small decoder widths (not the default ones), so the tests also see them kept.
@@ -294,6 +295,7 @@ def test_split():
         ("rim", 1.0, r"rim must be in \[0, 1\)"),
         ("rim", -0.1, r"rim must be in \[0, 1\)"),
         ("select", "best", "select must be one of points, fixed"),
+        ("device", "tpu", "device must be auto, cpu or cuda"),
     ],
 )
 def test_settings_check(field, value, message):
@@ -399,6 +401,53 @@ def test_cross_validate_two_folds():
     for bad in (1, 5, True):
         with pytest.raises(ConfigError, match="--folds must be an integer from 2 to 4"):
             cross_validate(samples, bad, tiny())
+
+
+def test_folds_run_apart_equal_the_same_folds_run_together():
+    """``only`` runs some folds of the same split (one process per fold); their rows equal
+    those of the whole run, and :func:`summarise` joins them into the same summary."""
+    samples = field_samples(6, size=64, seed=20)
+    settings = tiny(max_epochs=1)
+    whole = cross_validate(samples, 3, settings, val_fraction=0.5)
+    apart = [cross_validate(samples, 3, settings, val_fraction=0.5, only=[k]) for k in (3, 1, 2)]
+    rows = sorted((r for part in apart for r in part["folds"]), key=lambda r: r["fold"])
+    assert [r["fold"] for r in rows] == [1, 2, 3]
+    for got, want in zip(rows, whole["folds"], strict=True):
+        assert got.keys() == want.keys()
+        for key in got.keys() - {"seconds_per_epoch"}:
+            assert got[key] == pytest.approx(want[key], nan_ok=True), key
+    joined = summarise(rows)
+    assert joined.keys() == whole["summary"].keys()
+    for key, value in joined.items():
+        assert value == pytest.approx(whole["summary"][key], nan_ok=True), key
+    for bad in ([0], [4], []):
+        with pytest.raises(ConfigError, match="fold numbers go from 1 to 3"):
+            cross_validate(samples, 3, settings, only=bad)
+
+
+def test_a_cuda_device_that_is_not_there_is_refused_by_name(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert training_device("auto") == torch.device("cpu")
+    assert training_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"--device cuda:1: torch sees 0 CUDA device"):
+        training_device("cuda:1")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_a_gpu_writes_a_checkpoint_the_cpu_reads(samples, tmp_path):
+    """A run on the GPU (``device="auto"`` picks it): the model is trained there, the checkpoint
+    loads on the CPU and predicts what the trained model predicts on the GPU (TF32 convolutions
+    and float16 storage: within 2e-2)."""
+    out = tmp_path / "gpu.safetensors"
+    result = train(samples[:2], samples[2:], tiny(threads=None), out)
+    assert next(result.model.parameters()).device.type == "cuda"
+    on_gpu = softmax_whole(result.model, samples[2].image)
+    loaded = load_checkpoint(out)
+    on_cpu = softmax_whole(loaded.model, samples[2].image)
+    assert on_cpu.shape == on_gpu.shape == (3, *samples[2].image.shape)
+    np.testing.assert_allclose(on_cpu, on_gpu, atol=2e-2)
+    assert read_checkpoint_metadata(out).extra["training"]["settings"]["device"] == "auto"
 
 
 @pytest.mark.parametrize(("max_minutes", "epochs"), [(None, 3), (100.0, 3), (3.5, 1), (5.5, 2)])

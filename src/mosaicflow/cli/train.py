@@ -104,6 +104,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="resnet18", help="smp encoder, no hub weights")
     p.add_argument("--folds", type=int, help="cross-validate the recipe with K folds instead")
     p.add_argument(
+        "--fold",
+        type=int,
+        action="append",
+        metavar="N",
+        help="with --folds: run only fold N (repeatable), to spread the folds over processes",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="train on cpu, cuda or cuda:N (default auto: the GPU where torch sees one)",
+    )
+    p.add_argument(
         "--retune",
         action="store_true",
         help="with --init: no training; sweep the thresholds again on this run's validation "
@@ -115,7 +127,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from mosaicflow.segmentation.train import TrainSettings
+    from mosaicflow.segmentation.train import TrainSettings, training_device
 
     s = TrainSettings(
         arch=args.arch,
@@ -133,8 +145,10 @@ def _settings(args: argparse.Namespace) -> Any:
         invert=args.invert,
         rim=args.rim,
         select=args.select,
+        device=args.device,
     )
     s.check()
+    training_device(s.device)  # a CUDA device that is not there is refused before any work
     return s
 
 
@@ -158,6 +172,10 @@ def main(args: argparse.Namespace, console: Console) -> int:
     from mosaicflow.segmentation.train import retune, train
 
     settings = _settings(args)
+    if args.fold and not args.folds:
+        raise ConfigError("--fold picks folds of --folds K, which is not given")
+    if args.fold and not all(1 <= f <= args.folds for f in args.fold):
+        raise ConfigError(f"--fold: fold numbers go from 1 to {args.folds}, got {args.fold}")
     if (args.images is None) != (args.masks is None):
         raise ConfigError("--images and --masks go together")
     if args.names is not None and args.images is None:
@@ -211,6 +229,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
             val_fraction=args.val_fraction,
             extra_train=synth if real else (),
             init=args.init,
+            only=args.fold,
             on_epoch=show_epoch,
             on_fold=lambda k, r: console.print(
                 f"fold {k}: F1 {r['f1']:.3f}  P {r['precision']:.3f}  R {r['recall']:.3f}  "

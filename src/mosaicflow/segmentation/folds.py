@@ -48,18 +48,30 @@ def cross_validate(
     val_fraction: float = 0.1,
     extra_train: Sequence[Sample] = (),
     init: str | os.PathLike[str] | None = None,
+    only: Sequence[int] | None = None,
     on_fold: Callable[[int, dict[str, Any]], None] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """K-fold cross-validation of the recipe: each fold is held out once, a model is trained on
     the rest (with its own validation split for early stopping and thresholds) and scored on the
-    held-out fold. Returns the per-fold scores and their mean and standard deviation."""
+    held-out fold. Returns the per-fold scores and their mean and standard deviation.
+
+    ``only`` (fold numbers from 1) runs just those folds of the same split, so that the folds
+    can run in separate processes or on separate machines; :func:`summarise` joins their rows.
+    """
     if not isinstance(folds, int) or folds < 2 or folds > len(samples):
         raise ConfigError(f"--folds must be an integer from 2 to {len(samples)}, got {folds!r}")
+    wanted = set(range(1, folds + 1)) if only is None else set(only)
+    if not wanted or not wanted <= set(range(1, folds + 1)):
+        raise ConfigError(
+            f"--fold: fold numbers go from 1 to {folds} (--folds), got {sorted(only or [])}"
+        )
     order = np.random.default_rng(settings.seed).permutation(len(samples))
     parts = np.array_split(order, folds)
     rows = []
     for k, held in enumerate(parts):
+        if k + 1 not in wanted:
+            continue
         held_set = set(held.tolist())
         test = [samples[i] for i in held]
         rest = [samples[i] for i in order if i not in held_set]
@@ -75,13 +87,25 @@ def cross_validate(
             result.seed_threshold,
             result.min_seed_px,
         ).scores()
-        row = {"fold": k + 1, "images": len(test), "epochs": result.epochs, **s}
+        row = {
+            "fold": k + 1,
+            "images": len(test),
+            "epochs": result.epochs,
+            "best_epoch": result.best_epoch,
+            "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+            **s,
+        }
         rows.append(row)
         if on_fold:
             on_fold(k + 1, row)
+    return {"folds": rows, "summary": summarise(rows)}
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean and standard deviation over folds of each score (the ``folds`` rows of one or more
+    :func:`cross_validate` results)."""
     keys = ("f1", "precision", "recall", "pixel_dice", "median_ecd_ratio")
-    summary = {key: _mean_std([r[key] for r in rows]) for key in keys}
-    return {"folds": rows, "summary": summary}
+    return {key: _mean_std([r[key] for r in rows]) for key in keys}
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:

@@ -9,9 +9,12 @@ image whole and is scored by instances (:mod:`mosaicflow.segmentation.metrics`);
 weights are kept, and training stops after ``patience`` epochs without improvement. The
 learning rate follows a cosine from ``lr`` to 0 over ``max_epochs`` (it depends on the step
 count only, so a seed gives the same model; ``max_minutes`` gives up that guarantee: training
-stops before an epoch that would end past it, judged by the slowest epoch so far). At the end
-the foreground and seed thresholds are swept on the validation images and the best pair is
-stored in the checkpoint.
+stops before an epoch that would end past it, judged by the slowest epoch so far). Training runs
+on the first CUDA device where torch sees one (``device="auto"``), else on the CPU; the crops
+are drawn on the CPU either way. On a GPU, a seed gives the same crops and the same first
+weights, but the convolution kernels add rounding differences, so two runs can drift apart.
+At the end the foreground and seed thresholds are swept on the validation images and the best
+pair is stored in the checkpoint.
 
 torch is imported inside the functions.
 """
@@ -79,6 +82,7 @@ class TrainSettings:
     invert: float = 0.0
     rim: float = 0.0
     select: str = "points"
+    device: str = "auto"
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid setting."""
@@ -98,6 +102,8 @@ class TrainSettings:
             raise ConfigError(
                 f"train: select must be one of {', '.join(SELECTIONS)}, got {self.select!r}"
             )
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train: device must be auto, cpu or cuda[:N], got {self.device!r}")
         if not 0 <= self.rim < 1:
             raise ConfigError(f"train: rim must be in [0, 1), got {self.rim!r}")
         lo, hi = self.scale
@@ -160,16 +166,41 @@ def _model_for(settings: TrainSettings, init: str | os.PathLike[str] | None) -> 
 
 def softmax_whole(model: Any, image: np.ndarray) -> np.ndarray:
     """The model's softmax on a whole normalised image (reflect-padded to a multiple of 32),
-    ``(3, y, x)`` float32."""
+    ``(3, y, x)`` float32, computed on the device that holds the model."""
     import torch
 
     h, w = image.shape
     ph, pw = (-h) % 32, (-w) % 32
     img = np.pad(image, ((0, ph), (0, pw)), mode="reflect") if ph or pw else image
+    device = next(model.parameters()).device
     with torch.no_grad():
-        out = model(torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None])
-        prob = torch.softmax(out, dim=1)[0, :, :h, :w].numpy()
+        x = torch.from_numpy(np.ascontiguousarray(img, np.float32))[None, None].to(device)
+        prob = torch.softmax(model(x), dim=1)[0, :, :h, :w].cpu().numpy()
     return prob
+
+
+def training_device(name: str = "auto") -> torch.device:
+    """The device to train on: ``auto`` is the first CUDA device where torch sees one, else the
+    CPU.
+
+    Raises
+    ------
+    ConfigError
+        A CUDA device asked for where torch sees none (or not that many).
+    """
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise ConfigError(
+                f"train: --device {name}: torch sees {count} CUDA device(s) here; use --device "
+                "cpu (or auto)"
+            )
+    return device
 
 
 def score(
@@ -271,16 +302,18 @@ def train(
         raise ConfigError("train: no validation images")
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
+    device = training_device(settings.device)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model, arch = _model_for(settings, init)
+    model.to(device)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     total = settings.max_epochs * settings.steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
-    weights = torch.tensor([1.0, 1.0, settings.contact_weight])
+    weights = torch.tensor([1.0, 1.0, settings.contact_weight], device=device)
     truths = [s.labels for s in val_samples]
     best_f1, best_epoch, best_state = -1.0, 0, None
     history: list[dict[str, Any]] = []
@@ -294,7 +327,8 @@ def train(
         for step in range(settings.steps_per_epoch):
             x, y = _batch(train_samples, settings, rng)
             opt.zero_grad(set_to_none=True)
-            loss = _loss(model(torch.from_numpy(x)), torch.from_numpy(y), weights)
+            x_t, y_t = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            loss = _loss(model(x_t), y_t, weights)
             loss.backward()
             opt.step()
             sched.step()
