@@ -58,6 +58,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=HERE.parents[1] / "shared/data/real/emps_particles")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--fold", type=int, action="append", help="run only these folds (repeatable)")
     p.add_argument("--parallel", type=int, default=1, help="folds trained at once")
     p.add_argument("--threads", type=int, default=2, help="torch threads per fold")
     p.add_argument("--device", default="auto")
@@ -69,7 +70,7 @@ def main() -> int:
             p.error(f"--data {args.data}: no {need} (EMPS layout: images/, segmaps/, train.csv)")
     args.out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    pending = list(range(1, args.folds + 1))
+    pending = args.fold or list(range(1, args.folds + 1))
     running: dict[int, tuple[subprocess.Popen, object]] = {}
     started = time.perf_counter()
     failed = []
