@@ -50,6 +50,8 @@ def test_booleans_stay_booleans():
         ("denoise", "sigma", float("nan"), r"denoise\.sigma: expected a finite number, got nan"),
         ("denoise", "sigma", "inf", r"denoise\.sigma: expected a finite number, got 'inf'"),
         ("measure", "max_object_fraction", [0.5], r"measure\.max_object_fraction: .*\[0\.5\]"),
+        ("measure", "block", 0, r"measure\.block must be >= 1 \(stored chunks per task\), got 0"),
+        ("measure", "block", 1.5, r"measure\.block: expected int .*1\.5"),
         ("segment", "model", True, r"segment\.model: expected str .*True"),
         ("segment", "runtime", "tvm", r"segment\.runtime must be auto, torch or onnx, got 'tvm'"),
         ("segment", "resources", {"GPU": "one"}, r"segment\.resources\.GPU: .*'one'"),

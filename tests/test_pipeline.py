@@ -18,8 +18,10 @@ from mosaicflow.io.store import RunStore
 from mosaicflow.pipeline import STAGES, Pipeline
 
 
-def _run(folder, out, chunk, client=None, **kwargs):
+def _run(folder, out, chunk, client=None, block=None, **kwargs):
     config = Config(input=str(folder)).replace("store", chunk=chunk)
+    if block is not None:
+        config = config.replace("measure", block=block)
     return Pipeline(config, str(out), client=client, **kwargs).run()
 
 
@@ -43,11 +45,12 @@ def test_default_grid_matches_ground_truth(client, tmp_path):
 
 @pytest.mark.cluster
 def test_chunk_invariance(small_grid, client, tmp_path):
-    """Labels and table identical for three chunkings, one smaller than a particle."""
+    """Labels and table identical for three chunkings, one smaller than a particle, and for
+    measuring blocks of 1, 2 and 3 stored chunks per side."""
     results = []
-    for chunk, use_client in ((512, client), (100, client), (40, None)):
+    for chunk, use_client, block in ((512, client, 1), (100, client, 3), (40, None, 2)):
         # 40-px chunks: ~3000 tiny tasks, where the threaded scheduler's lower per-task cost helps
-        _run(small_grid.folder, tmp_path / f"c{chunk}.zarr", chunk, client=use_client)
+        _run(small_grid.folder, tmp_path / f"c{chunk}.zarr", chunk, client=use_client, block=block)
         ds = open_run(str(tmp_path / f"c{chunk}.zarr"))
         table = RunStore(str(tmp_path / f"c{chunk}.zarr"), mode="r").read_table("particles")
         # touches_chunk is a diagnostic of the chunking itself; everything else must agree.

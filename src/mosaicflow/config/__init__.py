@@ -203,9 +203,13 @@ class MeasureConfig:
     are ``keep`` (counted like any other), ``flag`` (listed, left out of the statistics and
     counted apart) or ``drop`` (not listed; counted in the stage record). ``max_object_fraction``:
     a warning when one object covers more than this fraction of the mosaic (a background taken
-    for a particle: check the polarity)."""
+    for a particle: check the polarity). ``block``: stored chunks per measuring task along
+    each axis (1: a task per chunk). A task reads its block and the halo around it, and each
+    read decodes every stored chunk it touches, so larger blocks decode less per pixel and hold
+    more per task; the table is the same for any block."""
 
     halo: int = 64
+    block: int = 2
     min_size: str = "auto"
     edge_policy: str = "flag"
     max_object_fraction: float = 0.25

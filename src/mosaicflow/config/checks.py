@@ -111,6 +111,10 @@ def configuration_checks(config: Any) -> list[tuple[bool, str]]:
         ),
         (config.measure.halo >= 1, f"measure.halo must be >= 1 px, got {config.measure.halo}"),
         (
+            config.measure.block >= 1,
+            f"measure.block must be >= 1 (stored chunks per task), got {config.measure.block}",
+        ),
+        (
             config.synth.rows >= 1 and config.synth.cols >= 1,
             "synth.rows and synth.cols must be >= 1",
         ),

@@ -339,10 +339,12 @@ class RunStore(TableMixin):
         ds = group.attrs["ome"]["multiscales"][0]["datasets"][level]["coordinateTransformations"]
         return list(ds[0]["scale"]), list(ds[1]["translation"])
 
-    def read_image(self, name: str, level: int = 0) -> xr.DataArray:
+    def read_image(self, name: str, level: int = 0, *, block: int = 1) -> xr.DataArray:
         """Return level ``level`` of the stored image ``name`` as a Dask-backed DataArray
-        (coordinates in nm, with ``units`` attributes)."""
-        arr = da.from_zarr(self.open_level(name, level))
+        (coordinates in nm, with ``units`` attributes), one Dask chunk per ``block`` x
+        ``block`` stored chunks."""
+        stored = self.open_level(name, level)
+        arr = da.from_zarr(stored, chunks=tuple(int(c) * int(block) for c in stored.chunks))
         scale, shift = self.image_transform(name, level)
         coords = {
             dim: (dim, shift[i] + np.arange(arr.shape[i]) * scale[i], {"units": "nm"})

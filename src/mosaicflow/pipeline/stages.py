@@ -243,14 +243,15 @@ class StageMixin:
         from mosaicflow.measure import regionprops_table, table_schema_metadata
         from mosaicflow.stitch import coverage
 
-        labels = store.read_image("labels/particles")
+        block = self.config.measure.block  # stored chunks per measuring task, per axis
+        labels = store.read_image("labels/particles", block=block)
         model = self.config.segment.method == "model"
-        extra = {"raw": store.read_image("mosaic")}
+        extra = {"raw": store.read_image("mosaic", block=block)}
         if model:  # with the threshold baseline the probability is 1 on every particle
-            extra["probability"] = store.read_image("probability")
+            extra["probability"] = store.read_image("probability", block=block)
         table = regionprops_table(
             labels,
-            store.read_image("denoised"),
+            store.read_image("denoised", block=block),
             extra_intensity=extra,
             coverage=coverage(self.tileset, chunks=labels.data.chunks[0][0]),
             halo=self.config.measure.halo,
