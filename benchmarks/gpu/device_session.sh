@@ -108,7 +108,8 @@ fi
 
 # 3. the gpu test marker; a failure is run again with warnings not turned into errors, to tell
 #    a warning from this image's package versions from a wrong result
-gpu_tests=(tests/dispatch/test_gpu.py tests/segmentation/test_predict.py tests/stitch/test_register.py)
+gpu_tests=(tests/dispatch/test_gpu.py tests/segmentation/test_predict.py tests/segmentation/test_train.py
+    tests/stitch/test_register.py)
 if wanted tests; then
     if ! step tests-gpu 240 "$py" -m pytest -p no:cacheprovider -m gpu -rA "${gpu_tests[@]}"; then
         step tests-gpu-warnings-allowed 120 "$py" -m pytest -p no:cacheprovider -m gpu -rA \
