@@ -80,12 +80,10 @@ def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any)
     boundaries the rectangles use: prefix sums along the axis that needs the fewest boundaries
     (relative to its length), kept at those boundaries, then prefix sums along the other axis
     over them alone."""
-    n_rows = len(xp.unique(xp.concatenate(rows)))
-    n_cols = len(xp.unique(xp.concatenate(cols)))
-    if n_rows / image.shape[0] < n_cols / image.shape[1]:
+    bounds = xp.unique(xp.concatenate(cols))
+    if len(xp.unique(xp.concatenate(rows))) / image.shape[0] < len(bounds) / image.shape[1]:
         return _box_sums(image.T, cols, rows, xp).T
     # prefix sums along axis 1 at the column boundaries used (boundary 0: nothing summed)
-    bounds = xp.unique(xp.concatenate(cols))
     along = image.cumsum(axis=1, dtype=np.float64)
     kept = xp.zeros((image.shape[0] + 1, len(bounds)), dtype=np.float64)
     inner = bounds > 0
@@ -163,8 +161,8 @@ def _halo(sigma: float | None) -> int:
 
 def _prefilter(image: Any, sigma: float | None) -> Any:
     """The pixels the NCC compares: the LoG response in float32 (seven digits are far more than
-    the peak and its sub-pixel fit need, and the filter and the FFT run about twice as fast as
-    in float64; the box sums still add in float64), or the raw pixels in float64."""
+    the peak and its sub-pixel fit need, and the FFT runs about twice as fast as in float64;
+    the box sums still add in float64), or the raw pixels in float64."""
     if not sigma:
         return image.astype(np.float64)
     # LoG: whitens and removes the gain/offset (SciPy on NumPy, cupyx on CuPy)
