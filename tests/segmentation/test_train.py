@@ -296,6 +296,7 @@ def test_split():
         ("rim", -0.1, r"rim must be in \[0, 1\)"),
         ("select", "best", "select must be one of points, fixed"),
         ("device", "tpu", "device must be auto, cpu or cuda"),
+        ("device", "cuda:x", r"device must be auto, cpu or cuda\[:N\], got 'cuda:x'"),
     ],
 )
 def test_settings_check(field, value, message):

@@ -25,6 +25,7 @@ import copy
 import itertools
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -102,7 +103,7 @@ class TrainSettings:
             raise ConfigError(
                 f"train: select must be one of {', '.join(SELECTIONS)}, got {self.select!r}"
             )
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"train: device must be auto, cpu or cuda[:N], got {self.device!r}")
         if not 0 <= self.rim < 1:
             raise ConfigError(f"train: rim must be in [0, 1), got {self.rim!r}")
