@@ -9,12 +9,9 @@ image whole and is scored by instances (:mod:`mosaicflow.segmentation.metrics`);
 weights are kept, and training stops after ``patience`` epochs without improvement. The
 learning rate follows a cosine from ``lr`` to 0 over ``max_epochs`` (it depends on the step
 count only, so a seed gives the same model; ``max_minutes`` gives up that guarantee: training
-stops before an epoch that would end past it, judged by the slowest epoch so far). Training runs
-on the first CUDA device where torch sees one (``device="auto"``), else on the CPU; the crops
-are drawn on the CPU either way. On a GPU, a seed gives the same crops and the same first
-weights, but the convolution kernels add rounding differences, so two runs can drift apart.
-At the end the foreground and seed thresholds are swept on the validation images and the best
-pair is stored in the checkpoint.
+stops before an epoch that would end past it, judged by the slowest epoch so far; so does a
+GPU, whose kernels round differently from run to run). At the end the foreground and seed
+thresholds are swept on the validation images and the best pair is stored in the checkpoint.
 
 torch is imported inside the functions.
 """
@@ -181,14 +178,9 @@ def softmax_whole(model: Any, image: np.ndarray) -> np.ndarray:
 
 
 def training_device(name: str = "auto") -> torch.device:
-    """The device to train on: ``auto`` is the first CUDA device where torch sees one, else the
-    CPU.
-
-    Raises
-    ------
-    ConfigError
-        A CUDA device asked for where torch sees none (or not that many).
-    """
+    """The device to train on (the crops are drawn on the CPU either way): ``auto`` is the first
+    CUDA device where torch sees one, else the CPU. A CUDA device that torch does not see is a
+    :class:`ConfigError`."""
     import torch
 
     if name == "auto":
