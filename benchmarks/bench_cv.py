@@ -10,7 +10,10 @@ validation images for early stopping and the threshold sweep) and is scored on t
 never saw. The EMPS test split is not touched. Training runs on the GPU where torch sees one
 (``mosaicflow train --device auto``); the folds then share it.
 
-Writes ``OUT/fold-K.json`` and ``OUT/fold-K.log`` per fold, ``OUT/cv.json`` and ``OUT/cv.md``.
+Writes ``OUT/fold-K.json`` and ``OUT/fold-K.log`` per fold, ``OUT/cv.json`` and ``OUT/cv.md``,
+only into a folder it made (``mosaicflow.bench.outputs.prepare_out``). Folds trained by an
+earlier invocation into the same OUT (``--fold``) are joined when their settings are this
+run's; other settings stop the join, naming the file.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 #: The model card's first command (the from-scratch stage) without its data and output.
 RECIPE = "--synthetic 60 --epochs 40 --patience 15 --seed 0 --select fixed"
+#: train options that may differ between the folds of one cross-validation
+_PER_RUN = ("fold", "report", "threads", "device", "max_minutes")
 
 
 def _command(args: argparse.Namespace, data: Path, fold: int, out: Path) -> list[str]:
@@ -68,7 +73,13 @@ def main() -> int:
     for need in ("images", "segmaps", "train.csv"):
         if not (args.data / need).exists():
             p.error(f"--data {args.data}: no {need} (EMPS layout: images/, segmaps/, train.csv)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    from mosaicflow.bench.outputs import prepare_out
+    from mosaicflow.errors import StoreError
+
+    try:
+        args.out = prepare_out(args.out)  # a folder this benchmark made, or a new one
+    except StoreError as exc:
+        p.error(str(exc))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pending = args.fold or list(range(1, args.folds + 1))
     running: dict[int, tuple[subprocess.Popen, object]] = {}
@@ -77,6 +88,7 @@ def main() -> int:
     while pending or running:
         while pending and len(running) < args.parallel:
             k = pending.pop(0)
+            (args.out / f"fold-{k}.json").unlink(missing_ok=True)  # never join a stale fold
             log = open(args.out / f"fold-{k}.log", "w")  # closed when the fold ends
             cmd = _command(args, args.data, k, args.out)
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -94,12 +106,19 @@ def main() -> int:
     seconds = time.perf_counter() - started
     from mosaicflow.segmentation.folds import summarise
 
-    rows = []
+    # folds run earlier into this folder (another --fold invocation) join when their recipe,
+    # data and K are this one's
+    rows, recipe = [], None
     for k in range(1, args.folds + 1):
         path = args.out / f"fold-{k}.json"
         if k in failed or not path.is_file():
             continue
         report = json.loads(path.read_text())
+        same = {key: v for key, v in report["settings"].items() if key not in _PER_RUN}
+        if recipe is None:
+            recipe = same
+        elif same != recipe:
+            sys.exit(f"{path}: trained with other settings than fold {rows[0]['fold']}; move it")
         row = report["folds"][0]
         row["seconds"] = report.get("seconds")
         rows.append(row)
