@@ -297,6 +297,8 @@ def test_split():
         ("select", "best", "select must be one of points, fixed"),
         ("device", "tpu", "device must be auto, cpu or cuda"),
         ("device", "cuda:x", r"device must be auto, cpu or cuda\[:N\], got 'cuda:x'"),
+        ("loaders", -1, "loaders must be 0 or more, got -1"),
+        ("loaders", 1.5, "loaders must be 0 or more"),
     ],
 )
 def test_settings_check(field, value, message):
@@ -345,7 +347,7 @@ def test_an_epoch_is_ranked_by_its_best_operating_point():
     """Two touching discs whose interior probability dips to 0.75 between them: seeds at 0.5
     join them (one particle), seeds at 0.8 separate them. The epoch's F1 is the best of
     EPOCH_POINTS, so a model is not ranked by how well it suits one fixed threshold."""
-    from mosaicflow.segmentation.train import _best_point
+    from mosaicflow.segmentation.operating import best_point as _best_point
 
     yy, xx = np.mgrid[:64, :96]
     truth = np.zeros((64, 96), np.uint32)

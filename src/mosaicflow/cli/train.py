@@ -116,6 +116,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="train on cpu, cuda or cuda:N (default auto: the GPU where torch sees one)",
     )
     p.add_argument(
+        "--loaders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw the crops in N worker processes (default 0: in the training process); "
+        "a GPU outpaces one core. The model then depends on the seed, not on N",
+    )
+    p.add_argument(
         "--retune",
         action="store_true",
         help="with --init: no training; sweep the thresholds again on this run's validation "
@@ -146,6 +154,7 @@ def _settings(args: argparse.Namespace) -> Any:
         rim=args.rim,
         select=args.select,
         device=args.device,
+        loaders=args.loaders,
     )
     s.check()
     training_device(s.device)  # a CUDA device that is not there is refused before any work

@@ -2,16 +2,18 @@
 stopping, the threshold sweep and K-fold cross-validation.
 
 One training step draws ``batch`` random crops
-(:func:`mosaicflow.segmentation.datasets.random_crop`:
-scale jitter, rot90/flip, gamma, contrast inversion, blur, noise) and minimises cross-entropy
-plus soft Dice. An epoch is ``steps_per_epoch`` steps, then the model segments every validation
-image whole and is scored by instances (:mod:`mosaicflow.segmentation.metrics`); the best epoch's
-weights are kept, and training stops after ``patience`` epochs without improvement. The
-learning rate follows a cosine from ``lr`` to 0 over ``max_epochs`` (it depends on the step
-count only, so a seed gives the same model; ``max_minutes`` gives up that guarantee: training
-stops before an epoch that would end past it, judged by the slowest epoch so far; so does a
-GPU, whose kernels round differently from run to run). At the end the foreground and seed
-thresholds are swept on the validation images and the best pair is stored in the checkpoint.
+(:func:`mosaicflow.segmentation.datasets.random_crop`: scale jitter, rot90/flip, gamma,
+contrast inversion, blur, noise) and minimises cross-entropy plus soft Dice; the crops are drawn
+in the training process or, with ``loaders``, in worker processes
+(:mod:`mosaicflow.segmentation.loader`). An epoch is ``steps_per_epoch`` steps, then the model
+segments every validation image whole and is scored by instances
+(:mod:`mosaicflow.segmentation.metrics`); the best epoch's weights are kept, and training stops
+after ``patience`` epochs without improvement. The learning rate follows a cosine from ``lr``
+to 0 over ``max_epochs`` (it depends on the step count only, so a seed gives the same model;
+``max_minutes`` gives up that guarantee: training stops before an epoch that would end past it,
+judged by the slowest epoch so far; so does a GPU, whose kernels round differently from run to
+run). At the end the foreground and seed thresholds are swept on the validation images
+(:mod:`mosaicflow.segmentation.operating`) and the best pair is stored in the checkpoint.
 
 torch is imported inside the functions.
 """
@@ -19,7 +21,6 @@ torch is imported inside the functions.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import os
 import re
@@ -32,28 +33,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mosaicflow.errors import CheckpointError, ConfigError
-from mosaicflow.segmentation.datasets import PERCENTILES, Sample, random_crop
-from mosaicflow.segmentation.metrics import Tally, tally
-from mosaicflow.segmentation.targets import (
-    CLASS_NAMES,
-    instances_from_probability,
-    probabilities_u8,
+from mosaicflow.segmentation.datasets import PERCENTILES, Sample
+from mosaicflow.segmentation.loader import Batches
+from mosaicflow.segmentation.operating import (  # noqa: F401  (the names tests and folds use)
+    EPOCH_POINTS,
+    FIXED_POINT,
+    FOREGROUND_GRID,
+    MIN_SEED_GRID,
+    SEED_GRID,
+    best_point,
+    or_zero,
+    score,
+    sweep_thresholds,
 )
+from mosaicflow.segmentation.targets import CLASS_NAMES, probabilities_u8
 
 if TYPE_CHECKING:
     import torch
 
-#: The thresholds the sweep tries.
-FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
-SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-MIN_SEED_GRID = (0, 8, 32, 128)
-#: Operating points (foreground, seed threshold, smallest seed) tried after every epoch: the
-#: epoch's validation F1 is the best of them. A single fixed point ranks epochs by how well
-#: they suit that point; the full sweep (above) runs once, on the chosen epoch.
-EPOCH_POINTS = tuple((0.6, seed, min_seed) for seed in (0.7, 0.8, 0.9) for min_seed in (32, 128))
-#: The single point epochs were ranked at before 2026-11-27 (``select="fixed"``): the shipped
-#: model's recorded commands use it, so they still reproduce it.
-FIXED_POINT = ((0.5, 0.5, 0),)
 SELECTIONS = ("points", "fixed")
 
 
@@ -81,6 +78,7 @@ class TrainSettings:
     rim: float = 0.0
     select: str = "points"
     device: str = "auto"
+    loaders: int = 0
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid setting."""
@@ -102,6 +100,8 @@ class TrainSettings:
             )
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
             raise ConfigError(f"train: device must be auto, cpu or cuda[:N], got {self.device!r}")
+        if not isinstance(self.loaders, int) or isinstance(self.loaders, bool) or self.loaders < 0:
+            raise ConfigError(f"train: loaders must be 0 or more, got {self.loaders!r}")
         if not 0 <= self.rim < 1:
             raise ConfigError(f"train: rim must be in [0, 1), got {self.rim!r}")
         lo, hi = self.scale
@@ -196,27 +196,6 @@ def training_device(name: str = "auto") -> torch.device:
     return device
 
 
-def score(
-    probs: Sequence[tuple[np.ndarray, np.ndarray]],
-    truths: Sequence[np.ndarray],
-    foreground_threshold: float,
-    seed_threshold: float,
-    min_seed_px: int = 0,
-) -> Tally:
-    """Summed counts of instances grown from stored-scale probabilities against truths."""
-    total = Tally()
-    for (fg, interior), truth in zip(probs, truths, strict=True):
-        pred = instances_from_probability(
-            fg,
-            interior,
-            foreground_threshold=foreground_threshold,
-            seed_threshold=seed_threshold,
-            min_seed_px=min_seed_px,
-        )
-        total = total + tally(truth, pred)
-    return total
-
-
 def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
@@ -228,21 +207,6 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> 
     denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
     dice = 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
     return ce + dice
-
-
-def _batch(
-    samples: Sequence[Sample], settings: TrainSettings, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    picks = rng.integers(0, len(samples), settings.batch)
-    crops = [
-        random_crop(
-            samples[int(i)], settings.crop, rng, settings.scale, settings.invert, settings.rim
-        )
-        for i in picks
-    ]
-    x = np.stack([c[0] for c in crops])[:, None]
-    y = np.stack([c[1] for c in crops]).astype(np.int64)
-    return x, y
 
 
 def train(
@@ -295,9 +259,29 @@ def train(
         raise ConfigError("train: no validation images")
     if settings.threads:
         torch.set_num_threads(int(settings.threads))
-    device = training_device(settings.device)
+    # the workers start before CUDA does, so that a forked worker holds no CUDA state
+    truths = [s.labels for s in val_samples]
+    with Batches(train_samples, truths, settings) as batches:
+        device = training_device(settings.device)
+        return _fit(
+            batches, val_samples, settings, device, out, init, on_epoch, on_step, provenance
+        )
+
+
+def _fit(
+    batches: Batches,
+    val_samples: Sequence[Sample],
+    settings: TrainSettings,
+    device: torch.device,
+    out: str | os.PathLike[str] | None,
+    init: str | os.PathLike[str] | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    on_step: Callable[[int, int], None] | None,
+    provenance: dict[str, Any] | None,
+) -> TrainResult:
+    import torch
+
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     model, arch = _model_for(settings, init)
     model.to(device)
     model.train()
@@ -307,7 +291,7 @@ def train(
         opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
     )
     weights = torch.tensor([1.0, 1.0, settings.contact_weight], device=device)
-    truths = [s.labels for s in val_samples]
+    truths = batches.truths
     best_f1, best_epoch, best_state = -1.0, 0, None
     history: list[dict[str, Any]] = []
     start = time.perf_counter()
@@ -317,23 +301,22 @@ def train(
         t0 = time.perf_counter()
         model.train()
         losses = []
-        for step in range(settings.steps_per_epoch):
-            x, y = _batch(train_samples, settings, rng)
+        for step, (x, y) in enumerate(batches.epoch(epoch)):
             opt.zero_grad(set_to_none=True)
             x_t, y_t = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             loss = _loss(model(x_t), y_t, weights)
             loss.backward()
             opt.step()
             sched.step()
-            losses.append(float(loss.detach()))
+            losses.append(loss.detach())  # read once per epoch: no wait for the GPU per step
             if on_step:
                 on_step(step + 1, settings.steps_per_epoch)
         model.eval()
         probs = [probabilities_u8(softmax_whole(model, s.image)) for s in val_samples]
-        point, scores = _best_point(probs, truths, points)
+        point, scores = best_point(probs, truths, points, batches.tallies)
         record = {
             "epoch": epoch,
-            "loss": float(np.mean(losses)),
+            "loss": float(torch.stack(losses).double().mean()),
             "lr": float(sched.get_last_lr()[0]),
             "val_f1": scores["f1"],
             "val_dice": scores["pixel_dice"],
@@ -341,8 +324,7 @@ def train(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         history.append(record)
-        # F1 is 0/0 (NaN) when neither truth nor prediction holds a particle: no better than 0
-        f1 = _or_zero(scores["f1"])
+        f1 = or_zero(scores["f1"])
         improved = f1 > best_f1
         if improved:
             best_f1, best_epoch, stale = f1, epoch, 0
@@ -365,7 +347,7 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     probs = [probabilities_u8(softmax_whole(model, s.image)) for s in val_samples]
-    fg_t, seed_t, min_seed, sweep = sweep_thresholds(probs, truths)
+    fg_t, seed_t, min_seed, sweep = sweep_thresholds(probs, truths, batches.tallies)
     result = TrainResult(
         path=None,
         best_epoch=best_epoch,
@@ -383,35 +365,6 @@ def train(
             out, model, arch, settings, (fg_t, seed_t, min_seed), history, provenance
         )
     return result
-
-
-def sweep_thresholds(
-    probs: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray]
-) -> tuple[float, float, int, dict[str, Any]]:
-    """The foreground threshold, seed threshold and smallest seed with the best instance F1 on
-    these images, and the scores there."""
-    grid = list(itertools.product(FOREGROUND_GRID, SEED_GRID, MIN_SEED_GRID))
-    (fg, seed, min_seed), scores = _best_point(probs, truths, grid)
-    return fg, seed, min_seed, scores
-
-
-def _best_point(
-    probs: Sequence[tuple[np.ndarray, np.ndarray]],
-    truths: Sequence[np.ndarray],
-    points: Sequence[tuple[float, float, int]],
-) -> tuple[tuple[float, float, int], dict[str, Any]]:
-    """The operating point of ``points`` with the best instance F1 (the first of equals), and
-    its scores."""
-    best: tuple[float, tuple[float, float, int], dict[str, Any]] = (-1.0, points[0], {})
-    for point in points:
-        s = score(probs, truths, *point).scores()
-        if _or_zero(s["f1"]) > best[0]:
-            best = (_or_zero(s["f1"]), point, s)
-    return best[1], best[2]
-
-
-def _or_zero(value: float) -> float:
-    return 0.0 if math.isnan(value) else float(value)
 
 
 def _write(
