@@ -105,6 +105,32 @@ def test_train_on_folders_with_init(folders, tmp_path, capsys):
     assert first.read_bytes() != before
 
 
+def test_fine_tuning_on_another_split_of_the_same_images_is_warned(folders, tmp_path, capsys):
+    """--init validated on other images of this set: its training images would be this run's
+    validation images, so the run says so; the same split, or other images, say nothing."""
+    from mosaicflow.segmentation.folds import split
+
+    images, masks = folders
+    argv = ["--images", str(images), "--masks", str(masks), *TINY, "--val-fraction", "0.3"]
+    first = tmp_path / "first.safetensors"
+    assert _train([*argv, "--out", str(first)], capsys)[0] == 0
+    names = ["img0", "img1", "img2"]
+    kept = [s for s in split(names, 0.3, 0)[1]]
+    other = next(k for k in range(1, 50) if split(names, 0.3, k)[1] != kept)
+    code, printed = _train(
+        [*argv, "--init", str(first), "--out", str(tmp_path / "same.safetensors")], capsys
+    )
+    assert code == 0 and "warning" not in printed
+    code, printed = _train(
+        [*argv, "--init", str(first), "--seed", str(other), "--out", str(tmp_path / "o.st")],
+        capsys,
+    )
+    assert code == 0, printed
+    assert f"--init {first} was validated on 1 other images of this set" in printed
+    assert "1 of this run's 1 validation images were its training images" in printed
+    assert "(its split: --seed 0 and the same --val-fraction)" in printed
+
+
 def test_cross_validation_writes_no_checkpoint(folders, tmp_path, capsys):
     images, masks = folders
     report = tmp_path / "cv.json"

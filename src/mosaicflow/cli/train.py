@@ -174,6 +174,28 @@ def _check_out(args: argparse.Namespace) -> Path:
     return out
 
 
+def _warn_if_validation_seen(
+    init: str, names: list[str], val_names: list[str], console: Console
+) -> None:
+    """Warn when ``--init`` was validated on other images of this same set: then some of this
+    run's validation images were its training images, and the figures are not held out."""
+    from mosaicflow.segmentation.default import resolve_model_path
+    from mosaicflow.segmentation.models import read_checkpoint_metadata
+
+    meta = read_checkpoint_metadata(resolve_model_path(init, what="--init"))
+    training = meta.extra.get("training", {})
+    kept_out = set(training.get("data", {}).get("validation", []))
+    if not kept_out or not kept_out <= set(names) or kept_out == set(val_names):
+        return
+    seed = training.get("settings", {}).get("seed")
+    console.print(
+        f"[yellow]warning:[/] --init {init} was validated on {len(kept_out)} other images of "
+        f"this set, so {len(set(val_names) - kept_out)} of this run's {len(val_names)} "
+        "validation images were its training images: the validation figures are not held out"
+        + (f" (its split: --seed {seed} and the same --val-fraction)" if seed is not None else "")
+    )
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
     """Run ``mosaicflow train``; returns the exit status."""
     from mosaicflow.segmentation import datasets
@@ -251,6 +273,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
     else:
         pool = real or synth
         tr, va = split(pool, args.val_fraction, args.seed)
+        if args.init is not None:
+            seen = [s.name for s in pool], [s.name for s in va]
+            _warn_if_validation_seen(args.init, *seen, console)
         if real:
             tr = tr + synth
         progress = Progress(
