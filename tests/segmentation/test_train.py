@@ -25,19 +25,16 @@ from mosaicflow.segmentation.models import (
     save_checkpoint,
     validate_checkpoint,
 )
-from mosaicflow.segmentation.targets import CLASS_NAMES, INTERIOR, instance_classes
-from mosaicflow.segmentation.train import (
+from mosaicflow.segmentation.operating import (
     EPOCH_POINTS,
     FIXED_POINT,
     FOREGROUND_GRID,
     SEED_GRID,
-    TrainSettings,
     score,
-    softmax_whole,
     sweep_thresholds,
-    train,
-    training_device,
 )
+from mosaicflow.segmentation.targets import CLASS_NAMES, INTERIOR, instance_classes
+from mosaicflow.segmentation.train import TrainSettings, softmax_whole, train, training_device
 
 #: Small decoder widths (not the default ones), so the tests also see them kept.
 DECODER = (32, 16, 16, 8, 8)

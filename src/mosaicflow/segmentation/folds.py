@@ -12,8 +12,9 @@ import numpy as np
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.segmentation.datasets import Sample
+from mosaicflow.segmentation.operating import score
 from mosaicflow.segmentation.targets import probabilities_u8
-from mosaicflow.segmentation.train import TrainSettings, score, softmax_whole, train
+from mosaicflow.segmentation.train import TrainSettings, softmax_whole, train
 
 
 def split(

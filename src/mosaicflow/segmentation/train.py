@@ -35,15 +35,11 @@ import numpy as np
 from mosaicflow.errors import CheckpointError, ConfigError
 from mosaicflow.segmentation.datasets import PERCENTILES, Sample
 from mosaicflow.segmentation.loader import Batches
-from mosaicflow.segmentation.operating import (  # noqa: F401  (the names tests and folds use)
+from mosaicflow.segmentation.operating import (
     EPOCH_POINTS,
     FIXED_POINT,
-    FOREGROUND_GRID,
-    MIN_SEED_GRID,
-    SEED_GRID,
     best_point,
     or_zero,
-    score,
     sweep_thresholds,
 )
 from mosaicflow.segmentation.targets import CLASS_NAMES, probabilities_u8
