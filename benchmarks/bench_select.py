@@ -44,25 +44,20 @@ def measures(model: str, val: list[Any]) -> dict[str, Any]:
     import numpy as np
 
     from mosaicflow.segmentation import load_model
-    from mosaicflow.segmentation.metrics import Tally, tally
-    from mosaicflow.segmentation.targets import instances_from_probability, probabilities_u8
+    from mosaicflow.segmentation.metrics import Tally
+    from mosaicflow.segmentation.operating import image_tallies
+    from mosaicflow.segmentation.targets import probabilities_u8
     from mosaicflow.segmentation.train import softmax_whole
 
     ckpt = load_model(model)
     net = ckpt.model.float().eval()
+    point = (ckpt.threshold, ckpt.seed_threshold, ckpt.min_seed_px)
     counts = [len(np.unique(s.labels)) - 1 for s in val]
     fullest = int(np.argmax(counts))
     pooled, without, per_image = Tally(), Tally(), []
     for i, s in enumerate(val):
-        fg, interior = probabilities_u8(softmax_whole(net, s.image.astype(np.float32)))
-        pred = instances_from_probability(
-            fg,
-            interior,
-            foreground_threshold=ckpt.threshold,
-            seed_threshold=ckpt.seed_threshold,
-            min_seed_px=ckpt.min_seed_px,
-        )
-        t = tally(s.labels, pred)
+        prob = probabilities_u8(softmax_whole(net, s.image.astype(np.float32)))
+        (t,) = image_tallies(prob, s.labels, [point])
         pooled = pooled + t
         without = without if i == fullest else without + t
         per_image.append(t.scores()["f1"])
@@ -70,7 +65,7 @@ def measures(model: str, val: list[Any]) -> dict[str, Any]:
     held_out = None if not recorded else set(recorded) == {s.name for s in val}
     return {
         "model": model,
-        "operating_point": [ckpt.threshold, ckpt.seed_threshold, ckpt.min_seed_px],
+        "operating_point": list(point),
         "held_out": held_out,
         "pooled F1": pooled.scores()["f1"],
         "per-image mean F1": float(np.nanmean(per_image)),
