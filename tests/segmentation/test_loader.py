@@ -90,3 +90,18 @@ def test_the_model_does_not_depend_on_the_number_of_workers(samples, tmp_path):
     (a, ha), (b, hb) = runs[1], runs[2]
     assert ha == hb
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spawned_workers_draw_the_same_batches(samples, monkeypatch):
+    """Where a platform cannot fork (macOS, Windows), the workers are spawned and get the
+    samples by pickling: the batches are the same."""
+    import multiprocessing
+
+    s = tiny(steps_per_epoch=2, seed=5, loaders=1)
+    with Batches(samples, [], s) as b:
+        forked = list(b.epoch(1))
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with Batches(samples, [], s) as b:
+        assert b._pool._ctx.get_start_method() == "spawn"
+        spawned = list(b.epoch(1))
+    assert all(_equal(a, c) for a, c in zip(forked, spawned, strict=True))
