@@ -160,3 +160,27 @@ def test_corrections_apply_in_nearest_mode_too(holey_grid):
 def test_bad_fusion_options_are_named(holey_grid, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         fuse(holey_grid, **kwargs)
+
+
+def test_overlap_cells_are_exactly_the_pixels_several_tiles_cover():
+    """The linear blend forms weighted sums only in these cells: every pixel two or more boxes
+    cover lies in exactly one cell, which lists exactly the boxes covering it, in order."""
+    from mosaicflow.stitch.fuse import _overlap_cells
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        boxes = []
+        for _ in range(int(rng.integers(1, 7))):
+            y0, x0 = (int(v) for v in rng.integers(0, 40, 2))
+            boxes.append((y0, y0 + int(rng.integers(1, 30)), x0, x0 + int(rng.integers(1, 30))))
+        members = [[[] for _ in range(70)] for _ in range(70)]
+        for k, (a, b, c, d) in enumerate(boxes):
+            for y in range(a, b):
+                for x in range(c, d):
+                    members[y][x].append(k)
+        seen = np.zeros((70, 70), dtype=int)
+        for (a, b, c, d), cell in _overlap_cells(boxes):
+            seen[a:b, c:d] += 1
+            assert all(members[y][x] == cell for y in range(a, b) for x in range(c, d))
+        several = np.array([[len(m) > 1 for m in row] for row in members])
+        np.testing.assert_array_equal(seen, several.astype(int))

@@ -91,6 +91,39 @@ def _corrected(part: np.ndarray, gain: float, offset: float, flat: np.ndarray | 
     return out
 
 
+def _tile_values(
+    part: np.ndarray, gain: float, offset: float, flat: np.ndarray | None, out_dtype: np.dtype
+) -> np.ndarray:
+    """One tile's part corrected and cast to the mosaic's type, as :func:`_to_dtype` of
+    :func:`_corrected` gives it. Without a flat field, 8- and 16-bit unsigned tiles go through
+    a table of every possible value (the same numbers, one lookup per pixel)."""
+    if flat is None and gain == 1.0 and offset == 0.0 and part.dtype == out_dtype:
+        return part
+    if flat is None and part.dtype in (np.uint8, np.uint16):
+        every = np.arange(np.iinfo(part.dtype).max + 1, dtype=part.dtype)
+        return _to_dtype(_corrected(every, gain, offset, None), out_dtype)[part]
+    return _to_dtype(_corrected(part, gain, offset, flat), out_dtype)
+
+
+def _overlap_cells(
+    boxes: list[tuple[int, int, int, int]],
+) -> list[tuple[tuple[int, int, int, int], list[int]]]:
+    """The rectangles that two or more of ``boxes`` (``(y0, y1, x0, x1)``) cover together,
+    each with the indices of the boxes covering it: the region cut along every box edge."""
+    ys = sorted({v for b in boxes for v in b[:2]})
+    xs = sorted({v for b in boxes for v in b[2:]})
+    cells = []
+    for a, b in zip(ys[:-1], ys[1:], strict=True):
+        rows = [k for k, box in enumerate(boxes) if box[0] <= a and b <= box[1]]
+        if len(rows) < 2:
+            continue
+        for c, d in zip(xs[:-1], xs[1:], strict=True):
+            members = [k for k in rows if boxes[k][2] <= c and d <= boxes[k][3]]
+            if len(members) > 1:
+                cells.append(((a, b, c, d), members))
+    return cells
+
+
 def _combine(
     region: tuple[int, int, int, int],
     origins: np.ndarray,
@@ -102,34 +135,69 @@ def _combine(
     parts: list[np.ndarray],
 ) -> np.ndarray:
     """One output region from the parts of the tiles touching it (each tile's pixels inside the
-    region), corrected, then combined by ``mode``."""
+    region), corrected, then combined by ``mode``.
+
+    ``"linear"``: a pixel one tile covers is that tile's corrected value; only where tiles
+    overlap (rectangles, :func:`_overlap_cells`) are the weighted sums formed, adding the
+    tiles in table order, so a pixel's value never depends on the region around it."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out_dtype = np.dtype(dtype)
+    if mode == "nearest":
+        return _combine_nearest(region, origins, tile_shape, out_dtype, gains, flat, parts)
+    out = np.zeros((y1 - y0, x1 - x0), dtype=out_dtype)
+    boxes = []
+    for (ty, tx), part, (g, o) in zip(origins, parts, gains, strict=True):
+        sy0, sy1 = max(y0, ty), min(y1, ty + h)
+        sx0, sx1 = max(x0, tx), min(x1, tx + w)
+        box = (int(sy0 - y0), int(sy1 - y0), int(sx0 - x0), int(sx1 - x0))
+        boxes.append(box)
+        src = (slice(sy0 - ty, sy1 - ty), slice(sx0 - tx, sx1 - tx))
+        out[box[0] : box[1], box[2] : box[3]] = _tile_values(
+            part, g, o, None if flat is None else flat[src], out_dtype
+        )
+    for (a, b, c, d), members in _overlap_cells(boxes):
+        total = np.zeros((b - a, d - c), dtype=np.float64)
+        weight = np.zeros_like(total)
+        for k in members:  # table order, as every pixel adds its tiles
+            (ty, tx), (g, o), box = origins[k], gains[k], boxes[k]
+            cut = (slice(a - box[0], b - box[0]), slice(c - box[2], d - box[2]))
+            ry, rx = int(a + y0 - ty), int(c + x0 - tx)  # the cell's corner in the tile
+            src = (slice(ry, ry + b - a), slice(rx, rx + d - c))
+            ly = np.arange(src[0].start, src[0].stop, dtype=np.float64)[:, None]
+            lx = np.arange(src[1].start, src[1].stop, dtype=np.float64)[None, :]
+            values = _corrected(parts[k][cut], g, o, None if flat is None else flat[src])
+            wt = np.minimum(np.minimum(ly + 1, h - ly), np.minimum(lx + 1, w - lx))
+            total += wt * values
+            weight += wt
+        out[a:b, c:d] = _to_dtype(total / weight, out_dtype)
+    return out
+
+
+def _combine_nearest(
+    region: tuple[int, int, int, int],
+    origins: np.ndarray,
+    tile_shape: tuple[int, int],
+    out_dtype: np.dtype,
+    gains: np.ndarray,
+    flat: np.ndarray | None,
+    parts: list[np.ndarray],
+) -> np.ndarray:
+    """The ``"nearest"`` rule: each pixel from its nearest-centre tile (:func:`nearest_tile`)."""
+    y0, y1, x0, x1 = region
+    h, w = tile_shape
     identity = flat is None and bool((gains == (1.0, 0.0)).all())
     total = np.zeros((y1 - y0, x1 - x0), dtype=np.float64)
-    weight = np.zeros_like(total)
-    owner = nearest_tile(region, origins, tile_shape) if mode == "nearest" else None
+    owner = nearest_tile(region, origins, tile_shape)
     for k, ((ty, tx), part, (g, o)) in enumerate(zip(origins, parts, gains, strict=True)):
         sy0, sy1 = max(y0, ty), min(y1, ty + h)
         sx0, sx1 = max(x0, tx), min(x1, tx + w)
         src = (slice(sy0 - ty, sy1 - ty), slice(sx0 - tx, sx1 - tx))
         dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
         values = part if identity else _corrected(part, g, o, None if flat is None else flat[src])
-        if owner is not None:
-            np.copyto(total[dst], values, where=owner[dst] == k + 1)
-            weight[dst] = 1.0
-        else:
-            ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
-            lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
-            wt = np.minimum(np.minimum(ly + 1, h - ly), np.minimum(lx + 1, w - lx))
-            total[dst] += wt * values
-            weight[dst] += wt
-    if mode == "nearest" and identity:
+        np.copyto(total[dst], values, where=owner[dst] == k + 1)
+    if identity:
         return total.astype(out_dtype)  # raw values, untouched
-    if mode != "nearest":
-        covered = weight > 0
-        total[covered] /= weight[covered]
     return _to_dtype(total, out_dtype)
 
 
