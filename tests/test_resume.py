@@ -35,7 +35,11 @@ from dask.callbacks import Callback
 from mosaicflow.config import Config
 from mosaicflow.pipeline import Pipeline
 
+import mosaicflow.io.ome
+
 folder, out, after, prefix = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if len(sys.argv) > 5:  # pyramid levels written by the level-0 tasks down to this chunk size
+    mosaicflow.io.ome.NEAR_LEVEL_MIN_CHUNK = int(sys.argv[5])
 written = 0
 
 class KillAfterWrites(Callback):
@@ -65,11 +69,13 @@ def clean(small_grid, tmp_path_factory):
     return RunStore(str(out), mode="r")
 
 
-def _resume_and_kill(folder, out: Path, after: int, prefix: str) -> None:
+def _resume_and_kill(folder, out: Path, after: int, prefix: str, near_min: int = 0) -> None:
     """Resume the run in a driver process (synchronous scheduler) that SIGKILLs itself right
-    after the ``after``-th task whose key starts with ``prefix`` (a chunk write) finishes."""
+    after the ``after``-th task whose key starts with ``prefix`` (a chunk write) finishes;
+    ``near_min``: the driver's ``NEAR_LEVEL_MIN_CHUNK``, when given."""
+    extra = [str(near_min)] if near_min else []
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, str(folder), str(out), str(after), prefix],
+        [sys.executable, "-c", KILLER, str(folder), str(out), str(after), prefix, *extra],
         capture_output=True,
         text=True,
         env={**os.environ, "DASK_SCHEDULER": "synchronous"},
@@ -131,6 +137,25 @@ def test_driver_killed_while_writing_a_pyramid_resumes_its_unwritten_chunks(
     total = _chunks(clean, "labels/particles")
     assert total - first > killed  # the kill fell inside the pyramid
     assert store.stages()["labels"]["chunks_written"] == total - first - killed
+    _assert_same(store, clean)
+
+
+def test_driver_killed_among_level_0_tasks_that_write_near_levels_resumes_them(
+    small_grid, clean, tmp_path, monkeypatch
+):
+    """Where the level-0 tasks also write pyramid levels 1 and 2, a chunk is flagged only once
+    every level of it is written: a driver killed among those tasks resumes into a store equal
+    to a clean run's at every level."""
+    from mosaicflow.io import ome
+
+    monkeypatch.setattr(ome, "NEAR_LEVEL_MIN_CHUNK", CHUNK // 4)
+    out = tmp_path / "run.zarr"
+    Pipeline(_config(small_grid.folder), str(out)).run(stop_after="probability")
+    _resume_and_kill(small_grid.folder, out, 7, "_write_block", near_min=CHUNK // 4)
+    Pipeline(_config(small_grid.folder), str(out), resume=True, break_lock=True).run()
+    store = RunStore(str(out), mode="r")
+    assert store.open_level("labels/particles", 2).chunks == (CHUNK // 4, CHUNK // 4)
+    assert 0 < store.stages()["labels"]["chunks_written"] < _chunks(store, "labels/particles")
     _assert_same(store, clean)
 
 

@@ -3,6 +3,8 @@ pyramid level placed where it was made from, the same shape in every layer."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import zarr
@@ -148,15 +150,22 @@ def test_next_level_is_the_rounded_2x2_mean_for_every_pixel_type(dtype):
     np.testing.assert_allclose(got, expected.astype(dtype), rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.parametrize(("near_min", "near"), [(256, 0), (16, 2)])
 @pytest.mark.parametrize("label", [False, True])
-def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tmp_path, label):
-    """Levels 1..N come from one computation of one task per chunk, each from the level above;
-    the oracle is NumPy level by level from the level below (2x2 rounded mean, or every second
-    pixel for labels)."""
+def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(
+    tmp_path, label, near_min, near, monkeypatch
+):
+    """The near levels (chunks of at least ``NEAR_LEVEL_MIN_CHUNK`` px) are written by the
+    level-0 tasks; the further levels come from one computation of one task per chunk, each
+    from the level above. The oracle is NumPy level by level from the level below (2x2 rounded
+    mean, or every second pixel for labels)."""
     import xarray as xr
 
+    from mosaicflow.io import ome
     from mosaicflow.io.ome import write_multiscale
     from mosaicflow.runner import Runner
+
+    monkeypatch.setattr(ome, "NEAR_LEVEL_MIN_CHUNK", near_min)
 
     class Counting(Runner):
         def __init__(self):
@@ -174,19 +183,48 @@ def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(tm
     group = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
     array = xr.DataArray(image, dims=("y", "x"))
     _, written = write_multiscale(group, array, name="img", chunk=64, runner=runner, label=label)
-    assert runner.descriptions == ["img", "img[1-4]"]
+    assert runner.descriptions == ["img", f"img[{near + 1}-4]"]
     expected = image
     for level in range(5):
         np.testing.assert_array_equal(group[str(level)][...], expected)
+        side = 64 >> level if level <= near else 64
+        assert group[str(level)].chunks == tuple(min(side, n) for n in expected.shape)
         if label:
             expected = expected[: expected.shape[0] // 2 * 2 : 2, : expected.shape[1] // 2 * 2 : 2]
         else:
             h, w = expected.shape[0] // 2, expected.shape[1] // 2
             blocks = expected[: 2 * h, : 2 * w].astype(np.float64).reshape(h, 2, w, 2)
             expected = np.round(blocks.mean(axis=(1, 3))).astype(np.uint16)
-    chunks = [-(-group[str(k)].shape[0] // 64) * -(-group[str(k)].shape[1] // 64) for k in range(5)]
+    chunks = [
+        math.prod(-(-n // c) for n, c in zip(group[str(k)].shape, group[str(k)].chunks))
+        for k in range(5)
+    ]
     assert written == sum(chunks)
-    assert runner.tasks == sum(chunks[1:])  # one task per chunk of levels 1..4, nothing else
+    assert runner.tasks == sum(chunks[near + 1 :])  # one task per chunk of the far levels
+
+
+def test_a_level_made_anew_rewrites_level_0_on_resume(tmp_path, monkeypatch):
+    """A level-0 chunk flagged written vouches for its near levels only if those levels were
+    kept: a resume that makes them anew (another chunk layout) writes level 0 again, whole."""
+    import xarray as xr
+
+    from mosaicflow.io import ome
+    from mosaicflow.runner import Runner
+
+    image = np.random.default_rng(2).integers(0, 255, size=(300, 200)).astype(np.uint8)
+    group = zarr.open_group(str(tmp_path / "p.zarr"), mode="w")
+    progress = group.require_group("progress")
+    array = xr.DataArray(image, dims=("y", "x"))
+    kwargs = {"name": "img", "chunk": 64, "runner": Runner(), "label": False}
+    ome.write_multiscale(group, array, progress=progress, **kwargs)
+    monkeypatch.setattr(ome, "NEAR_LEVEL_MIN_CHUNK", 16)
+    _, written = ome.write_multiscale(group, array, progress=progress, resume=True, **kwargs)
+    assert written == 5 * 4 + 5 * 4 + 5 * 4  # levels 0-2 (5 x 4 chunks each), nothing above
+    assert group["1"].chunks == (32, 32)
+    np.testing.assert_array_equal(group["0"][...], image)
+    blocks = image[:300, :200].astype(np.float64).reshape(150, 2, 100, 2)
+    np.testing.assert_array_equal(group["1"][...], np.round(blocks.mean(axis=(1, 3))))
+    assert all(np.all(progress[str(k)][...] == 1) for k in range(4))
 
 
 def test_two_pyramid_writes_of_the_same_image_path_never_share_a_task_key(tmp_path):

@@ -28,17 +28,38 @@ def image_codecs() -> list[Any]:
     return [ZstdCodec(level=1)]
 
 
+#: Pyramid levels whose chunks would still be at least this many pixels across are written by
+#: the task that writes the level-0 chunk below them (:func:`write_multiscale`).
+NEAR_LEVEL_MIN_CHUNK = 256
+
+
 def _write_block(
     block: np.ndarray,
     target: zarr.Array,
     progress: zarr.Array | None = None,
+    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
+    label: bool = False,
     block_info: Any = None,
 ) -> np.ndarray:
+    """Write one chunk, then each level of ``below`` (levels 1, 2, ... with chunks of half,
+    a quarter, ... the size) from the halved block: chunk ``index`` of every level covers the
+    same area. Flags are set once every level's data is written; returns how many chunks
+    were written."""
     loc = block_info[0]["array-location"]
+    index = tuple(block_info[0]["chunk-location"])
     target[tuple(slice(a, b) for a, b in loc)] = block
-    if progress is not None:  # recorded only once the chunk's data is written
-        progress[tuple(block_info[0]["chunk-location"])] = 1
-    return np.ones((1,) * block.ndim, dtype=np.uint8)
+    done = []
+    for k, (level, flags) in enumerate(below, 1):
+        block = half_size(block, label=label)
+        if not block.size:  # the last row or column of chunks has no pixels this far down
+            break
+        start = [a >> k for a, _ in loc]
+        level[tuple(slice(a, a + n) for a, n in zip(start, block.shape, strict=True))] = block
+        done.append(flags)
+    for flags in (*done, progress):
+        if flags is not None:  # recorded only once the chunk's data is written
+            flags[index] = 1
+    return np.full((1,) * block.ndim, 1 + len(done), dtype=np.uint8)
 
 
 def progress_array(group: zarr.Group, name: str, target: zarr.Array, *, keep: bool) -> zarr.Array:
@@ -89,10 +110,15 @@ def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> 
 
 
 def _write_markers(
-    arr: da.Array, target: zarr.Array, progress: zarr.Array | None
+    arr: da.Array,
+    target: zarr.Array,
+    progress: zarr.Array | None,
+    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
+    label: bool = False,
 ) -> tuple[da.Array, da.Array]:
     """``arr`` rechunked to the target's write unit (checked), and the lazy per-chunk markers
-    of writing it there (one uint8 per chunk)."""
+    of writing it there, and its halves into ``below`` (one uint8 per chunk: the chunks
+    written)."""
     unit = write_unit(target)
     if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
         arr = arr.rechunk(unit)
@@ -102,6 +128,8 @@ def _write_markers(
         arr,
         target=target,
         progress=progress,
+        below=below,
+        label=label,
         chunks=tuple((1,) * len(c) for c in arr.chunks),
         dtype=np.uint8,
         meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
@@ -116,9 +144,12 @@ def store_array(
     description: str,
     progress: zarr.Array | None = None,
     resume: bool = False,
+    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
+    label: bool = False,
 ) -> int:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
-    of chunks written now.
+    of chunks written now (with ``below``, pyramid levels written by the same tasks, see
+    :func:`_write_block`, theirs too).
 
     The Dask array is rechunked to the target's write unit (its shard if sharded, else its
     chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
@@ -127,22 +158,34 @@ def store_array(
     computed again (an interrupted write resumes where it stopped). A fresh write does not read
     the flags (one small read per chunk on object storage).
     """
-    markers, todo = _pending_writes(arr, target, progress, resume)
+    markers, todo = _pending_writes(arr, target, progress, resume, below, label)
     return _run_writes([markers], [todo], runner, description)
 
 
 def _pending_writes(
-    arr: da.Array, target: zarr.Array, progress: zarr.Array | None, resume: bool
+    arr: da.Array,
+    target: zarr.Array,
+    progress: zarr.Array | None,
+    resume: bool,
+    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
+    label: bool = False,
 ) -> tuple[da.Array, int]:
     """The markers of the chunks of ``arr`` still to write into ``target`` (all of them, in
     the array's grid, unless ``resume`` finds some flagged: then a flat list) and how many
-    those are (with 0, the markers are not to be computed)."""
-    arr, markers = _write_markers(arr, target, progress)
+    chunks those tasks write (with 0, the markers are not to be computed)."""
+    arr, markers = _write_markers(arr, target, progress, below, label)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
+    grids = [_grid(level) for level, _ in below]
+    chunks = len(todo) + sum(all(map(int.__lt__, i, g)) for g in grids for i in todo)
     if todo and len(todo) < arr.npartitions:  # only the unwritten chunks: the graph is culled
-        return da.concatenate([markers.blocks[idx].ravel() for idx in todo]), len(todo)
-    return markers, len(todo)
+        return da.concatenate([markers.blocks[idx].ravel() for idx in todo]), chunks
+    return markers, chunks
+
+
+def _grid(target: zarr.Array) -> tuple[int, ...]:
+    """How many write units ``target`` has per axis."""
+    return tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
 
 
 def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
@@ -176,17 +219,33 @@ def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
     return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
 
 
+def _near_levels(chunk: int, levels: int) -> int:
+    """How many levels above level 0 its tasks write themselves (:func:`_write_block`): those
+    whose chunks, ``chunk / 2^k`` px, are whole and at least :data:`NEAR_LEVEL_MIN_CHUNK`."""
+    near = 0
+    while (
+        near + 1 < levels
+        and chunk % 2 ** (near + 1) == 0
+        and chunk >> (near + 1) >= NEAR_LEVEL_MIN_CHUNK
+    ):
+        near += 1
+    return near
+
+
 def _mean_2x2_rounded(block: np.ndarray) -> np.ndarray:
     """The mean of each 2x2 block of an integer image (``block`` shaped ``(h, 2, w, 2)``),
-    rounded half to even as ``np.round`` of the float mean: exact integer arithmetic, no float
-    copy."""
-    wide = np.int64 if block.dtype.itemsize >= 4 else np.int32
-    total = (
-        block[:, 0, :, 0].astype(wide) + block[:, 0, :, 1] + block[:, 1, :, 0] + block[:, 1, :, 1]
-    )
-    low, rest = np.divmod(total, 4)
-    low += (rest > 2) | ((rest == 2) & (low % 2 == 1))
-    return low.astype(block.dtype)
+    rounded half to even as ``np.round`` of the float mean: exact integer arithmetic in a type
+    twice as wide, no float copy (``>> 2`` and ``& 3`` are floor division by 4 and its
+    remainder, for negative sums too)."""
+    wide = np.dtype(f"{block.dtype.kind}{2 * block.dtype.itemsize}")
+    total = block[:, 0, :, 0].astype(wide)
+    total += block[:, 0, :, 1]
+    total += block[:, 1, :, 0]
+    total += block[:, 1, :, 1]
+    rest = total & 3
+    total >>= 2
+    total += (rest > 2) | ((rest == 2) & (total & 1).astype(bool))
+    return total.astype(block.dtype)
 
 
 def half_size(block: np.ndarray, *, label: bool = False) -> np.ndarray:
@@ -261,6 +320,8 @@ def _pyramid_writes(
             here[(i, j)] = key
         made, source = here, target
     n = len(graph)
+    if not n:  # every chunk flagged already
+        return da.zeros((0,), dtype=np.uint8), 0
     markers = da.Array(
         HighLevelGraph.from_collections(name, graph, dependencies=[]),
         name,
@@ -290,12 +351,15 @@ def write_multiscale(
     (:func:`progress_array`); with ``resume`` a level already there with the same shape, chunks
     and type keeps its flagged chunks, and only the others are computed and written.
 
-    Level 0 is written from the Dask graph by the workers, then the further levels in one
-    computation of one task per chunk: each chunk from its 2x2 block of the level above, read
-    from the store once the tasks writing that block are done (:func:`half_size`: 2x2 mean for
-    images, every second pixel for labels, which keeps label values intact; both give
-    ``floor(n / 2)`` pixels per axis, so every layer has the same shape at every level), until
-    a level fits one chunk. No pixels travel between workers, and a level adds no round trip.
+    Level 0 is written from the Dask graph by the workers. The task writing a level-0 chunk
+    also writes the "near" levels above it (:func:`_near_levels`; levels 1 and 2 at 1024 px
+    chunks, whose chunks are then 512 and 256 px): each the halved chunk of the level below,
+    held in memory (:func:`half_size`: 2x2 mean for images, every second pixel for labels,
+    which keeps label values intact; both give ``floor(n / 2)`` pixels per axis, so every layer
+    has the same shape at every level). The further levels, at ``chunk`` px again, follow in
+    one computation of one task per chunk, each from its 2x2 block of the level above, read
+    from the store once the tasks writing that block are done, until a level fits one chunk.
+    No pixels travel between workers, and a level adds no round trip.
     Each level's translation puts its pixel centres where they lie on level 0: the centre of
     the averaged block for images, the sampled pixel for labels.
     """
@@ -303,16 +367,15 @@ def write_multiscale(
     spacing, origin = pixel_grid(image)
     pixel = list(spacing or (1.0, 1.0))
     levels = _levels_for(data.shape, chunk)
+    near = _near_levels(chunk, levels)
     datasets = []
-    written = 0
-    # Levels 1..N are one computation: one task per chunk of each, reading its 2x2 block of the
-    # level above from the store once the tasks that write that block are done.
-    above: list[tuple[zarr.Array, zarr.Array | None, bool]] = []
+    made: list[tuple[zarr.Array, bool]] = []  # each level's array and whether it was kept
     shape = tuple(int(n) for n in data.shape)
     for level in range(levels):
         if level:
             shape = (shape[0] // 2, shape[1] // 2)
-        chunks = (min(chunk, shape[0]) or 1, min(chunk, shape[1]) or 1)
+        side = chunk >> level if level <= near else chunk
+        chunks = (min(side, shape[0]) or 1, min(side, shape[1]) or 1)
         old = group[str(level)] if resume and str(level) in group else None
         assert old is None or isinstance(old, zarr.Array)
         same = old is not None and (old.shape, old.chunks, old.dtype) == (
@@ -336,16 +399,7 @@ def write_multiscale(
                 config={"write_empty_chunks": True},
             )
         )
-        flags = (
-            None
-            if progress is None
-            else progress_array(progress, str(level), target, keep=bool(same))
-        )
-        if level:
-            above.append((target, flags, bool(same)))
-        else:
-            level0 = target
-            written += store_array(data, target, runner, name, flags, resume=bool(same))
+        made.append((target, bool(same)))
         scale = [p * 2**level for p in pixel]
         if label:
             # Level k holds level-0 pixels 0, 2^k, 2^(k+1), ...: its first centre is level 0's.
@@ -362,9 +416,23 @@ def write_multiscale(
                 ],
             }
         )
-    if above:
-        markers, todo = _pyramid_writes(level0, above, label)
-        written += _run_writes([markers], [todo], runner, f"{name}[1-{levels - 1}]")
+    # A level-0 chunk flagged written had its near levels written too, unless those were
+    # made anew just now: then level 0 is written again whole.
+    keep0 = all(same for _, same in made[: near + 1])
+    flags = []
+    for k, (target, same) in enumerate(made):
+        keep = keep0 if k <= near else same
+        flags.append(
+            None if progress is None else progress_array(progress, str(k), target, keep=keep)
+        )
+    below = tuple((made[k][0], flags[k]) for k in range(1, near + 1))
+    written = store_array(
+        data, made[0][0], runner, name, flags[0], resume=keep0, below=below, label=label
+    )
+    far = [(t, flags[k], same) for k, (t, same) in enumerate(made) if k > near]
+    if far:
+        markers, todo = _pyramid_writes(made[near][0], far, label)
+        written += _run_writes([markers], [todo], runner, f"{name}[{near + 1}-{levels - 1}]")
     ome: dict[str, Any] = {
         "version": OME_VERSION,
         "multiscales": [
