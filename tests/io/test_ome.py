@@ -196,7 +196,9 @@ def test_the_pyramid_above_level_0_is_one_computation_equal_to_level_by_level(
             blocks = expected[: 2 * h, : 2 * w].astype(np.float64).reshape(h, 2, w, 2)
             expected = np.round(blocks.mean(axis=(1, 3))).astype(np.uint16)
     chunks = [
-        math.prod(-(-n // c) for n, c in zip(group[str(k)].shape, group[str(k)].chunks))
+        math.prod(
+            -(-n // c) for n, c in zip(group[str(k)].shape, group[str(k)].chunks, strict=True)
+        )
         for k in range(5)
     ]
     assert written == sum(chunks)

@@ -19,6 +19,7 @@ mosaic of the same type (rounded, clipped to the type's range).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import dask.array as da
@@ -113,11 +114,11 @@ def _overlap_cells(
     ys = sorted({v for b in boxes for v in b[:2]})
     xs = sorted({v for b in boxes for v in b[2:]})
     cells = []
-    for a, b in zip(ys[:-1], ys[1:], strict=True):
+    for a, b in pairwise(ys):
         rows = [k for k, box in enumerate(boxes) if box[0] <= a and b <= box[1]]
         if len(rows) < 2:
             continue
-        for c, d in zip(xs[:-1], xs[1:], strict=True):
+        for c, d in pairwise(xs):
             members = [k for k in rows if boxes[k][2] <= c and d <= boxes[k][3]]
             if len(members) > 1:
                 cells.append(((a, b, c, d), members))
