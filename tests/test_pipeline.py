@@ -260,6 +260,39 @@ def test_dark_polarity_keeps_the_other_side_of_the_otsu_threshold(small_grid, tm
         base.replace("segment", polarity="grey")
 
 
+def test_the_otsu_histogram_is_counted_while_the_denoised_mosaic_is_written(
+    small_grid, tmp_path, monkeypatch
+):
+    """The denoised stage counts its values as it writes them, so the threshold takes no pass
+    of its own; a run that resumes at the threshold counts the stored mosaic instead. Both
+    thresholds are scikit-image's Otsu threshold of the stored denoised mosaic."""
+    import skimage.filters
+
+    from mosaicflow.runner import Runner
+
+    seen = []
+    compute = Runner.compute
+
+    def recording(self, collection, description):
+        seen.append(description)
+        return compute(self, collection, description)
+
+    monkeypatch.setattr(Runner, "compute", recording)
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    store = Pipeline(config, str(tmp_path / "a.zarr")).run(stop_after="probability")
+    assert "histogram" not in seen
+    den = store.read_image("denoised").values
+    # as floats: scikit-image bins integer images one value per bin, whatever nbins says
+    expected = float(skimage.filters.threshold_otsu(den.astype(float), nbins=config.segment.nbins))
+    assert store.stages()["probability"]["threshold"] == expected
+
+    seen.clear()
+    Pipeline(config, str(tmp_path / "b.zarr")).run(stop_after="denoised")
+    resumed = Pipeline(config, str(tmp_path / "b.zarr"), resume=True).run(stop_after="probability")
+    assert "histogram" in seen
+    assert resumed.stages()["probability"]["threshold"] == expected
+
+
 @pytest.mark.cluster
 def test_run_applies_a_saved_classifier_on_the_cluster(small_grid, client, tmp_path):
     """classify-train's file, given as classify.model, classifies every particle of a run; the

@@ -146,10 +146,11 @@ def store_array(
     resume: bool = False,
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> int:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
     of chunks written now (with ``below``, pyramid levels written by the same tasks, see
-    :func:`_write_block`, theirs too).
+    :func:`_write_block`, theirs too; ``extra``: see :func:`_run_writes`).
 
     The Dask array is rechunked to the target's write unit (its shard if sharded, else its
     chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
@@ -159,7 +160,7 @@ def store_array(
     the flags (one small read per chunk on object storage).
     """
     markers, todo = _pending_writes(arr, target, progress, resume, below, label)
-    return _run_writes([markers], [todo], runner, description)
+    return _run_writes([markers], [todo], runner, description, extra)
 
 
 def _pending_writes(
@@ -188,21 +189,32 @@ def _grid(target: zarr.Array) -> tuple[int, ...]:
     return tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
 
 
-def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
+def _run_writes(
+    markers: list[da.Array],
+    todo: list[int],
+    runner: Runner,
+    description: str,
+    extra: dict[str, Any] | None = None,
+) -> int:
     """Compute the write markers of one or more arrays in one computation; returns the chunks
-    written, after checking that every pending chunk was."""
+    written, after checking that every pending chunk was. ``extra``: other 1-D Dask arrays
+    computed in the same computation (they may share the written chunks' tasks, which then
+    run once); each is replaced in the dict by its NumPy result."""
     expected = sum(todo)
-    if not expected:
+    pending = [m.ravel() for m, n in zip(markers, todo, strict=True) if n]
+    others = list((extra or {}).values())
+    if not pending and not others:
         return 0
-    pending = [m for m, n in zip(markers, todo, strict=True) if n]
-    written = runner.compute(
-        pending[0] if len(pending) == 1 else da.concatenate([m.ravel() for m in pending]),
-        description,
+    parts = [p.astype(np.int64) for p in pending] + others if others else pending
+    result = np.asarray(
+        runner.compute(parts[0] if len(parts) == 1 else da.concatenate(parts), description)
     )
-    if int(np.asarray(written).sum()) != expected:
-        raise StoreError(
-            f"{description}: only {int(np.asarray(written).sum())} of {expected} chunks written"
-        )
+    done = sum(p.shape[0] for p in pending)
+    written, start = int(result[:done].sum()), done
+    for key, value in (extra or {}).items():
+        extra[key], start = result[start : start + value.shape[0]], start + value.shape[0]  # type: ignore[index]
+    if written != expected:
+        raise StoreError(f"{description}: only {written} of {expected} chunks written")
     return expected
 
 
@@ -342,9 +354,11 @@ def write_multiscale(
     label: bool,
     progress: zarr.Group | None = None,
     resume: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata
-    and the number of chunks written now.
+    and the number of chunks written now. ``extra``: 1-D Dask arrays computed with level 0,
+    sharing its tasks (e.g. counts of its values), each replaced in the dict by its result.
 
     ``name`` (e.g. ``labels/particles``) names the progress bars; its last part names the
     multiscale. With ``progress`` (a group), each level's written chunks are flagged there
@@ -427,7 +441,15 @@ def write_multiscale(
         )
     below = tuple((made[k][0], flags[k]) for k in range(1, near + 1))
     written = store_array(
-        data, made[0][0], runner, name, flags[0], resume=keep0, below=below, label=label
+        data,
+        made[0][0],
+        runner,
+        name,
+        flags[0],
+        resume=keep0,
+        below=below,
+        label=label,
+        extra=extra,
     )
     far = [(t, flags[k], same) for k, (t, same) in enumerate(made) if k > near]
     if far:

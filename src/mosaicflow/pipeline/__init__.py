@@ -86,6 +86,7 @@ class Pipeline(StageMixin):
         self._checked = False
         self.break_lock = break_lock
         self._resuming = False  # the stage running now continues an interrupted one
+        self._denoised_values: Any = None  # counts per value, from this run's denoised stage
         self.storage_options = dict(config.storage.options)
         # the store's own options: none for a local store (Zarr refuses unused ones)
         self._store_options = self.storage_options if is_url(self.out) else None

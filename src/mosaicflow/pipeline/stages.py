@@ -39,7 +39,9 @@ class StageMixin:
     """``_stage_<name>(store) -> dict`` for every stage of
     :data:`mosaicflow.pipeline.STAGES`; the figures' ``pixels`` entry gives the stage's Mpx/s.
     Uses the pipeline's ``config``, ``runner``, ``tileset``, ``client``, ``_say``,
-    ``_input_folder`` and ``_resuming`` (the stage continues an interrupted one)."""
+    ``_input_folder``, ``_resuming`` (the stage continues an interrupted one) and
+    ``_denoised_values`` (the denoised mosaic's value counts, when this run's denoised stage
+    counted them)."""
 
     def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
         folder = self._input_folder()
@@ -152,7 +154,16 @@ class StageMixin:
         den.attrs.update(mosaic.attrs)
         if cfg.store_dtype == "input":
             den = restoration.to_storage_dtype(den, mosaic.dtype)
-        written = self._write_image(store, "denoised", den)
+        # The threshold's histogram counted as the chunks are written, when every chunk is
+        # written now (a resumed stage's earlier chunks were not counted).
+        extra = None
+        if self.config.segment.method != "model" and not self._resuming:
+            from mosaicflow.segmentation.threshold import value_counts
+
+            counts = value_counts(den)
+            extra = None if counts is None else {"values": counts}
+        written = self._write_image(store, "denoised", den, extra=extra)
+        self._denoised_values = None if extra is None else extra["values"]
         return {
             "pixels": int(mosaic.size),
             "dtype": str(den.dtype),
@@ -176,7 +187,12 @@ class StageMixin:
             from mosaicflow.segmentation import histogram, minority_polarity, threshold_otsu
 
             cfg = self.config.segment
-            hist = histogram(den, nbins=cfg.nbins, runner=self.runner)
+            if self._denoised_values is not None:  # counted by this run's denoised stage
+                from mosaicflow.segmentation.threshold import histogram_of_values
+
+                hist = histogram_of_values(self._denoised_values, den.dtype, nbins=cfg.nbins)
+            else:
+                hist = histogram(den, nbins=cfg.nbins, runner=self.runner)
             threshold = threshold_otsu(nbins=cfg.nbins, hist=hist)
             polarity = cfg.polarity
             if polarity == "auto":

@@ -15,7 +15,8 @@ from mosaicflow.runner import Runner
 
 def _value_counts(block: np.ndarray, offset: int, span: int) -> np.ndarray:
     """How many pixels of an integer block hold each value ``offset .. offset + span - 1``."""
-    return np.bincount((np.asarray(block).ravel().astype(np.int64) - offset), minlength=span)
+    flat = np.asarray(block).ravel()
+    return np.bincount(flat if offset == 0 else flat.astype(np.int64) - offset, minlength=span)
 
 
 def _summed(parts: list[Any]) -> Any:
@@ -25,6 +26,52 @@ def _summed(parts: list[Any]) -> Any:
     while len(parts) > 1:
         parts = [dask.delayed(np.sum)(parts[i : i + 16], axis=0) for i in range(0, len(parts), 16)]
     return parts[0]
+
+
+def _value_range(dtype: Any) -> tuple[int, int]:
+    """``(offset, span)``: the smallest value of an integer type and how many values it has."""
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max) - int(info.min) + 1
+
+
+def value_counts(image: Any) -> da.Array | None:
+    """Lazy pixel counts per value of an 8- or 16-bit integer image, summed over its chunks in
+    a tree: a 1-D Dask array of one chunk, entry ``v - dtype.min`` counting value ``v``; None
+    for other types. Computed together with another use of the same chunks (e.g. writing
+    them), the chunks are made once (:func:`histogram_of_values` makes the histogram)."""
+    data = as_dask(image)
+    if not (data.dtype.kind in "ui" and data.dtype.itemsize <= 2):
+        return None
+    offset, span = _value_range(data.dtype)
+    # Blockwise on the image's own chunks, so that a computation writing them shares them.
+    per_chunk = data.map_blocks(
+        _chunk_counts,
+        offset,
+        span,
+        new_axis=2,
+        chunks=(*((1,) * n for n in data.numblocks), (span,)),
+        dtype=np.int64,
+        meta=np.empty((0, 0, 0), dtype=np.int64),
+    )
+    return per_chunk.sum(axis=(0, 1), split_every=16)
+
+
+def _chunk_counts(block: np.ndarray, offset: int, span: int) -> np.ndarray:
+    return _value_counts(block, offset, span)[None, None, :]
+
+
+def histogram_of_values(
+    per_value: np.ndarray, dtype: Any, *, nbins: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts, bin_centers)`` as :func:`histogram` gives them, from :func:`value_counts` of
+    an image of type ``dtype``: the range and the bins follow from the counts exactly."""
+    offset, _ = _value_range(dtype)
+    per_value = np.asarray(per_value)
+    present = np.flatnonzero(per_value)
+    values = (present + offset).astype(np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    counts, edges = np.histogram(values, bins=nbins, range=(lo, hi), weights=per_value[present])
+    return counts.astype(np.int64), (edges[:-1] + edges[1:]) / 2
 
 
 def histogram(
@@ -43,25 +90,15 @@ def histogram(
     """
     runner = runner or Runner()
     data = as_dask(image)
-    if data.dtype.kind in "ui" and data.dtype.itemsize <= 2:
-        offset = int(np.iinfo(data.dtype).min)
-        span = int(np.iinfo(data.dtype).max) - offset + 1
-        import dask
-
-        blocks = [dask.delayed(_value_counts)(b, offset, span) for b in data.to_delayed().ravel()]
-        per_value = np.asarray(runner.compute(_summed(blocks), "histogram"))
-        present = np.flatnonzero(per_value)
-        values = (present + offset).astype(np.float64)
-        lo, hi = float(values.min()), float(values.max())
-        counts, edges = np.histogram(values, bins=nbins, range=(lo, hi), weights=per_value[present])
-        counts = counts.astype(np.int64)
-    else:
-        lo, hi = runner.compute(da.stack([data.min(), data.max()]), "range")
-        lo, hi = float(lo), float(hi)
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ConfigError("histogram: the image contains NaN or infinite values")
-        counts, edges = da.histogram(data, bins=nbins, range=(lo, hi))
-        counts = np.asarray(runner.compute(counts, "histogram"))
+    per_value = value_counts(data)
+    if per_value is not None:
+        return histogram_of_values(runner.compute(per_value, "histogram"), data.dtype, nbins=nbins)
+    lo, hi = runner.compute(da.stack([data.min(), data.max()]), "range")
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ConfigError("histogram: the image contains NaN or infinite values")
+    counts, edges = da.histogram(data, bins=nbins, range=(lo, hi))
+    counts = np.asarray(runner.compute(counts, "histogram"))
     centers = (edges[:-1] + edges[1:]) / 2
     return counts, centers
 
