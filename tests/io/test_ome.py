@@ -243,3 +243,37 @@ def test_two_pyramid_writes_of_the_same_image_path_never_share_a_task_key(tmp_pa
         assert n == 4
         names.append(markers.name)
     assert names[0] != names[1]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16])
+def test_an_8_bit_level_0_is_counted_per_value_by_the_tasks_that_write_it(tmp_path, dtype):
+    """The counts equal a bincount of the stored level 0, and each chunk is made once; other
+    types leave the dict empty (their histogram takes a pass of its own)."""
+    import dask.array as da
+    import xarray as xr
+
+    from mosaicflow.io.ome import write_multiscale
+    from mosaicflow.runner import Runner
+
+    made = []
+
+    def once(block):
+        made.append(1)
+        return block
+
+    values = np.random.default_rng(4).integers(-100, 120, size=(300, 260))
+    image = values.astype(dtype) if dtype != np.uint16 else (values + 100).astype(dtype)
+    lazy = da.from_array(image, chunks=64).map_blocks(once, meta=np.empty((0, 0), dtype=dtype))
+    counts = {}
+    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
+    array = xr.DataArray(lazy, dims=("y", "x"))
+    write_multiscale(group, array, name="c", chunk=64, runner=Runner(), label=False, counts=counts)
+    assert len(made) == lazy.npartitions
+    stored = group["0"][...]
+    np.testing.assert_array_equal(stored, image)
+    if dtype == np.uint16:
+        assert counts == {}
+        return
+    offset = int(np.iinfo(dtype).min)
+    expected = np.bincount(stored.ravel().astype(int) - offset, minlength=256)
+    np.testing.assert_array_equal(counts["per_value"], expected)

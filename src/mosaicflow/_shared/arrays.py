@@ -65,3 +65,9 @@ def pixel_grid(image: xr.DataArray) -> tuple[tuple[float, float] | None, tuple[f
                     f"attrs['pixel_size_nm'] says {spacing[axis]:g} nm"
                 )
     return spacing, (origin[0], origin[1])
+
+
+def value_counts(block: Any, offset: int, span: int) -> np.ndarray:
+    """How many pixels of an integer block hold each value ``offset .. offset + span - 1``."""
+    flat = np.asarray(block).ravel()
+    return np.bincount(flat if offset == 0 else flat.astype(np.int64) - offset, minlength=span)

@@ -12,7 +12,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from mosaicflow._shared.arrays import pixel_grid
+from mosaicflow._shared.arrays import pixel_grid, value_counts
 from mosaicflow.errors import StoreError
 from mosaicflow.runner import Runner
 
@@ -39,15 +39,18 @@ def _write_block(
     progress: zarr.Array | None = None,
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
+    count: int | None = None,
     block_info: Any = None,
 ) -> np.ndarray:
     """Write one chunk, then each level of ``below`` (levels 1, 2, ... with chunks of half,
     a quarter, ... the size) from the halved block: chunk ``index`` of every level covers the
     same area. Flags are set once every level's data is written; returns how many chunks
-    were written."""
+    were written (with ``count``, the offset of an 8-bit type, followed by the chunk's pixels
+    per value)."""
     loc = block_info[0]["array-location"]
     index = tuple(block_info[0]["chunk-location"])
     target[tuple(slice(a, b) for a, b in loc)] = block
+    counted = None if count is None else value_counts(block, count, 256)
     done = []
     for k, (level, flags) in enumerate(below, 1):
         block = half_size(block, label=label)
@@ -59,6 +62,8 @@ def _write_block(
     for flags in (*done, progress):
         if flags is not None:  # recorded only once the chunk's data is written
             flags[index] = 1
+    if counted is not None:  # an 8-bit chunk's pixels per value, after the chunks written
+        return np.concatenate(([1 + len(done)], counted))[None, None, :]
     return np.full((1,) * block.ndim, 1 + len(done), dtype=np.uint8)
 
 
@@ -115,14 +120,32 @@ def _write_markers(
     progress: zarr.Array | None,
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
+    count: bool = False,
 ) -> tuple[da.Array, da.Array]:
     """``arr`` rechunked to the target's write unit (checked), and the lazy per-chunk markers
     of writing it there, and its halves into ``below`` (one uint8 per chunk: the chunks
-    written)."""
+    written; with ``count``, an 8-bit image's ``(1, 1, 257)`` int64: that number, then the
+    chunk's pixels per value)."""
     unit = write_unit(target)
     if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
         arr = arr.rechunk(unit)
     check_alignment(arr.chunks, target)
+    if count:
+        offset = int(np.iinfo(arr.dtype).min)
+        markers = da.map_blocks(
+            _write_block,
+            arr,
+            target=target,
+            progress=progress,
+            below=below,
+            label=label,
+            count=offset,
+            new_axis=2,
+            chunks=(*((1,) * len(c) for c in arr.chunks), (257,)),
+            dtype=np.int64,
+            meta=np.empty((0, 0, 0), dtype=np.int64),
+        )
+        return arr, markers
     markers = da.map_blocks(
         _write_block,
         arr,
@@ -146,11 +169,11 @@ def store_array(
     resume: bool = False,
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
-    extra: dict[str, Any] | None = None,
+    counts: dict[str, Any] | None = None,
 ) -> int:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
     of chunks written now (with ``below``, pyramid levels written by the same tasks, see
-    :func:`_write_block`, theirs too; ``extra``: see :func:`_run_writes`).
+    :func:`_write_block`, theirs too).
 
     The Dask array is rechunked to the target's write unit (its shard if sharded, else its
     chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
@@ -158,9 +181,20 @@ def store_array(
     task flags its chunk after writing it; with ``resume`` the chunks already flagged are not
     computed again (an interrupted write resumes where it stopped). A fresh write does not read
     the flags (one small read per chunk on object storage).
+
+    ``counts`` (a dict): an 8-bit image written whole (not resumed) has its pixels counted per
+    value by the tasks that write them, summed into ``counts["per_value"]`` (entry ``v -
+    dtype.min`` counting value ``v``); otherwise the dict is left as it is.
     """
+    if counts is not None and not resume and arr.dtype.itemsize == 1 and arr.dtype.kind in "ui":
+        arr, markers = _write_markers(arr, target, progress, below, label, count=True)
+        result = np.asarray(runner.compute(markers, description))  # (rows, columns, 1 + 256)
+        expected = _chunks_written(list(np.ndindex(*arr.numblocks)), below)
+        _check_written(result[..., 0].sum(), expected, description)
+        counts["per_value"] = result[..., 1:].sum(axis=(0, 1))
+        return expected
     markers, todo = _pending_writes(arr, target, progress, resume, below, label)
-    return _run_writes([markers], [todo], runner, description, extra)
+    return _run_writes([markers], [todo], runner, description)
 
 
 def _pending_writes(
@@ -177,11 +211,19 @@ def _pending_writes(
     arr, markers = _write_markers(arr, target, progress, below, label)
     done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
     todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
-    grids = [_grid(level) for level, _ in below]
-    chunks = len(todo) + sum(all(map(int.__lt__, i, g)) for g in grids for i in todo)
+    chunks = _chunks_written(todo, below)
     if todo and len(todo) < arr.npartitions:  # only the unwritten chunks: the graph is culled
         return da.concatenate([markers.blocks[idx].ravel() for idx in todo]), chunks
     return markers, chunks
+
+
+def _chunks_written(
+    todo: list[tuple[int, ...]], below: tuple[tuple[zarr.Array, zarr.Array | None], ...]
+) -> int:
+    """How many chunks the level-0 tasks ``todo`` write, their near levels' included (the last
+    row or column of chunks may have no pixels that far down)."""
+    grids = [_grid(level) for level, _ in below]
+    return len(todo) + sum(all(map(int.__lt__, i, g)) for g in grids for i in todo)
 
 
 def _grid(target: zarr.Array) -> tuple[int, ...]:
@@ -189,33 +231,24 @@ def _grid(target: zarr.Array) -> tuple[int, ...]:
     return tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
 
 
-def _run_writes(
-    markers: list[da.Array],
-    todo: list[int],
-    runner: Runner,
-    description: str,
-    extra: dict[str, Any] | None = None,
-) -> int:
+def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
     """Compute the write markers of one or more arrays in one computation; returns the chunks
-    written, after checking that every pending chunk was. ``extra``: other 1-D Dask arrays
-    computed in the same computation (they may share the written chunks' tasks, which then
-    run once); each is replaced in the dict by its NumPy result."""
+    written, after checking that every pending chunk was."""
     expected = sum(todo)
-    pending = [m.ravel() for m, n in zip(markers, todo, strict=True) if n]
-    others = list((extra or {}).values())
-    if not pending and not others:
+    if not expected:
         return 0
-    parts = [p.astype(np.int64) for p in pending] + others if others else pending
-    result = np.asarray(
-        runner.compute(parts[0] if len(parts) == 1 else da.concatenate(parts), description)
+    pending = [m for m, n in zip(markers, todo, strict=True) if n]
+    written = runner.compute(
+        pending[0] if len(pending) == 1 else da.concatenate([m.ravel() for m in pending]),
+        description,
     )
-    done = sum(p.shape[0] for p in pending)
-    written, start = int(result[:done].sum()), done
-    for key, value in (extra or {}).items():
-        extra[key], start = result[start : start + value.shape[0]], start + value.shape[0]  # type: ignore[index]
-    if written != expected:
-        raise StoreError(f"{description}: only {written} of {expected} chunks written")
+    _check_written(np.asarray(written).sum(), expected, description)
     return expected
+
+
+def _check_written(written: Any, expected: int, description: str) -> None:
+    if int(written) != expected:
+        raise StoreError(f"{description}: only {int(written)} of {expected} chunks written")
 
 
 def store_arrays(
@@ -354,11 +387,10 @@ def write_multiscale(
     label: bool,
     progress: zarr.Group | None = None,
     resume: bool = False,
-    extra: dict[str, Any] | None = None,
+    counts: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata
-    and the number of chunks written now. ``extra``: 1-D Dask arrays computed with level 0,
-    sharing its tasks (e.g. counts of its values), each replaced in the dict by its result.
+    and the number of chunks written now. ``counts``: see :func:`store_array` (level 0).
 
     ``name`` (e.g. ``labels/particles``) names the progress bars; its last part names the
     multiscale. With ``progress`` (a group), each level's written chunks are flagged there
@@ -449,7 +481,7 @@ def write_multiscale(
         resume=keep0,
         below=below,
         label=label,
-        extra=extra,
+        counts=counts,
     )
     far = [(t, flags[k], same) for k, (t, same) in enumerate(made) if k > near]
     if far:

@@ -219,11 +219,11 @@ class RunStore(TableMixin):
         runner: Runner | None = None,
         label: bool = False,
         resume: bool = False,
-        extra: dict[str, Any] | None = None,
+        counts: dict[str, Any] | None = None,
     ) -> int:
         """Write ``image`` as an OME-Zarr multiscale image ``name``; returns the chunks written.
-        ``extra``: 1-D Dask arrays computed with level 0, each replaced by its result
-        (:func:`mosaicflow.io.ome.write_multiscale`).
+        ``counts``: a dict that receives level 0's pixels per value, counted as they are
+        written, for an 8-bit image written whole (:func:`mosaicflow.io.ome.store_array`).
 
         ``"mosaic"`` goes to the store's root (the store is that OME-Zarr image), labels to
         ``labels/<name>`` under it as NGFF image labels, the other layers to groups of their own
@@ -252,7 +252,7 @@ class RunStore(TableMixin):
             label=label,
             progress=progress,
             resume=resume,
-            extra=extra,
+            counts=counts,
         )
         if label:
             ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../"}}

@@ -154,16 +154,10 @@ class StageMixin:
         den.attrs.update(mosaic.attrs)
         if cfg.store_dtype == "input":
             den = restoration.to_storage_dtype(den, mosaic.dtype)
-        # The threshold's histogram counted as the chunks are written, when every chunk is
-        # written now (a resumed stage's earlier chunks were not counted).
-        extra = None
-        if self.config.segment.method != "model" and not self._resuming:
-            from mosaicflow.segmentation.threshold import value_counts
-
-            counts = value_counts(den)
-            extra = None if counts is None else {"values": counts}
-        written = self._write_image(store, "denoised", den, extra=extra)
-        self._denoised_values = None if extra is None else extra["values"]
+        # The threshold's histogram counted as the chunks are written (8-bit, written whole).
+        counts: dict[str, Any] | None = {} if self.config.segment.method != "model" else None
+        written = self._write_image(store, "denoised", den, counts=counts)
+        self._denoised_values = (counts or {}).get("per_value")
         return {
             "pixels": int(mosaic.size),
             "dtype": str(den.dtype),

@@ -8,15 +8,9 @@ import dask.array as da
 import numpy as np
 import skimage.filters
 
-from mosaicflow._shared.arrays import as_dask
+from mosaicflow._shared.arrays import as_dask, value_counts
 from mosaicflow.errors import ConfigError
 from mosaicflow.runner import Runner
-
-
-def _value_counts(block: np.ndarray, offset: int, span: int) -> np.ndarray:
-    """How many pixels of an integer block hold each value ``offset .. offset + span - 1``."""
-    flat = np.asarray(block).ravel()
-    return np.bincount(flat if offset == 0 else flat.astype(np.int64) - offset, minlength=span)
 
 
 def _summed(parts: list[Any]) -> Any:
@@ -34,37 +28,12 @@ def _value_range(dtype: Any) -> tuple[int, int]:
     return int(info.min), int(info.max) - int(info.min) + 1
 
 
-def value_counts(image: Any) -> da.Array | None:
-    """Lazy pixel counts per value of an 8- or 16-bit integer image, summed over its chunks in
-    a tree: a 1-D Dask array of one chunk, entry ``v - dtype.min`` counting value ``v``; None
-    for other types. Computed together with another use of the same chunks (e.g. writing
-    them), the chunks are made once (:func:`histogram_of_values` makes the histogram)."""
-    data = as_dask(image)
-    if not (data.dtype.kind in "ui" and data.dtype.itemsize <= 2):
-        return None
-    offset, span = _value_range(data.dtype)
-    # Blockwise on the image's own chunks, so that a computation writing them shares them.
-    per_chunk = data.map_blocks(
-        _chunk_counts,
-        offset,
-        span,
-        new_axis=2,
-        chunks=(*((1,) * n for n in data.numblocks), (span,)),
-        dtype=np.int64,
-        meta=np.empty((0, 0, 0), dtype=np.int64),
-    )
-    return per_chunk.sum(axis=(0, 1), split_every=16)
-
-
-def _chunk_counts(block: np.ndarray, offset: int, span: int) -> np.ndarray:
-    return _value_counts(block, offset, span)[None, None, :]
-
-
 def histogram_of_values(
     per_value: np.ndarray, dtype: Any, *, nbins: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(counts, bin_centers)`` as :func:`histogram` gives them, from :func:`value_counts` of
-    an image of type ``dtype``: the range and the bins follow from the counts exactly."""
+    """``(counts, bin_centers)`` as :func:`histogram` gives them, from the pixel counts per
+    value (entry ``v - dtype.min`` counting value ``v``) of an image of type ``dtype``: the
+    range and the bins follow from the counts exactly."""
     offset, _ = _value_range(dtype)
     per_value = np.asarray(per_value)
     present = np.flatnonzero(per_value)
@@ -90,9 +59,13 @@ def histogram(
     """
     runner = runner or Runner()
     data = as_dask(image)
-    per_value = value_counts(data)
-    if per_value is not None:
-        return histogram_of_values(runner.compute(per_value, "histogram"), data.dtype, nbins=nbins)
+    if data.dtype.kind in "ui" and data.dtype.itemsize <= 2:
+        import dask
+
+        offset, span = _value_range(data.dtype)
+        blocks = [dask.delayed(value_counts)(b, offset, span) for b in data.to_delayed().ravel()]
+        per_value = np.asarray(runner.compute(_summed(blocks), "histogram"))
+        return histogram_of_values(per_value, data.dtype, nbins=nbins)
     lo, hi = runner.compute(da.stack([data.min(), data.max()]), "range")
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
