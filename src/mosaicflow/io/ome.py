@@ -465,13 +465,17 @@ def write_multiscale(
     # A level-0 chunk flagged written had its near levels written too, unless those were
     # made anew just now: then level 0 is written again whole.
     keep0 = all(same for _, same in made[: near + 1])
-    flags = []
+    # The near levels have no flags of their own: a level-0 chunk's flag is set only once its
+    # near levels are written, and vouches for them.
+    flags: list[zarr.Array | None] = []
     for k, (target, same) in enumerate(made):
-        keep = keep0 if k <= near else same
-        flags.append(
-            None if progress is None else progress_array(progress, str(k), target, keep=keep)
-        )
-    below = tuple((made[k][0], flags[k]) for k in range(1, near + 1))
+        if progress is None or 0 < k <= near:
+            if progress is not None and str(k) in progress:
+                del progress[str(k)]  # an earlier layout's
+            flags.append(None)
+        else:
+            flags.append(progress_array(progress, str(k), target, keep=keep0 if k == 0 else same))
+    below = tuple((made[k][0], None) for k in range(1, near + 1))
     written = store_array(
         data,
         made[0][0],
