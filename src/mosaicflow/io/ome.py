@@ -130,22 +130,11 @@ def _write_markers(
     if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
         arr = arr.rechunk(unit)
     check_alignment(arr.chunks, target)
-    if count:
-        offset = int(np.iinfo(arr.dtype).min)
-        markers = da.map_blocks(
-            _write_block,
-            arr,
-            target=target,
-            progress=progress,
-            below=below,
-            label=label,
-            count=offset,
-            new_axis=2,
-            chunks=(*((1,) * len(c) for c in arr.chunks), (257,)),
-            dtype=np.int64,
-            meta=np.empty((0, 0, 0), dtype=np.int64),
-        )
-        return arr, markers
+    grid = tuple((1,) * len(c) for c in arr.chunks)
+    shape: dict[str, Any] = {"chunks": grid, "dtype": np.uint8}
+    if count:  # one more axis: the chunks written, then the 256 values' pixel counts
+        shape = {"count": int(np.iinfo(arr.dtype).min), "new_axis": 2, "chunks": (*grid, (257,))}
+        shape["dtype"] = np.int64
     markers = da.map_blocks(
         _write_block,
         arr,
@@ -153,9 +142,8 @@ def _write_markers(
         progress=progress,
         below=below,
         label=label,
-        chunks=tuple((1,) * len(c) for c in arr.chunks),
-        dtype=np.uint8,
-        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
+        meta=np.empty((0,) * (arr.ndim + int(count)), dtype=shape["dtype"]),
+        **shape,
     )
     return arr, markers
 
