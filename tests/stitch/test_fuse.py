@@ -184,3 +184,31 @@ def test_overlap_cells_are_exactly_the_pixels_several_tiles_cover():
             assert all(members[y][x] == cell for y in range(a, b) for x in range(c, d))
         several = np.array([[len(m) > 1 for m in row] for row in members])
         np.testing.assert_array_equal(seen, several.astype(int))
+
+
+def test_nearest_tile_equals_every_tile_compared_at_every_pixel():
+    """The owner of each pixel, worked out only where tiles overlap, equals the rule applied
+    to every tile at every pixel of the region: nearest centre in half-tile units, the first
+    tile on ties (equal origins give exact ties), 0 where no tile covers the pixel."""
+    from mosaicflow.stitch.fuse import nearest_tile
+
+    rng = np.random.default_rng(5)
+    h, w = 13, 17
+    for _ in range(40):
+        origins = rng.integers(-10, 40, size=(int(rng.integers(1, 8)), 2))
+        if len(origins) > 2:
+            origins[-1] = origins[0]  # a tie everywhere the two cover
+        y0, x0 = (int(v) for v in rng.integers(-5, 30, 2))
+        region = (y0, y0 + int(rng.integers(1, 40)), x0, x0 + int(rng.integers(1, 40)))
+        yy, xx = np.mgrid[region[0] : region[1], region[2] : region[3]].astype(float)
+        best = np.full(yy.shape, np.inf)
+        expected = np.zeros(yy.shape, dtype=np.int32)
+        for k, (ty, tx) in enumerate(origins):
+            inside = (yy >= ty) & (yy < ty + h) & (xx >= tx) & (xx < tx + w)
+            dist = np.maximum(
+                np.abs(yy - ty - (h - 1) / 2) / (h / 2), np.abs(xx - tx - (w - 1) / 2) / (w / 2)
+            )
+            take = inside & (dist < best)
+            expected[take] = k + 1
+            best[take] = dist[take]
+        np.testing.assert_array_equal(nearest_tile(region, origins, (h, w)), expected)

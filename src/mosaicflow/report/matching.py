@@ -327,17 +327,19 @@ class _Listed:
 
     def __init__(self, found: Any, listed: np.ndarray | None) -> None:
         self.found = found
-        self.listed = listed
         self.shape = found.shape
+        self.lut: np.ndarray | None = None
+        if listed is not None:  # label -> itself if listed, else 0; one more 0 for the rest
+            lut = np.zeros(listed.size + 1, dtype=np.dtype(getattr(found, "dtype", np.uint32)))
+            lut[:-1][listed] = np.flatnonzero(listed)
+            self.lut = lut
 
     def __getitem__(self, key: Any) -> np.ndarray:
         block = np.asarray(self.found[key])
-        if self.listed is None:
+        if self.lut is None:
             return block
-        inside = block < self.listed.size
-        keep = np.zeros(block.shape, dtype=bool)
-        keep[inside] = self.listed[block[inside]]
-        return np.where(keep, block, 0).astype(block.dtype, copy=False)
+        # labels beyond the listed ones are clipped onto the last entry, 0
+        return np.take(self.lut, block, mode="clip")
 
 
 def truth_matching(

@@ -53,25 +53,36 @@ def nearest_tile(
     region: tuple[int, int, int, int], origins: np.ndarray, tile_shape: tuple[int, int]
 ) -> np.ndarray:
     """Which tile the nearest-centre rule takes each pixel of ``region`` from: index + 1 into
-    ``origins``, 0 where no tile covers it (the first tile wins ties), worked out only inside
-    each tile's part of the region. The ``"nearest"`` blend (:func:`_combine`) and the report's
-    truth frame (:class:`mosaicflow.report.frames.TileFrame`) both use it."""
+    ``origins``, 0 where no tile covers it (the first tile wins ties). A pixel one tile covers
+    is that tile's; the distances are compared only where tiles overlap (rectangles,
+    :func:`_overlap_cells`), tile by tile in table order. The ``"nearest"`` blend
+    (:func:`_combine`) and the report's truth frame
+    (:class:`mosaicflow.report.frames.TileFrame`) both use it."""
     y0, y1, x0, x1 = region
     h, w = tile_shape
     out = np.zeros((y1 - y0, x1 - x0), dtype=np.int32)
-    best = np.full(out.shape, np.inf)
+    boxes, index = [], []
     for k, (ty, tx) in enumerate(origins):
         sy0, sy1 = max(y0, int(ty)), min(y1, int(ty) + h)
         sx0, sx1 = max(x0, int(tx)), min(x1, int(tx) + w)
         if sy1 <= sy0 or sx1 <= sx0:
             continue
-        ly = np.arange(sy0 - ty, sy1 - ty, dtype=np.float64)[:, None]
-        lx = np.arange(sx0 - tx, sx1 - tx, dtype=np.float64)[None, :]
-        dist = _centre_distance(ly, lx, h, w)
-        dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-        take = dist < best[dst]
-        np.copyto(best[dst], dist, where=take)
-        out[dst][take] = k + 1
+        box = (sy0 - y0, sy1 - y0, sx0 - x0, sx1 - x0)
+        out[box[0] : box[1], box[2] : box[3]] = k + 1
+        boxes.append(box)
+        index.append(k)
+    for (a, b, c, d), members in _overlap_cells(boxes):
+        best = np.full((b - a, d - c), np.inf)
+        cell = out[a:b, c:d]
+        for m in members:  # table order: the first of equally near tiles keeps the pixel
+            k = index[m]
+            ty, tx = int(origins[k][0]), int(origins[k][1])
+            ly = np.arange(a + y0 - ty, b + y0 - ty, dtype=np.float64)[:, None]
+            lx = np.arange(c + x0 - tx, d + x0 - tx, dtype=np.float64)[None, :]
+            dist = _centre_distance(ly, lx, h, w)
+            take = dist < best
+            np.copyto(best, dist, where=take)
+            cell[take] = k + 1
     return out
 
 
