@@ -196,3 +196,39 @@ def test_stitching_section_only_with_registration(full_table, table_store, tmp_p
     assert summary["stitching"]["overlap_ncc_nominal"] == pytest.approx(0.2)
     assert summary["stitching"]["overlap_ncc_registered"] == pytest.approx(0.6)
     assert "0.200 -&gt; 0.600" in page or "0.200 -> 0.600" in page
+
+
+def test_tile_residual_figure_draws_every_tile_and_pair() -> None:
+    """One box per tile, coloured by its residual (grey without one); one segment between tile
+    centres per neighbour pair, kept ones solid and rejected ones dashed."""
+    from matplotlib.collections import LineCollection, PatchCollection
+
+    from mosaicflow.report.stitching import plot_tile_residuals
+
+    tiles = pd.DataFrame(
+        {
+            "y_px": [0.0, 0.0, 90.0, 90.0],
+            "x_px": [0.0, 140.0, 0.0, 140.0],
+            "residual_px": [0.1, np.nan, 0.3, 0.2],
+        }
+    )
+    pairs = pd.DataFrame(
+        {
+            "i": [0, 0, 1, 2, 0],
+            "j": [1, 2, 3, 3, 3],
+            "kind": ["neighbour"] * 4 + ["diagonal"],
+            "kept": [True, False, True, True, True],
+        }
+    )
+    fig = plot_tile_residuals(tiles, pairs, (100, 150))
+    ax = fig.axes[0]
+    (patches,) = [c for c in ax.collections if isinstance(c, PatchCollection)]
+    assert len(patches.get_paths()) == 4
+    faces = patches.get_facecolors()
+    assert tuple(faces[1][:3]) == (0.85, 0.85, 0.85) and tuple(faces[0][:3]) != (0.85, 0.85, 0.85)
+    solid, dashed = [c for c in ax.collections if isinstance(c, LineCollection)]
+    centre = {0: (75, 50), 1: (215, 50), 2: (75, 140), 3: (215, 140)}
+    expect = [[centre[i], centre[j]] for i, j in ((0, 1), (1, 3), (2, 3))]
+    np.testing.assert_allclose(np.array(solid.get_segments()), expect)
+    np.testing.assert_allclose(np.array(dashed.get_segments()), [[centre[0], centre[2]]])
+    assert solid.get_linestyle()[0][1] is None and dashed.get_linestyle()[0][1] is not None

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
+from matplotlib.collections import LineCollection, PatchCollection
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -84,24 +85,26 @@ def plot_tile_residuals(
     norm = Normalize(0.0, vmax)
     colours = colormaps["viridis"]
     y, x = tiles["y_px"].to_numpy(float), tiles["x_px"].to_numpy(float)
-    for k in range(len(tiles)):
-        value = np.nan if resid is None else resid[k]
-        face = (0.85, 0.85, 0.85, 1.0) if not np.isfinite(value) else colours(norm(value))
-        ax.add_patch(
-            Rectangle((x[k], y[k]), w, h, facecolor=face, edgecolor="k", lw=0.5, alpha=0.8)
-        )
+    faces = [
+        (0.85, 0.85, 0.85, 1.0) if not np.isfinite(v) else colours(norm(v))
+        for v in (np.full(len(tiles), np.nan) if resid is None else resid)
+    ]
+    boxes = [Rectangle((x[k], y[k]), w, h) for k in range(len(tiles))]
+    ax.add_collection(
+        PatchCollection(boxes, facecolors=faces, edgecolors="k", linewidths=0.5, alpha=0.8)
+    )
     if pairs is not None and len(pairs):
-        centre = np.c_[y + h / 2, x + w / 2]
-        for _, p in pairs[pairs["kind"] == "neighbour"].iterrows():
-            a, b = centre[int(p["i"])], centre[int(p["j"])]
-            kept = bool(p["kept"])
-            ax.plot(
-                [a[1], b[1]],
-                [a[0], b[0]],
-                color="#e6194b" if not kept else "k",
-                ls="-" if kept else "--",
-                lw=1.0 if kept else 0.8,
-            )
+        centre = np.c_[x + w / 2, y + h / 2]
+        neighbours = pairs[pairs["kind"] == "neighbour"]
+        ends = np.stack(
+            [centre[neighbours["i"].to_numpy(int)], centre[neighbours["j"].to_numpy(int)]], axis=1
+        )
+        kept = neighbours["kept"].astype(bool).to_numpy()
+        # one collection per style: kept pairs solid black, rejected ones dashed red
+        ax.add_collection(LineCollection(list(ends[kept]), colors="k", linewidths=1.0))
+        ax.add_collection(
+            LineCollection(list(ends[~kept]), colors="#e6194b", linestyles="--", linewidths=0.8)
+        )
     ax.set_xlim(x.min() - 0.05 * w, x.max() + 1.05 * w)
     ax.set_ylim(y.max() + 1.05 * h, y.min() - 0.05 * h)
     ax.set_aspect("equal")
