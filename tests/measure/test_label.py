@@ -18,14 +18,19 @@ from mosaicflow.measure import label
 CHUNKINGS = [(1000, 1000), (64, 64), (37, 53), (23, 150)]
 
 
-@pytest.mark.parametrize("scratch", [False, True])
+@pytest.mark.parametrize("keep", ["held", "scratch", "recompute"])
 @pytest.mark.parametrize("connectivity", [1, 2])
 @pytest.mark.parametrize("chunks", CHUNKINGS)
-def test_label_equals_scipy_exactly(field, chunks, connectivity, scratch, tmp_path):
+def test_label_equals_scipy_exactly(field, chunks, connectivity, keep, tmp_path):
     mask = field[1] > 0
     expected, n = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
-    target = str(tmp_path / "local.zarr") if scratch else None
-    out = label(da.from_array(mask, chunks=chunks), connectivity=connectivity, scratch=target)
+    target = str(tmp_path / "local.zarr") if keep == "scratch" else None
+    out = label(
+        da.from_array(mask, chunks=chunks),
+        connectivity=connectivity,
+        scratch=target,
+        recompute=keep == "recompute",
+    )
     out = out.compute(scheduler="sync")
     assert out.dtype == np.uint32
     assert int(out.max()) == n
@@ -80,11 +85,46 @@ def test_label_keeps_separated_particles_apart_at_chunk_faces():
         np.testing.assert_array_equal(out, expected)
 
 
+class _CountedReads:
+    """A mask that records the box of every read of some pixels (Dask's empty probe for the
+    dtype is left out)."""
+
+    def __init__(self, mask: np.ndarray) -> None:
+        self.mask, self.shape, self.dtype, self.ndim = mask, mask.shape, mask.dtype, mask.ndim
+        self.reads: list[tuple[int, ...]] = []
+
+    def __getitem__(self, key):
+        out = self.mask[key]
+        if out.size:
+            self.reads.append(tuple(v for k in key for v in (k.start, k.stop)))
+        return out
+
+
+def test_recompute_reads_each_chunk_again_only_after_every_first_read(field):
+    """``recompute=True`` keeps nothing between the steps: each chunk of the mask is read
+    twice, and no second read comes before the last first read (step 3's reads wait for
+    step 2, which needs every chunk's summary)."""
+    mask = field[1] > 0
+    source = _CountedReads(mask)
+    lazy = label(da.from_array(source, chunks=(64, 64), asarray=False), recompute=True)
+    np.testing.assert_array_equal(lazy.compute(scheduler="sync"), ndi.label(mask)[0])
+    n = lazy.npartitions
+    assert len(source.reads) == 2 * n
+    assert len(set(source.reads[:n])) == len(set(source.reads[n:])) == n
+    with pytest.raises(ConfigError, match="not both"):
+        label(da.from_array(mask, chunks=64), scratch="unused.zarr", recompute=True)
+
+
 @pytest.mark.cluster
-def test_label_ids_do_not_depend_on_workers(field, client, tmp_path):
+@pytest.mark.parametrize("keep", ["scratch", "recompute"])
+def test_label_ids_do_not_depend_on_workers(field, client, tmp_path, keep):
     mask = field[1] > 0
     expected, _ = ndi.label(mask)
-    lazy = label(da.from_array(mask, chunks=(37, 53)), scratch=str(tmp_path / "s.zarr"))
+    lazy = label(
+        da.from_array(mask, chunks=(37, 53)),
+        scratch=str(tmp_path / "s.zarr") if keep == "scratch" else None,
+        recompute=keep == "recompute",
+    )
     np.testing.assert_array_equal(client.compute(lazy).result(), expected)
 
 

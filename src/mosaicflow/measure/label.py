@@ -10,10 +10,11 @@
    numbered 1..N by their first pixel in raster order, so ids do not depend on the chunking.
    Each chunk's stored local labels are then mapped through the lookup table.
 
-The local labels of step 1 are stored between the steps: as task results held by the workers
-(the default; distributed spills them to disk under memory pressure), or written to a scratch
-Zarr array (``scratch=``), which keeps worker memory bounded by a chunk whatever the mosaic
-size. The mask is read once.
+The local labels of step 1 are kept between the steps: as task results held by the workers
+(the default; distributed spills them to disk under memory pressure), written to a scratch
+Zarr array (``scratch=``), or not at all (``recompute=True``: step 3 reads each chunk of the
+mask again and labels it again, which gives the same local labels). The last two keep worker
+memory bounded by a chunk whatever the mosaic size; the first two read the mask once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
+from dask.graph_manipulation import bind
 
 from mosaicflow import dispatch
 from mosaicflow._shared.arrays import as_dask, check_2d, like_input
@@ -86,6 +88,11 @@ def _summary_to_scratch(
 ) -> dict[str, Any]:
     """Step 1 for one chunk whose local labels go to ``scratch``: only the summary returns."""
     return _chunk_summary(block, connectivity, y0, x0, width, scratch)[1]
+
+
+def _summary_only(block: Any, connectivity: int, y0: int, x0: int, width: int) -> dict[str, Any]:
+    """Step 1 for one chunk whose local labels step 3 makes again: only the summary returns."""
+    return _chunk_summary(block, connectivity, y0, x0, width)[1]
 
 
 def _resolve(
@@ -151,13 +158,22 @@ def _relabel_chunk(
     box: tuple[int, int, int, int],
     scratch: Any,
     like: Any,
+    block: Any = None,
+    connectivity: int = 1,
 ) -> Any:
-    """Step 3 for one chunk: its stored local labels mapped to the final particle ids."""
+    """Step 3 for one chunk: its local labels (held, read from ``scratch``, or made again from
+    the mask ``block``) mapped to the final particle ids."""
     offsets, lut = resolved
-    if local is None:
+    if local is None and block is not None:
+        local, _ = _label_chunk(block, connectivity)
+    elif local is None:
         y0, x0, y1, x1 = box
         local = np.asarray(scratch[y0:y1, x0:x1])
-    out = lut[local.astype(np.int64) + np.where(local > 0, offsets[i, j], 0)]
+    # this chunk's part of the table: local label k is lut[offset + k], background stays 0
+    start = int(offsets[i, j])
+    part = lut[start : start + int(local.max(initial=0)) + 1].copy()
+    part[0] = 0
+    out = np.take(part, local)
     xp = dispatch.array_module(like)
     return out if xp is np else xp.asarray(out)
 
@@ -185,7 +201,7 @@ def _scratch_array(scratch: Any, data: da.Array) -> Any:
     )
 
 
-def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
+def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: bool = False) -> Any:
     """Label connected particles of a chunked boolean mask; ids independent of the chunking.
 
     The chunked counterpart of ``scipy.ndimage.label`` and ``skimage.measure.label`` on the
@@ -206,6 +222,11 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
         Where step 1 stores each chunk's local labels until step 3 reads them back: a path or
         URL for a new Zarr array (replaced if present), or a uint32 Zarr array with the mask's
         shape and chunks. Default: held as task results by the workers.
+    recompute : bool
+        Keep no local labels between the steps: step 3 reads each chunk of the mask again
+        (its graph cloned, started only once step 2 is done) and labels it again, which gives
+        the same local labels. For a mask that is cheap to read again (a threshold of a stored
+        image), this costs less than writing and reading ``scratch``. Not with ``scratch``.
 
     Returns
     -------
@@ -218,8 +239,8 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     Raises
     ------
     ConfigError
-        ``connectivity`` other than 1 or 2, or ``scratch`` with irregular chunks or the wrong
-        shape.
+        ``connectivity`` other than 1 or 2, ``scratch`` with irregular chunks or the wrong
+        shape, or ``scratch`` together with ``recompute``.
     TypeError
         ``mask`` is not boolean.
 
@@ -228,8 +249,8 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     Steps 1 and 3 are one task per chunk and the mask is read once; step 2 is one task on the
     chunk summaries (edge lines and per-label first pixels), whose size grows with the total
     length of chunk faces and the particle count, not with the mosaic's area. With ``scratch``
-    a worker holds one chunk at a time; without, the workers hold every chunk's local labels
-    (4 bytes per pixel) until step 3 has run.
+    or ``recompute`` a worker holds one chunk at a time; with neither, the workers hold every
+    chunk's local labels (4 bytes per pixel) until step 3 has run.
 
     Examples
     --------
@@ -264,6 +285,8 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
     width = data.shape[1]
     ystarts = np.cumsum((0, *data.chunks[0]))
     xstarts = np.cumsum((0, *data.chunks[1]))
+    if recompute and scratch is not None:
+        raise ConfigError("label: give scratch= or recompute=True, not both")
     target = None if scratch is None else _scratch_array(scratch, data)
     blocks = data.to_delayed()
     origins = [
@@ -271,7 +294,17 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
         for i in range(blocks.shape[0])
     ]
     local: list[list[Any]] | None = None
-    if target is None:  # local labels stay task results until step 3
+    if recompute:  # only the summaries; step 3 labels each chunk again
+        summaries = [
+            [
+                dask.delayed(_summary_only, pure=True)(
+                    blocks[i, j], connectivity, *origins[i][j], width
+                )
+                for j in range(blocks.shape[1])
+            ]
+            for i in range(blocks.shape[0])
+        ]
+    elif target is None:  # local labels stay task results until step 3
         steps = [
             [
                 dask.delayed(_chunk_summary, pure=True, nout=2)(
@@ -294,6 +327,9 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
             for i in range(blocks.shape[0])
         ]
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
+    # the mask again, for step 3: a copy of its graph whose reads wait for step 2, so that no
+    # chunk is read early and held
+    again = bind(data, resolved).to_delayed() if recompute else None
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
     rows = []
     for i in range(blocks.shape[0]):
@@ -301,7 +337,15 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None) -> Any:
         for j in range(blocks.shape[1]):
             box = (int(ystarts[i]), int(xstarts[j]), int(ystarts[i + 1]), int(xstarts[j + 1]))
             part = dask.delayed(_relabel_chunk, pure=True)(
-                None if local is None else local[i][j], resolved, i, j, box, target, meta
+                None if local is None else local[i][j],
+                resolved,
+                i,
+                j,
+                box,
+                target,
+                meta,
+                None if again is None else again[i, j],
+                connectivity,
             )
             shape = (data.chunks[0][i], data.chunks[1][j])
             row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))

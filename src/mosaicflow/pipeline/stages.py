@@ -235,18 +235,12 @@ class StageMixin:
             written = write_instance_labels(self, store, prob)
             return {"pixels": int(prob.size), "chunks_written": written}
         cut = int(prob.attrs.get("label_threshold_u8", 128))
-        # Step 1's local labels wait in the store, not in worker memory, until step 3.
-        store.remove_scratch()
-        scratch = store.scratch_array(
-            "labels_local",
-            shape=prob.shape,
-            chunks=tuple(c[0] for c in prob.data.chunks),
-            dtype="uint32",
-        )
-        labels = label(prob >= cut, connectivity=self.config.label.connectivity, scratch=scratch)
+        store.remove_scratch()  # what an interrupted earlier version of this stage left
+        # Step 1's local labels are not kept: step 3 reads and thresholds each probability
+        # chunk again and labels it again (cheaper than writing and reading them back).
+        labels = label(prob >= cut, connectivity=self.config.label.connectivity, recompute=True)
         labels.attrs.update(prob.attrs)
         written = self._write_image(store, "labels/particles", labels, label=True)
-        store.remove_scratch()
         return {"pixels": int(prob.size), "chunks_written": written}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
