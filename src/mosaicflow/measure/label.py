@@ -26,7 +26,7 @@ import dask.array as da
 import numpy as np
 import scipy.sparse
 import scipy.sparse.csgraph
-from dask.graph_manipulation import bind
+from dask.graph_manipulation import clone
 
 from mosaicflow import dispatch
 from mosaicflow._shared.arrays import as_dask, check_2d, like_input
@@ -88,11 +88,6 @@ def _summary_to_scratch(
 ) -> dict[str, Any]:
     """Step 1 for one chunk whose local labels go to ``scratch``: only the summary returns."""
     return _chunk_summary(block, connectivity, y0, x0, width, scratch)[1]
-
-
-def _summary_only(block: Any, connectivity: int, y0: int, x0: int, width: int) -> dict[str, Any]:
-    """Step 1 for one chunk whose local labels step 3 makes again: only the summary returns."""
-    return _chunk_summary(block, connectivity, y0, x0, width)[1]
 
 
 def _resolve(
@@ -158,24 +153,63 @@ def _relabel_chunk(
     box: tuple[int, int, int, int],
     scratch: Any,
     like: Any,
-    block: Any = None,
-    connectivity: int = 1,
 ) -> Any:
-    """Step 3 for one chunk: its local labels (held, read from ``scratch``, or made again from
-    the mask ``block``) mapped to the final particle ids."""
-    offsets, lut = resolved
-    if local is None and block is not None:
-        local, _ = _label_chunk(block, connectivity)
-    elif local is None:
+    """Step 3 for one chunk: its stored local labels mapped to the final particle ids."""
+    if local is None:
         y0, x0, y1, x1 = box
         local = np.asarray(scratch[y0:y1, x0:x1])
-    # this chunk's part of the table: local label k is lut[offset + k], background stays 0
+    out = _global_ids(local, resolved, i, j)
+    xp = dispatch.array_module(like)
+    return out if xp is np else xp.asarray(out)
+
+
+def _global_ids(
+    local: np.ndarray, resolved: tuple[np.ndarray, np.ndarray], i: int, j: int
+) -> np.ndarray:
+    """Chunk ``(i, j)``'s local labels as final particle ids: local label k is
+    ``lut[offset + k]``, background stays 0."""
+    offsets, lut = resolved
     start = int(offsets[i, j])
     part = lut[start : start + int(local.max(initial=0)) + 1].copy()
     part[0] = 0
-    out = np.take(part, local)
-    xp = dispatch.array_module(like)
+    return np.take(part, local)
+
+
+def _summary_block(block: Any, connectivity: int, width: int, block_info: Any = None) -> np.ndarray:
+    """Step 1 for one chunk whose local labels step 3 makes again: its summary alone, as a
+    one-element object array (a block of the array of summaries)."""
+    (y0, _), (x0, _) = block_info[0]["array-location"]
+    out = np.empty((1, 1), dtype=object)
+    out[0, 0] = _chunk_summary(block, connectivity, y0, x0, width)[1]
+    return out
+
+
+def _relabel_block(
+    block: Any, resolved: tuple[np.ndarray, np.ndarray], connectivity: int, block_info: Any = None
+) -> Any:
+    """Step 3 for one chunk of the mask read again: labelled again (the same local labels as
+    in step 1) and mapped to the final particle ids."""
+    i, j = block_info[0]["chunk-location"]
+    local, _ = _label_chunk(block, connectivity)
+    out = _global_ids(local, resolved, i, j)
+    xp = dispatch.array_module(block)
     return out if xp is np else xp.asarray(out)
+
+
+def _label_recomputed(data: da.Array, connectivity: int) -> da.Array:
+    """:func:`label` with ``recompute=True``. Both steps are blockwise over the mask, so each
+    chunk's read and threshold run inside the step's own task. Step 3 runs over a copy of the
+    mask's graph (new keys: step 1's reads are not kept for it), and every one of its tasks
+    needs step 2's result, so no chunk is read for step 3 before step 2 is done."""
+    width = data.shape[1]
+    summaries = da.map_blocks(
+        _summary_block, data, connectivity, width, dtype=object, chunks=(1, 1)
+    )
+    resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
+    meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
+    return da.map_blocks(
+        _relabel_block, clone(data), resolved, connectivity, dtype=np.uint32, meta=meta
+    )
 
 
 def _scratch_array(scratch: Any, data: da.Array) -> Any:
@@ -287,6 +321,10 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
     xstarts = np.cumsum((0, *data.chunks[1]))
     if recompute and scratch is not None:
         raise ConfigError("label: give scratch= or recompute=True, not both")
+    if recompute:
+        return like_input(
+            mask, _label_recomputed(data, connectivity), name="labels", connectivity=connectivity
+        )
     target = None if scratch is None else _scratch_array(scratch, data)
     blocks = data.to_delayed()
     origins = [
@@ -294,17 +332,7 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
         for i in range(blocks.shape[0])
     ]
     local: list[list[Any]] | None = None
-    if recompute:  # only the summaries; step 3 labels each chunk again
-        summaries = [
-            [
-                dask.delayed(_summary_only, pure=True)(
-                    blocks[i, j], connectivity, *origins[i][j], width
-                )
-                for j in range(blocks.shape[1])
-            ]
-            for i in range(blocks.shape[0])
-        ]
-    elif target is None:  # local labels stay task results until step 3
+    if target is None:  # local labels stay task results until step 3
         steps = [
             [
                 dask.delayed(_chunk_summary, pure=True, nout=2)(
@@ -327,9 +355,6 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
             for i in range(blocks.shape[0])
         ]
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
-    # the mask again, for step 3: a copy of its graph whose reads wait for step 2, so that no
-    # chunk is read early and held
-    again = bind(data, resolved).to_delayed() if recompute else None
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
     rows = []
     for i in range(blocks.shape[0]):
@@ -337,15 +362,7 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
         for j in range(blocks.shape[1]):
             box = (int(ystarts[i]), int(xstarts[j]), int(ystarts[i + 1]), int(xstarts[j + 1]))
             part = dask.delayed(_relabel_chunk, pure=True)(
-                None if local is None else local[i][j],
-                resolved,
-                i,
-                j,
-                box,
-                target,
-                meta,
-                None if again is None else again[i, j],
-                connectivity,
+                None if local is None else local[i][j], resolved, i, j, box, target, meta
             )
             shape = (data.chunks[0][i], data.chunks[1][j])
             row.append(da.from_delayed(part, shape=shape, dtype=np.uint32, meta=meta))
