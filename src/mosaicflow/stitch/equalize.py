@@ -37,6 +37,9 @@ MIN_OVERLAP_PX = 64
 """Overlaps smaller than this many pixels (diagonal corners) are not used."""
 
 STAT_COLUMNS = ("i", "j", "n", "mean_i", "mean_j", "std_i", "std_j")
+#: Overlaps measured by one Dask task: one takes about a millisecond, less than the
+#: scheduler's own cost per task.
+PAIRS_PER_TASK = 32
 
 
 def integer_origins(positions: pd.DataFrame) -> np.ndarray:
@@ -92,6 +95,15 @@ def _pair_stats(
     return int(a.size), float(a.mean()), float(b.mean()), float(a.std()), float(b.std())
 
 
+def _some_pair_stats(
+    items: list[tuple[tuple[str, str], tuple[tuple[slice, slice], tuple[slice, slice]]]],
+    read: dict[str, Any],
+    flat: np.ndarray | None,
+) -> list[tuple[int, float, float, float, float]]:
+    """:func:`_pair_stats` for each ``(paths, regions)`` of one task's pairs."""
+    return [_pair_stats(paths, regions, read, flat) for paths, regions in items]
+
+
 def overlap_stats(
     tileset: TileSet,
     positions: pd.DataFrame | None = None,
@@ -99,8 +111,8 @@ def overlap_stats(
     flatfield: np.ndarray | None = None,
     compute: bool = True,
 ) -> pd.DataFrame | Any:
-    """Mean and standard deviation of both tiles over each overlap, one Dask task per pair
-    reading only the two overlapping rectangles.
+    """Mean and standard deviation of both tiles over each overlap, reading only the two
+    overlapping rectangles; one Dask task per :data:`PAIRS_PER_TASK` pairs.
 
     Returns a table with :data:`STAT_COLUMNS` (``i``, ``j``: row positions in
     ``tileset.tiles``; ``n``: overlap pixels); with ``compute=False`` the Dask delayed table.
@@ -115,12 +127,14 @@ def overlap_stats(
     paths = [str(p) for p in tileset.tiles["path"]]
     pairs = overlapping_pairs(origins, tileset.tile_shape)
     flat = None if flatfield is None else dask.delayed(np.asarray(flatfield, np.float32))
+    items = [((paths[i], paths[j]), (ri, rj)) for i, j, ri, rj in pairs]
     stats = [
-        dask.delayed(_pair_stats, pure=True)((paths[i], paths[j]), (ri, rj), read, flat)
-        for i, j, ri, rj in pairs
+        dask.delayed(_some_pair_stats, pure=True)(items[k : k + PAIRS_PER_TASK], read, flat)
+        for k in range(0, len(items), PAIRS_PER_TASK)
     ]
 
-    def build(values: list[tuple[int, float, float, float, float]]) -> pd.DataFrame:
+    def build(batches: list[list[tuple[int, float, float, float, float]]]) -> pd.DataFrame:
+        values = [v for batch in batches for v in batch]
         rows = [(i, j, *v) for (i, j, _, _), v in zip(pairs, values, strict=True)]
         return pd.DataFrame(rows, columns=list(STAT_COLUMNS))
 

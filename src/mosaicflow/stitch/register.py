@@ -27,6 +27,11 @@ from mosaicflow.io import TileSet
 from mosaicflow.io.regions import read_tile_region
 
 DEVICES = ("cpu", "gpu", "auto")
+#: Tile pairs registered by one Dask task. A pair takes about 20 ms on one core; the
+#: scheduler's own cost per task is a few milliseconds of the driver's CPU, which on a small
+#: machine the workers wait for. Eight pairs a task keep that cost small and still give a
+#: grid of 120 tiles over 50 tasks to share out.
+PAIRS_PER_TASK = 8
 
 PAIR_COLUMNS = (
     "i",
@@ -292,6 +297,13 @@ def _register_one(
     return float(off[0]), float(off[1]), float(ncc[k]), int(count[k]), at_nominal
 
 
+def _register_some(
+    tileset: TileSet, items: list[tuple[str, str, np.ndarray]], **opts: Any
+) -> list[tuple[float, float, float, int, float]]:
+    """:func:`_register_one` for each ``(path_i, path_j, nominal)`` of one task's pairs."""
+    return [_register_one(tileset, a, b, nominal, **opts) for a, b, nominal in items]
+
+
 def register_pairs(
     tileset: TileSet,
     *,
@@ -332,7 +344,8 @@ def register_pairs(
         one). The GPU path is the same code on CuPy arrays, checked against the CPU path on an
         NVIDIA H200 (offsets within 0.02 px).
     compute : bool
-        ``True``: compute (one Dask task per pair, on the current scheduler) and return a
+        ``True``: compute (one Dask task per :data:`PAIRS_PER_TASK` pairs, on the current
+        scheduler) and return a
         pandas DataFrame; ``False``: return the Dask delayed DataFrame-building object.
 
     Returns
@@ -368,12 +381,14 @@ def register_pairs(
     # Tasks get the tile size, type and crop once (one graph key), not the whole tiles table.
     reader = dask.delayed(dataclasses.replace(tileset, tiles=tileset.tiles.iloc[:0]), pure=True)
     paths = [str(p) for p in tileset.tiles["path"]]
+    items = [(paths[i], paths[j], nom) for i, j, _, nom in jobs]
     tasks = [
-        dask.delayed(_register_one, pure=True)(reader, paths[i], paths[j], nom, **opts)
-        for i, j, _, nom in jobs
+        dask.delayed(_register_some, pure=True)(reader, items[k : k + PAIRS_PER_TASK], **opts)
+        for k in range(0, len(items), PAIRS_PER_TASK)
     ]
 
-    def build(results: list[tuple[float, float, float, int, float]]) -> pd.DataFrame:
+    def build(batches: list[list[tuple[float, float, float, int, float]]]) -> pd.DataFrame:
+        results = [r for batch in batches for r in batch]
         rows = [
             (i, j, kind, dy, dx, nom[0], nom[1], q, n, q0)
             for (i, j, kind, nom), (dy, dx, q, n, q0) in zip(jobs, results, strict=True)
