@@ -50,7 +50,7 @@ def _chunk_summary(
     """Step 1 for one chunk: its local labels (None once written to ``scratch``) and summary."""
     labels, n = _label_chunk(block, connectivity)
     flat = labels.ravel()
-    fg = np.flatnonzero(flat)
+    fg = np.flatnonzero(flat != 0)  # faster on a boolean mask than on the labels
     # each local label's first pixel (scipy numbers labels 1..n, every one present)
     first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, flat[fg].astype(np.int64) - 1, fg)

@@ -36,7 +36,7 @@ from mosaicflow import dispatch
 from mosaicflow._shared import halo as _halo
 from mosaicflow._shared.arrays import as_dask, check_2d, pixel_grid
 from mosaicflow.errors import ConfigError
-from mosaicflow.measure._kernel import measure
+from mosaicflow.measure._kernel import boxes, foreground, measure
 from mosaicflow.measure.columns import (
     PROPERTY_GROUPS,
     SHAPE_COLUMNS,
@@ -152,17 +152,11 @@ def _chunk_table(
     coverage = images.pop("coverage", None)
     near = None if coverage is None else _near_uncovered(coverage.astype(bool))
     columns = settings["columns"]
-    fg = np.flatnonzero(lab.ravel())
+    fg = foreground(lab)
     if fg.size == 0:
         return empty_table(columns, frame=settings["frame"]), [], np.empty(0, np.uint32)
     ids, first_idx, inverse = np.unique(lab.ravel()[fg], return_index=True, return_inverse=True)
-    local = np.zeros(lab.size, dtype=np.int32)
-    local[fg] = inverse + 1
-    slices = ndi.find_objects(local.reshape(lab.shape))
-    bbox = np.array(
-        [(s[0].start + ey0, s[1].start + ex0, s[0].stop + ey0, s[1].stop + ex0) for s in slices],
-        dtype=np.int64,
-    )
+    bbox = boxes(fg, inverse, len(ids), lab.shape[1]) + np.array([ey0, ex0, ey0, ex0])
     fy, fx = np.divmod(fg[first_idx], lab.shape[1])
     fy = fy + ey0
     fx = fx + ex0
@@ -175,8 +169,12 @@ def _chunk_table(
     oi, oj = grid.owner(fy, fx)
     owner_sees = _fits(bbox, grid.ext_of(oi, oj), grid.shape)
     core_lab = lab[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
-    core_local = local.reshape(lab.shape)[cy0 - ey0 : cy1 - ey0, cx0 - ex0 : cx1 - ex0]
-    in_core = np.bincount(core_local.ravel(), minlength=len(ids) + 1)[1:] > 0
+    # a particle is in the core when one of its pixels is
+    py, px = np.divmod(fg, lab.shape[1])
+    py += ey0
+    px += ex0
+    in_core = np.zeros(len(ids), dtype=bool)
+    in_core[inverse[(py >= cy0) & (py < cy1) & (px >= cx0) & (px < cx1)]] = True
     giant_piece = in_core & ((~whole) | (whole & ~in_core_first & ~owner_sees))
     table = _measure(lab, ids[owned], (ey0, ex0), images, near, grid, settings)
     pieces = []
