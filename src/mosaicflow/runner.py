@@ -11,6 +11,7 @@ Workers that come back within the wait let the stage finish.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -24,10 +25,10 @@ from mosaicflow.errors import ClusterError
 NO_WORKER_S = 120.0
 STALL_FACTOR = 20.0
 STALL_MIN_S = 600.0
-#: How often a computation's futures are looked at (s): a stage's many short computations (one
-#: per pyramid level) each end within this of their last task, not a quarter second later.
-POLL_INTERVAL_S = 0.01
-#: How often the cluster itself (workers, hung tasks) is checked while waiting (s).
+#: How often the cluster itself (workers, hung tasks) is checked while waiting (s). Between
+#: the checks the watch sleeps until one of its futures finishes (each future wakes it): a
+#: computation ends as soon as its last task does, and the driver, which also runs the
+#: scheduler of a local cluster, spends no CPU looking at futures that have not changed.
 CHECK_INTERVAL_S = 0.5
 
 
@@ -107,6 +108,9 @@ class Runner:
         started = last_done = checked = time.monotonic()
         slowest = 0.0
         no_workers_since: float | None = None
+        finished = threading.Event()  # set when a future finishes (Dask's callback thread)
+        for future in futures:
+            future.add_done_callback(lambda _: finished.set())
         try:
             while pending:
                 done = {f for f in pending if f.status != "pending"}
@@ -131,7 +135,8 @@ class Runner:
                     time.sleep(0.25)
                     continue
                 if now - checked < CHECK_INTERVAL_S:
-                    time.sleep(POLL_INTERVAL_S)
+                    finished.wait(CHECK_INTERVAL_S - (now - checked))
+                    finished.clear()  # the futures are looked at again before the next wait
                     continue
                 checked = now
                 workers = self._n_workers()
@@ -153,7 +158,8 @@ class Runner:
                             f"far, at least {self.stall_min_s:g} s): a task seems hung "
                             f"({len(pending)} of {total} left); the stage is stopped"
                         )
-                time.sleep(POLL_INTERVAL_S)
+                finished.wait(CHECK_INTERVAL_S)
+                finished.clear()
         except BaseException:
             for f in pending:
                 f.cancel()
