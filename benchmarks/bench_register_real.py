@@ -28,7 +28,7 @@ from rich.table import Table
 
 from mosaicflow.io import TileSet, read_tileset
 from mosaicflow.stitch import register_pairs, solve_positions
-from mosaicflow.stitch.register import overlap_ncc
+from mosaicflow.stitch.agreement import overlap_ncc
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 BSE_TILE = (442, 512)

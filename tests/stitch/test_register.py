@@ -13,7 +13,8 @@ from mosaicflow import synth
 from mosaicflow.errors import ConfigError
 from mosaicflow.io import read_tile, read_tileset
 from mosaicflow.stitch import register, register_pairs, solve_positions
-from mosaicflow.stitch.register import _ncc_at, candidate_pairs, masked_ncc, overlap_ncc
+from mosaicflow.stitch.agreement import _ncc_at, overlap_ncc
+from mosaicflow.stitch.register import candidate_pairs, masked_ncc
 
 SSEM = (
     Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real" / "ssem_3x3_vemstitch"
