@@ -203,7 +203,13 @@ def _label_recomputed(data: da.Array, connectivity: int) -> da.Array:
     needs step 2's result, so no chunk is read for step 3 before step 2 is done."""
     width = data.shape[1]
     summaries = da.map_blocks(
-        _summary_block, data, connectivity, width, dtype=object, chunks=(1, 1)
+        _summary_block,
+        data,
+        connectivity,
+        width,
+        dtype=object,
+        chunks=(1, 1),
+        meta=np.empty((0, 0), dtype=object),
     )
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
     meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
