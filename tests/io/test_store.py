@@ -55,3 +55,27 @@ def test_store_status_and_tables(tmp_path):
         store.read_table("nope")
     with pytest.raises(StoreError, match="does not exist"):
         RunStore(str(tmp_path / "missing.zarr"), mode="r")
+
+
+def test_a_resumed_write_stores_its_empty_chunks_too(tmp_path):
+    """Chunks equal to the fill value are stored like any other, also when a resumed write
+    reuses the levels already there (Zarr keeps that setting with the array object, not in the
+    store): afterwards no chunk file is missing, so the run is not reported as having lost
+    some, and the pixels are the image's."""
+    import dask
+
+    store = RunStore(str(tmp_path / "run.zarr"), mode="w")
+    pixels = np.zeros((600, 600), np.uint8)
+    pixels[:100, :100] = 7  # every chunk but the first is empty
+    image = xr.DataArray(pixels, dims=("y", "x"))
+    with dask.config.set(scheduler="synchronous"):
+        store.write_image("probability", image, chunk=128)
+        assert store.missing_image_chunks("probability") == {}
+        flags = store.root["progress/probability/0"]
+        for i, j in [(0, 0), (2, 2), (3, 3)]:  # an interrupted write: unflagged, no file
+            flags[i, j] = 0
+            (tmp_path / "run.zarr" / "probability" / "0" / "c" / str(i) / str(j)).unlink()
+        assert store.missing_image_chunks("probability") == {0: 3}
+        assert store.write_image("probability", image, chunk=128, resume=True) == 3
+    assert store.missing_image_chunks("probability") == {}
+    np.testing.assert_array_equal(store.open_level("probability", 0)[...], pixels)

@@ -417,8 +417,11 @@ def write_multiscale(
             chunks,
             data.dtype,
         )
+        # Every chunk stored, empty ones too: a missing chunk file is then a loss. Zarr keeps
+        # this setting with the array object only, so a level opened again is given it too.
+        every = {"write_empty_chunks": True}
         target = (
-            old
+            old.with_config(every)
             if same and old is not None
             else group.create_array(
                 str(level),
@@ -429,8 +432,7 @@ def write_multiscale(
                 dimension_names=("y", "x"),
                 overwrite=True,
                 compressors=image_codecs(),
-                # every chunk stored, empty ones too: a missing chunk file is then a loss
-                config={"write_empty_chunks": True},
+                config=every,
             )
         )
         made.append((target, bool(same)))
