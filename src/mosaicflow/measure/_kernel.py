@@ -109,7 +109,6 @@ def _perimeters_of(
     at = (ys + 1) * width + xs + 1
     padded = np.zeros((h + 2) * width, dtype=np.int32)
     padded[at] = value
-    value = padded[at]
     inner = np.ones(len(at), dtype=bool)
     for step in (-width, width, -1, 1):
         inner &= padded[at + step] == value

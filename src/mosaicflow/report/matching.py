@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mosaicflow._shared.batches import batches
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
 from mosaicflow.report.frames import TileFrame
@@ -277,7 +278,7 @@ def windows(shape: tuple[int, int], step: tuple[int, int]) -> Iterator[tuple[int
 
 
 #: Windows counted by one task of :func:`contingency_windows` on a cluster (a 1024 px window
-#: takes about 10 ms, a few times the scheduler's own cost per task).
+#: takes about 10 ms; see :mod:`mosaicflow._shared.batches`).
 WINDOWS_PER_TASK = 4
 
 
@@ -326,10 +327,8 @@ def contingency_windows(
 
         source = dask.delayed((found, true_window), pure=False)  # sent to the cluster once
         tasks = [
-            dask.delayed(_windows_contingency, pure=True)(
-                source[0], source[1], boxes[k : k + WINDOWS_PER_TASK]
-            )
-            for k in range(0, len(boxes), WINDOWS_PER_TASK)
+            dask.delayed(_windows_contingency, pure=True)(source[0], source[1], some)
+            for some in batches(boxes, WINDOWS_PER_TASK)
         ]
         merged = dask.delayed(Contingency.merge, pure=True)(tasks)
         return runner.compute(merged, "truth matching")

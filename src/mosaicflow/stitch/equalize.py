@@ -29,6 +29,7 @@ import pandas as pd
 from scipy import ndimage, sparse
 from scipy.sparse.linalg import lsqr
 
+from mosaicflow._shared.batches import batches
 from mosaicflow.io import TileSet, read_tile
 from mosaicflow.io.regions import read_tile_region
 from mosaicflow.runner import Runner
@@ -37,8 +38,8 @@ MIN_OVERLAP_PX = 64
 """Overlaps smaller than this many pixels (diagonal corners) are not used."""
 
 STAT_COLUMNS = ("i", "j", "n", "mean_i", "mean_j", "std_i", "std_j")
-#: Overlaps measured by one Dask task: one takes about a millisecond, less than the
-#: scheduler's own cost per task.
+#: Overlaps measured by one Dask task (one takes about a millisecond; see
+#: :mod:`mosaicflow._shared.batches`).
 PAIRS_PER_TASK = 32
 
 
@@ -129,8 +130,8 @@ def overlap_stats(
     flat = None if flatfield is None else dask.delayed(np.asarray(flatfield, np.float32))
     items = [((paths[i], paths[j]), (ri, rj)) for i, j, ri, rj in pairs]
     stats = [
-        dask.delayed(_some_pair_stats, pure=True)(items[k : k + PAIRS_PER_TASK], read, flat)
-        for k in range(0, len(items), PAIRS_PER_TASK)
+        dask.delayed(_some_pair_stats, pure=True)(some, read, flat)
+        for some in batches(items, PAIRS_PER_TASK)
     ]
 
     def build(batches: list[list[tuple[int, float, float, float, float]]]) -> pd.DataFrame:

@@ -22,15 +22,14 @@ import pandas as pd
 from scipy import fft as sfft
 
 from mosaicflow import dispatch
+from mosaicflow._shared.batches import batches
 from mosaicflow.errors import ConfigError
 from mosaicflow.io import TileSet
 from mosaicflow.io.regions import read_tile_region
 
 DEVICES = ("cpu", "gpu", "auto")
-#: Tile pairs registered by one Dask task. A pair takes about 20 ms on one core; the
-#: scheduler's own cost per task is a few milliseconds of the driver's CPU, which on a small
-#: machine the workers wait for. Eight pairs a task keep that cost small and still give a
-#: grid of 120 tiles over 50 tasks to share out.
+#: Tile pairs registered by one Dask task (a pair takes about 20 ms on one core; see
+#: :mod:`mosaicflow._shared.batches`): a grid of 120 tiles still gives over 50 tasks.
 PAIRS_PER_TASK = 8
 
 PAIR_COLUMNS = (
@@ -383,8 +382,8 @@ def register_pairs(
     paths = [str(p) for p in tileset.tiles["path"]]
     items = [(paths[i], paths[j], nom) for i, j, _, nom in jobs]
     tasks = [
-        dask.delayed(_register_some, pure=True)(reader, items[k : k + PAIRS_PER_TASK], **opts)
-        for k in range(0, len(items), PAIRS_PER_TASK)
+        dask.delayed(_register_some, pure=True)(reader, some, **opts)
+        for some in batches(items, PAIRS_PER_TASK)
     ]
 
     def build(batches: list[list[tuple[float, float, float, int, float]]]) -> pd.DataFrame:
