@@ -26,6 +26,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
@@ -190,32 +191,41 @@ def _stored_halo(
     """One task per chunk of a stored image: it reads its chunk and halo (clipped at the
     image's border, as :func:`assemble` leaves out the neighbours beyond it) in one read and
     runs the kernel. Nothing waits in worker memory for the neighbours: with edge tasks, each
-    chunk of a wide mosaic stayed there until the row below it was read."""
-    dy, dx = depth
+    chunk of a wide mosaic stayed there until the row below it was read. The tasks are
+    blockwise (the stored array is their one dependency), so a writer that follows fuses into
+    them instead of running as tasks of its own."""
     token = tokenize(data, kernel, depth, kwargs, "stored")
     name = f"{getattr(kernel, '__name__', 'kernel').strip('_')}-{token}"
-    height, width = data.shape
-    ys = np.cumsum((0, *data.chunks[0]))
-    xs = np.cumsum((0, *data.chunks[1]))
-    dsk: dict[Any, Any] = {}
-    for i in range(data.numblocks[0]):
-        for j in range(data.numblocks[1]):
-            y0, y1, x0, x1 = int(ys[i]), int(ys[i + 1]), int(xs[j]), int(xs[j + 1])
-            ey0, ex0 = max(0, y0 - dy), max(0, x0 - dx)
-            box = (ey0, ex0, min(height, y1 + dy), min(width, x1 + dx))
-            read = read_box_task(source, box)
-            dsk[(name, i, j)] = (
-                _apply_box,
-                kernel,
-                kwargs,
-                read,
-                y0 - ey0,
-                x0 - ex0,
-                y1 - y0,
-                x1 - x0,
-            )
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])  # type: ignore[list-item]
-    return da.Array(graph, name, data.chunks, meta=meta)
+    layers = data.__dask_graph__().layers
+    stored = Delayed(source, HighLevelGraph({source: layers[source]}, {source: set()}))
+    return da.map_blocks(
+        _stored_block,
+        stored=stored,
+        kernel=kernel,
+        kernel_kwargs=kwargs,
+        depth=depth,
+        shape=data.shape,
+        chunks=data.chunks,
+        dtype=meta.dtype,
+        meta=meta,
+        name=name,
+    )
+
+
+def _stored_block(
+    stored: Any,
+    kernel: Callable[..., Any],
+    kernel_kwargs: dict[str, Any],
+    depth: tuple[int, int],
+    shape: tuple[int, int],
+    block_info: Any = None,
+) -> Any:
+    """Read one chunk and its halo from the stored array and run the kernel on it."""
+    (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    ey0, ex0 = max(0, y0 - depth[0]), max(0, x0 - depth[1])
+    ey1, ex1 = min(shape[0], y1 + depth[0]), min(shape[1], x1 + depth[1])
+    extended = da.core.getter(stored, (slice(ey0, ey1), slice(ex0, ex1)))
+    return _apply_box(kernel, kernel_kwargs, extended, y0 - ey0, x0 - ex0, y1 - y0, x1 - x0)
 
 
 def store_source(array: Any) -> str | None:

@@ -19,14 +19,15 @@ mosaic of the same type (rounded, clipped to the type's range).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from dask.highlevelgraph import HighLevelGraph
 from dask.tokenize import tokenize
 
 from mosaicflow.config import BLEND_MODES, DEFAULT_CHUNK_PX
@@ -242,6 +243,40 @@ def _fuse_region_task(
     return _combine(region, origins, tile_shape, dtype, mode, gains, flat, parts)
 
 
+@dataclass(frozen=True)
+class _FusePlan:
+    """What every chunk's fusion needs: the tiles' integer origins, size, type, the blending
+    rule, gain and offset per tile, the flat field, the tiles' paths and the rows cropped."""
+
+    origins: np.ndarray
+    tile_shape: tuple[int, int]
+    dtype: str
+    blend: str
+    gains: np.ndarray
+    flat: np.ndarray | None
+    paths: list[str]
+    crop_bottom: int
+
+
+def _fuse_block(plan: _FusePlan, block_info: Any = None) -> np.ndarray:
+    """Fuse one output chunk (its place from ``block_info``) from the tiles that touch it."""
+    (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    h, w = plan.tile_shape
+    ty, tx = plan.origins[:, 0], plan.origins[:, 1]
+    hits = np.flatnonzero((ty < y1) & (ty + h > y0) & (tx < x1) & (tx + w > x0))
+    return _fuse_region_task(
+        (y0, y1, x0, x1),
+        plan.origins[hits],
+        plan.tile_shape,
+        plan.dtype,
+        plan.blend,
+        plan.gains[hits],
+        plan.flat,
+        [plan.paths[int(t)] for t in hits],
+        plan.crop_bottom,
+    )
+
+
 def _normalize_chunks(
     chunks: int | Sequence[int], shape: tuple[int, int]
 ) -> tuple[tuple[int, ...], ...]:
@@ -320,32 +355,29 @@ def fuse(
         gain_table,
         flatfield,
     )
-    name = f"fuse-{token}"
-    flat_key = f"flatfield-{token}"
-    dsk: dict[Any, Any] = {flat_key: flatfield}
-    paths = [str(p) for p in tileset.tiles["path"]]
-    ystarts = np.cumsum((0, *chunk_tuple[0]))
-    xstarts = np.cumsum((0, *chunk_tuple[1]))
-    for bi in range(len(chunk_tuple[0])):
-        y0, y1 = int(ystarts[bi]), int(ystarts[bi + 1])
-        hits_y = (origins[:, 0] < y1) & (origins[:, 0] + h > y0)
-        for bj in range(len(chunk_tuple[1])):
-            x0, x1 = int(xstarts[bj]), int(xstarts[bj + 1])
-            hits = np.flatnonzero(hits_y & (origins[:, 1] < x1) & (origins[:, 1] + w > x0))
-            dsk[(name, bi, bj)] = (
-                _fuse_region_task,
-                (y0, y1, x0, x1),
-                origins[hits],
-                (h, w),
-                str(tileset.dtype),
-                blend,
-                gain_table[hits],
-                flat_key,
-                [paths[int(t)] for t in hits],
-                int(tileset.crop_bottom),
-            )
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=())
-    data = da.Array(graph, name, chunk_tuple, meta=np.empty((0, 0), dtype=tileset.dtype))
+    # One blockwise task per chunk, so the writer that follows fuses into it (no task of its
+    # own); the tiles' table reaches each worker once, as one dependency.
+    plan = dask.delayed(
+        _FusePlan(
+            origins,
+            (h, w),
+            str(tileset.dtype),
+            blend,
+            gain_table,
+            flatfield,
+            [str(p) for p in tileset.tiles["path"]],
+            int(tileset.crop_bottom),
+        ),
+        pure=True,
+    )
+    data = da.map_blocks(
+        _fuse_block,
+        plan=plan,
+        chunks=chunk_tuple,
+        dtype=tileset.dtype,
+        meta=np.empty((0, 0), dtype=tileset.dtype),
+        name=f"fuse-{token}",
+    )
     return xr.DataArray(
         data,
         dims=("y", "x"),
