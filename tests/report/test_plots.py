@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
+from PIL import Image
 
 from mosaicflow.report import plots
 from mosaicflow.report.summary import encode_classes
@@ -61,3 +65,51 @@ def test_shape_scatter_draws_a_deterministic_sample() -> None:
     np.testing.assert_array_equal(again.rows, scatter.rows)
     _, whole = plots.plot_shape_scatter(ecd, circ, max_points=10_000)
     assert not whole.sampled and whole.rows.size == 4993
+
+
+# -- PNG encoding ---------------------------------------------------------------------------
+def _savefig_rgba(fig: Figure) -> np.ndarray:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGBA"))
+
+
+def test_png_bytes_equals_matplotlib_savefig_with_pasted_and_composited_images() -> None:
+    """Pasted figure images (``gid=PASTED``) land where Agg composites them, clipped at the
+    figure's edge; other figure images, text and axes are drawn by Agg; an opaque figure is
+    written as RGB with the same pixels as matplotlib's own RGBA PNG."""
+    rng = np.random.default_rng(3)
+    fig = Figure(figsize=(3.2, 2.4), dpi=100, facecolor="white")
+    ax = fig.add_axes((0.55, 0.55, 0.4, 0.4))
+    ax.plot([0, 1], [1, 0])
+    inside = rng.integers(0, 256, (60, 90, 3), dtype=np.uint8)
+    cut = rng.integers(0, 256, (50, 40, 3), dtype=np.uint8)  # spills over the right edge
+    plain = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    fig.text(0.02, 0.95, "title", va="top")
+    expected_fig = Figure(figsize=(3.2, 2.4), dpi=100, facecolor="white")
+    for target, gid in ((fig, plots.PASTED), (expected_fig, None)):
+        target.figimage(inside, xo=5, yo=10, origin="upper", gid=gid)
+        target.figimage(cut, xo=300, yo=150, origin="upper", gid=gid)
+        target.figimage(plain, xo=120, yo=20, origin="upper")
+    expected_fig.add_axes((0.55, 0.55, 0.4, 0.4)).plot([0, 1], [1, 0])
+    expected_fig.text(0.02, 0.95, "title", va="top")
+    expected = _savefig_rgba(expected_fig)
+    got = np.asarray(Image.open(io.BytesIO(plots.png_bytes(fig))))
+    assert got.shape == (*expected.shape[:2], 3)
+    np.testing.assert_array_equal(got, expected[..., :3])
+    assert (expected[..., 3] == 255).all()
+    # the pasted pixels are the arrays themselves (top-left of ``inside`` at row 240-10-60)
+    np.testing.assert_array_equal(got[170:230, 5:95], inside)
+    np.testing.assert_array_equal(got[40:90, 300:320], cut[:, :20])
+    assert all(im.get_visible() for im in fig.images)  # hidden only while drawing
+
+
+def test_png_bytes_keeps_transparency_and_refuses_images_it_cannot_paste() -> None:
+    fig = Figure(figsize=(1, 1), dpi=50)
+    fig.patch.set_alpha(0.0)
+    png = np.asarray(Image.open(io.BytesIO(plots.png_bytes(fig))))
+    assert png.shape == (50, 50, 4) and (png[..., 3] == 0).all()
+    bad = Figure(figsize=(1, 1), dpi=50)
+    bad.figimage(np.zeros((5, 5)), origin="upper", gid=plots.PASTED)
+    with pytest.raises(ValueError, match="8-bit RGB"):
+        plots.png_bytes(bad)

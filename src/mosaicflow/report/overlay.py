@@ -29,6 +29,7 @@ from skimage.segmentation import find_boundaries
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
 from mosaicflow.report.plots import (
+    PASTED,
     SINGLE_COLOR,
     UNCLASSIFIED_COLOR,
     UNMATCHED_COLOR,
@@ -258,7 +259,7 @@ def outline_figure(
     width, height = max(w, min_width), h + header
     dpi = 100
     fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
-    fig.figimage(rgb, xo=0, yo=0, origin="upper")
+    fig.figimage(rgb, xo=0, yo=0, origin="upper", gid=PASTED)
     if bar is not None:
         draw_scale_bar(fig, bar, image_top=h)
     fig.text(4 / width, 1 - 6 / height, title, ha="left", va="top", fontsize=9)

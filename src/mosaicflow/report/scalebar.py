@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.store import RunStore
+from mosaicflow.report.plots import PASTED
 
 SCALE_BAR_COLOR = (0, 0, 0)
 """RGB of the scale bar (black, on the white figure background above the image)."""
@@ -115,7 +116,7 @@ def draw_scale_bar(fig: Figure, bar: ScaleBar, *, image_top: int) -> None:
     height = fig.get_figheight() * fig.dpi
     strip = np.empty((SCALE_BAR_THICKNESS, bar.length_px, 3), dtype=np.uint8)
     strip[...] = SCALE_BAR_COLOR
-    fig.figimage(strip, xo=0, yo=image_top + SCALE_BAR_GAP, origin="upper")
+    fig.figimage(strip, xo=0, yo=image_top + SCALE_BAR_GAP, origin="upper", gid=PASTED)
     fig.text(
         (bar.length_px + 8) / width,
         (image_top + SCALE_BAR_GAP + SCALE_BAR_THICKNESS / 2) / height,
