@@ -152,6 +152,23 @@ def test_chunked_driver_equals_the_kernel() -> None:
     assert whole.count.sum() == ((found > 0) | (true > 0)).sum()
 
 
+def test_keeping_listed_found_labels_equals_erasing_the_others_first() -> None:
+    """Counting a found image and then dropping its unlisted labels gives the contingency of
+    the image with those objects erased (labels beyond the list included)."""
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        found = rng.integers(0, 30, (40, 50)) * (rng.random((40, 50)) < 0.6)
+        true = rng.integers(0, 12, (40, 50)) * (rng.random((40, 50)) < 0.5)
+        listed = rng.random(int(rng.integers(1, 35))) < 0.6
+        lut = np.zeros(found.max() + 1, dtype=np.int64)
+        n = min(listed.size, lut.size)
+        lut[:n] = np.where(listed[:n], np.arange(n), 0)
+        expected = matching.contingency(lut[found], true)
+        got = matching.contingency(found, true).keep_found(listed)
+        for field in ("found", "true", "count"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(expected, field))
+
+
 def test_windows_counted_on_a_cluster_equal_the_kernel(client) -> None:
     """The windows as tasks on a real LocalCluster (the report stage's way) give the same
     contingency as the whole-image kernel."""

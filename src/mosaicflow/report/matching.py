@@ -72,6 +72,18 @@ class Contingency:
         count = np.concatenate([p.count for p in parts])
         return _collapse(found, true, count)
 
+    def keep_found(self, listed: np.ndarray) -> Contingency:
+        """The contingency with every found label ``f`` where ``listed[f]`` is False (or
+        ``f >= listed.size``) counted as background, as if those objects had been erased
+        from the found image before counting."""
+        listed = np.asarray(listed, dtype=bool)
+        inside = self.found < listed.size
+        kept = np.zeros(self.found.size, dtype=bool)
+        kept[inside] = listed[self.found[inside]]
+        found = np.where(kept, self.found, 0)
+        pixels = (found != 0) | (self.true != 0)
+        return _collapse(found[pixels], self.true[pixels], self.count[pixels])
+
     def found_area(self) -> tuple[np.ndarray, np.ndarray]:
         """Found labels (> 0) and their pixel counts."""
         return _area(self.found, self.count)
@@ -336,27 +348,6 @@ def contingency_windows(
 
 
 # -- a run against its synthetic truth -------------------------------------------------------
-class _Listed:
-    """Sliceable found labels with the objects the table does not list set to background
-    (``listed[label]`` is True for a listed label; ``None`` lists every label)."""
-
-    def __init__(self, found: Any, listed: np.ndarray | None) -> None:
-        self.found = found
-        self.shape = found.shape
-        self.lut: np.ndarray | None = None
-        if listed is not None:  # label -> itself if listed, else 0; one more 0 for the rest
-            lut = np.zeros(listed.size + 1, dtype=np.dtype(getattr(found, "dtype", np.uint32)))
-            lut[:-1][listed] = np.flatnonzero(listed)
-            self.lut = lut
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        block = np.asarray(self.found[key])
-        if self.lut is None:
-            return block
-        # labels beyond the listed ones are clipped onto the last entry, 0
-        return np.take(self.lut, block, mode="clip")
-
-
 def truth_matching(
     store: RunStore,
     truth_table: pd.DataFrame,
@@ -436,9 +427,9 @@ def truth_matching(
 
     chunks = getattr(found, "chunks", (window, window))
     step = tuple(max(1, window // int(c)) * int(c) for c in chunks[:2])
-    table = contingency_windows(
-        _Listed(found, listed), true_window, step=(step[0], step[1]), runner=runner
-    )
+    table = contingency_windows(found, true_window, step=(step[0], step[1]), runner=runner)
+    if listed is not None:  # objects the table does not list count as background
+        table = table.keep_found(listed)
     result = match(table, iou_threshold=iou_threshold)
     figures = result.summary()
     true_labels = truth_table["label"].to_numpy(np.int64) if "label" in truth_table else None
