@@ -239,7 +239,8 @@ class Pipeline(StageMixin):
         if client is not None:
             self.client = client
             self.runner = self._runner(client)
-        _import_in_background("mosaicflow.report.writer")  # while the workers run the first stages
+        # while the workers run the first stages, in the order the stages need them
+        _import_in_background("mosaicflow.stitch", "mosaicflow.measure", "mosaicflow.report.writer")
         lock = StoreLock(self.out, storage_options=self._store_options)
         lock.acquire(break_stale=self.break_lock)  # one writer per store, named if refused
         lock.start_renewing()
@@ -321,19 +322,21 @@ class Pipeline(StageMixin):
         return None
 
 
-def _import_in_background(module: str) -> None:
-    """Import ``module`` in a daemon thread: the report stage's imports (Matplotlib,
-    scikit-learn; over a second) then cost the driver nothing when that stage starts, since the
-    driver mostly waits on the workers before it. Python's import lock makes a later import
-    of the same module wait for this one."""
+def _import_in_background(*modules: str) -> None:
+    """Import ``modules``, in turn, in a daemon thread: the stages' imports (registration's
+    SciPy parts, the report's Matplotlib and scikit-learn; over a second in all) then cost
+    the driver nothing when their stage starts, since the driver mostly waits on the workers
+    before it. Python's import lock makes a later import of the same module wait for this
+    one."""
     import importlib
     import threading
 
     def load() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception:
-            pass  # the report stage's own import reports it
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:
+                pass  # the stage's own import reports it
 
     threading.Thread(target=load, daemon=True).start()
 

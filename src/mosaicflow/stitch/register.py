@@ -88,7 +88,12 @@ def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any)
     if len(xp.unique(xp.concatenate(rows))) / image.shape[0] < len(bounds) / image.shape[1]:
         return _box_sums(image.T, cols, rows, xp).T
     # prefix sums along axis 1 at the column boundaries used (boundary 0: nothing summed)
-    along = image.cumsum(axis=1, dtype=np.float64)
+    if xp is np:  # in place on a C-ordered float64 copy: along contiguous memory even when
+        # ``image`` is a transposed view, 2-3x faster than cumsum(dtype=) and bitwise equal
+        along = image.astype(np.float64, order="C")
+        np.cumsum(along, axis=1, out=along)
+    else:
+        along = image.cumsum(axis=1, dtype=np.float64)
     kept = xp.zeros((image.shape[0] + 1, len(bounds)), dtype=np.float64)
     inner = bounds > 0
     kept[1:, inner] = along[:, bounds[inner] - 1]
