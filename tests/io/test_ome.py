@@ -133,7 +133,7 @@ def test_a_store_of_the_earlier_layout_reads_but_does_not_resume(tmp_path):
 def test_next_level_is_the_rounded_2x2_mean_for_every_pixel_type(dtype):
     """The oracle: NumPy's float mean of each 2x2 block, rounded half to even for integers
     (ties made common by a patch of 0..2 values); odd sizes lose their last row and column."""
-    from mosaicflow.io.ome import half_size
+    from mosaicflow.io.chunk_writes import half_size
 
     rng = np.random.default_rng(0)
     if np.issubdtype(np.dtype(dtype), np.integer):

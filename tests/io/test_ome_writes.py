@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 from mosaicflow.errors import StoreError
-from mosaicflow.io.ome import check_alignment, store_array, write_unit
+from mosaicflow.io.chunk_writes import check_alignment, store_array, write_unit
 from mosaicflow.runner import Runner
 
 

@@ -12,8 +12,14 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from mosaicflow._shared.arrays import pixel_grid, value_counts
-from mosaicflow.errors import StoreError
+from mosaicflow._shared.arrays import pixel_grid
+from mosaicflow.io.chunk_writes import (
+    _run_writes,
+    half_size,
+    progress_array,
+    store_array,
+    write_unit,
+)
 from mosaicflow.runner import Runner
 
 OME_VERSION = "0.5"
@@ -33,221 +39,6 @@ def image_codecs() -> list[Any]:
 NEAR_LEVEL_MIN_CHUNK = 256
 
 
-def _write_block(
-    block: np.ndarray,
-    target: zarr.Array,
-    progress: zarr.Array | None = None,
-    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
-    label: bool = False,
-    count: int | None = None,
-    block_info: Any = None,
-) -> np.ndarray:
-    """Write one chunk, then each level of ``below`` (levels 1, 2, ... with chunks of half,
-    a quarter, ... the size) from the halved block: chunk ``index`` of every level covers the
-    same area. Flags are set once every level's data is written; returns how many chunks
-    were written (with ``count``, the offset of an 8-bit type, followed by the chunk's pixels
-    per value)."""
-    loc = block_info[0]["array-location"]
-    index = tuple(block_info[0]["chunk-location"])
-    target[tuple(slice(a, b) for a, b in loc)] = block
-    counted = None if count is None else value_counts(block, count, 256)
-    done = []
-    for k, (level, flags) in enumerate(below, 1):
-        block = half_size(block, label=label)
-        if not block.size:  # the last row or column of chunks has no pixels this far down
-            break
-        start = [a >> k for a, _ in loc]
-        level[tuple(slice(a, a + n) for a, n in zip(start, block.shape, strict=True))] = block
-        done.append(flags)
-    for flags in (*done, progress):
-        if flags is not None:  # recorded only once the chunk's data is written
-            flags[index] = 1
-    if counted is not None:  # an 8-bit chunk's pixels per value, after the chunks written
-        return np.concatenate(([1 + len(done)], counted))[None, None, :]
-    return np.full((1,) * block.ndim, 1 + len(done), dtype=np.uint8)
-
-
-def progress_array(group: zarr.Group, name: str, target: zarr.Array, *, keep: bool) -> zarr.Array:
-    """One ``uint8`` flag per write unit of ``target`` (1: written), each flag its own Zarr
-    chunk so that tasks never share one. ``keep`` reuses flags already there when they still
-    describe ``target``'s grid (a resumed write); otherwise they start at 0."""
-    grid = tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
-    if keep and name in group and tuple(group[name].shape) == grid:
-        return group[name]
-    return group.create_array(
-        name, shape=grid, chunks=(1,) * len(grid), dtype="uint8", fill_value=0, overwrite=True
-    )
-
-
-def missing_chunks(target: zarr.Array, stored: set[str]) -> list[tuple[int, ...]]:
-    """Chunk indices of ``target`` whose file is not among ``stored`` (chunk keys ``c/i/j``
-    relative to the array); arrays are written with every chunk stored, empty ones included."""
-    grid = [range(math.ceil(n / c)) for n, c in zip(target.shape, target.chunks, strict=True)]
-    return [
-        idx
-        for idx in np.ndindex(*(len(g) for g in grid))
-        if "c/" + "/".join(str(i) for i in idx) not in stored
-    ]
-
-
-def write_unit(target: zarr.Array) -> tuple[int, ...]:
-    """The block one task may write whole: the shard of a sharded array, else the chunk."""
-    shards = getattr(target, "shards", None)
-    return tuple(shards) if shards else tuple(target.chunks)
-
-
-def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> None:
-    """Refuse Dask chunks that do not start on the target's write units.
-
-    Two tasks writing parts of one Zarr chunk, or of one shard, each read-modify-write the
-    whole of it, and one of them loses its part without an error.
-    """
-    unit = write_unit(target)
-    for axis, (sizes, step) in enumerate(zip(chunks, unit, strict=True)):
-        starts = np.cumsum((0, *sizes[:-1]))
-        bad = starts[starts % step != 0]
-        if len(bad):
-            raise StoreError(
-                f"writing {target.path or 'array'}: a task would start at pixel {int(bad[0])} "
-                f"on axis {axis}, inside a {'shard' if unit != tuple(target.chunks) else 'chunk'}"
-                f" of {step} px; tasks must write whole chunks and shards"
-            )
-
-
-def _write_markers(
-    arr: da.Array,
-    target: zarr.Array,
-    progress: zarr.Array | None,
-    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
-    label: bool = False,
-    count: bool = False,
-) -> tuple[da.Array, da.Array]:
-    """``arr`` rechunked to the target's write unit (checked), and the lazy per-chunk markers
-    of writing it there, and its halves into ``below`` (one uint8 per chunk: the chunks
-    written; with ``count``, an 8-bit image's ``(1, 1, 257)`` int64: that number, then the
-    chunk's pixels per value)."""
-    unit = write_unit(target)
-    if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
-        arr = arr.rechunk(unit)
-    check_alignment(arr.chunks, target)
-    grid = tuple((1,) * len(c) for c in arr.chunks)
-    shape: dict[str, Any] = {"chunks": grid, "dtype": np.uint8}
-    if count:  # one more axis: the chunks written, then the 256 values' pixel counts
-        shape = {"count": int(np.iinfo(arr.dtype).min), "new_axis": 2, "chunks": (*grid, (257,))}
-        shape["dtype"] = np.int64
-    markers = da.map_blocks(
-        _write_block,
-        arr,
-        target=target,
-        progress=progress,
-        below=below,
-        label=label,
-        meta=np.empty((0,) * (arr.ndim + int(count)), dtype=shape["dtype"]),
-        **shape,
-    )
-    return arr, markers
-
-
-def store_array(
-    arr: da.Array,
-    target: zarr.Array,
-    runner: Runner,
-    description: str,
-    progress: zarr.Array | None = None,
-    resume: bool = False,
-    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
-    label: bool = False,
-    counts: dict[str, Any] | None = None,
-) -> int:
-    """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
-    of chunks written now (with ``below``, pyramid levels written by the same tasks, see
-    :func:`_write_block`, theirs too).
-
-    The Dask array is rechunked to the target's write unit (its shard if sharded, else its
-    chunk; the last ones may be shorter) and :func:`check_alignment` verifies it, so that no two
-    tasks write the same Zarr chunk or shard. With ``progress`` (:func:`progress_array`) each
-    task flags its chunk after writing it; with ``resume`` the chunks already flagged are not
-    computed again (an interrupted write resumes where it stopped). A fresh write does not read
-    the flags (one small read per chunk on object storage).
-
-    ``counts`` (a dict): an 8-bit image written whole (not resumed) has its pixels counted per
-    value by the tasks that write them, summed into ``counts["per_value"]`` (entry ``v -
-    dtype.min`` counting value ``v``); otherwise the dict is left as it is.
-    """
-    if counts is not None and not resume and arr.dtype.itemsize == 1 and arr.dtype.kind in "ui":
-        arr, markers = _write_markers(arr, target, progress, below, label, count=True)
-        result = np.asarray(runner.compute(markers, description))  # (rows, columns, 1 + 256)
-        expected = _chunks_written(list(np.ndindex(*arr.numblocks)), below)
-        _check_written(result[..., 0].sum(), expected, description)
-        counts["per_value"] = result[..., 1:].sum(axis=(0, 1))
-        return expected
-    markers, todo = _pending_writes(arr, target, progress, resume, below, label)
-    return _run_writes([markers], [todo], runner, description)
-
-
-def _pending_writes(
-    arr: da.Array,
-    target: zarr.Array,
-    progress: zarr.Array | None,
-    resume: bool,
-    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
-    label: bool = False,
-) -> tuple[da.Array, int]:
-    """The markers of the chunks of ``arr`` still to write into ``target`` (all of them, in
-    the array's grid, unless ``resume`` finds some flagged: then a flat list) and how many
-    chunks those tasks write (with 0, the markers are not to be computed)."""
-    arr, markers = _write_markers(arr, target, progress, below, label)
-    done = progress[...] > 0 if resume and progress is not None else np.zeros(arr.numblocks, bool)
-    todo = [tuple(int(i) for i in idx) for idx in zip(*np.nonzero(~done), strict=True)]
-    chunks = _chunks_written(todo, below)
-    if todo and len(todo) < arr.npartitions:  # only the unwritten chunks: the graph is culled
-        return da.concatenate([markers.blocks[idx].ravel() for idx in todo]), chunks
-    return markers, chunks
-
-
-def _chunks_written(
-    todo: list[tuple[int, ...]], below: tuple[tuple[zarr.Array, zarr.Array | None], ...]
-) -> int:
-    """How many chunks the level-0 tasks ``todo`` write, their near levels' included (the last
-    row or column of chunks may have no pixels that far down)."""
-    grids = [_grid(level) for level, _ in below]
-    return len(todo) + sum(all(map(int.__lt__, i, g)) for g in grids for i in todo)
-
-
-def _grid(target: zarr.Array) -> tuple[int, ...]:
-    """How many write units ``target`` has per axis."""
-    return tuple(math.ceil(n / u) for n, u in zip(target.shape, write_unit(target), strict=True))
-
-
-def _run_writes(markers: list[da.Array], todo: list[int], runner: Runner, description: str) -> int:
-    """Compute the write markers of one or more arrays in one computation; returns the chunks
-    written, after checking that every pending chunk was."""
-    expected = sum(todo)
-    if not expected:
-        return 0
-    pending = [m for m, n in zip(markers, todo, strict=True) if n]
-    written = runner.compute(
-        pending[0] if len(pending) == 1 else da.concatenate([m.ravel() for m in pending]),
-        description,
-    )
-    _check_written(np.asarray(written).sum(), expected, description)
-    return expected
-
-
-def _check_written(written: Any, expected: int, description: str) -> None:
-    if int(written) != expected:
-        raise StoreError(f"{description}: only {int(written)} of {expected} chunks written")
-
-
-def store_arrays(
-    arrays: list[da.Array], targets: list[zarr.Array], runner: Runner, description: str
-) -> int:
-    """Write several Dask arrays that share work (e.g. two outputs of one model) into Zarr
-    arrays in one computation, so the shared part runs once; returns the chunks written."""
-    parts = [_write_markers(a, t, None)[1].ravel() for a, t in zip(arrays, targets, strict=True)]
-    return _run_writes(parts, [p.shape[0] for p in parts], runner, description)
-
-
 def _levels_for(shape: tuple[int, ...], chunk: int) -> int:
     return 1 + max(0, math.ceil(math.log2(max(shape) / chunk))) if max(shape) > chunk else 1
 
@@ -263,40 +54,6 @@ def _near_levels(chunk: int, levels: int) -> int:
     ):
         near += 1
     return near
-
-
-def _mean_2x2_rounded(block: np.ndarray) -> np.ndarray:
-    """The mean of each 2x2 block of an integer image (``block`` shaped ``(h, 2, w, 2)``),
-    rounded half to even as ``np.round`` of the float mean: exact integer arithmetic in a type
-    twice as wide, no float copy (``>> 2`` and ``& 3`` are floor division by 4 and its
-    remainder, for negative sums too)."""
-    wide = np.dtype(f"{block.dtype.kind}{2 * block.dtype.itemsize}")
-    total = block[:, 0, :, 0].astype(wide)
-    total += block[:, 0, :, 1]
-    total += block[:, 1, :, 0]
-    total += block[:, 1, :, 1]
-    rest = total & 3
-    total >>= 2
-    total += (rest > 2) | ((rest == 2) & (total & 1).astype(bool))
-    return total.astype(block.dtype)
-
-
-def half_size(block: np.ndarray, *, label: bool = False) -> np.ndarray:
-    """The next pyramid level of a 2-D image or label block: ``floor(n / 2)`` pixels per axis,
-    each the rounded mean of a 2x2 block (integers of up to 32 bits exactly; others through a
-    float32 mean, rounded and clipped to an integer type), or for labels the block's top-left
-    pixel, which keeps label values intact."""
-    h, w = block.shape[0] // 2, block.shape[1] // 2
-    if label:
-        return block[: 2 * h : 2, : 2 * w : 2]
-    pairs = block[: 2 * h, : 2 * w].reshape(h, 2, w, 2)
-    if np.issubdtype(block.dtype, np.integer) and block.dtype.itemsize <= 4:
-        return _mean_2x2_rounded(pairs)
-    mean = np.mean(pairs.astype(np.float32), axis=(1, 3))
-    if np.issubdtype(block.dtype, np.integer):
-        info = np.iinfo(block.dtype)
-        return np.clip(np.round(mean), info.min, info.max).astype(block.dtype)
-    return mean.astype(block.dtype)
 
 
 def _pyramid_block(

@@ -23,6 +23,7 @@ import zarr
 
 from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
+from mosaicflow.io.chunk_writes import missing_chunks
 from mosaicflow.io.layout import (
     IMAGE_ATTRS,
     IMAGE_STAGES,
@@ -38,7 +39,7 @@ from mosaicflow.io.layout import (
     run_entries,
     target_state,
 )
-from mosaicflow.io.ome import OME_VERSION, image_codecs, missing_chunks, write_multiscale
+from mosaicflow.io.ome import OME_VERSION, image_codecs, write_multiscale
 from mosaicflow.io.remote import check_access, is_url
 from mosaicflow.io.tables import TableMixin
 from mosaicflow.runner import Runner
@@ -223,7 +224,7 @@ class RunStore(TableMixin):
     ) -> int:
         """Write ``image`` as an OME-Zarr multiscale image ``name``; returns the chunks written.
         ``counts``: a dict that receives level 0's pixels per value, counted as they are
-        written, for an 8-bit image written whole (:func:`mosaicflow.io.ome.store_array`).
+        written, for an 8-bit image written whole (:func:`mosaicflow.io.chunk_writes.store_array`).
 
         ``"mosaic"`` goes to the store's root (the store is that OME-Zarr image), labels to
         ``labels/<name>`` under it as NGFF image labels, the other layers to groups of their own

@@ -22,7 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from mosaicflow.io.ome import store_array, store_arrays
+from mosaicflow.io.chunk_writes import store_array, store_arrays
 from mosaicflow.io.store import RunStore
 
 INTERIOR_IMAGE = "interior"
