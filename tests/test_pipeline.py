@@ -293,6 +293,34 @@ def test_the_otsu_histogram_is_counted_while_the_denoised_mosaic_is_written(
     assert resumed.stages()["probability"]["threshold"] == expected
 
 
+def test_the_mosaic_stage_writes_the_denoised_mosaic_in_the_same_pass(small_grid, tmp_path):
+    """With the Gaussian filter, the mosaic stage fuses each chunk with the filter's halo and
+    writes both images; the denoised stage only records it. The result equals, at every level
+    and in its attributes, a run whose denoised stage filters the stored mosaic (stopped after
+    the mosaic, then resumed), and SciPy's filter of the whole stored mosaic."""
+    from scipy import ndimage
+
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=128)
+    one = Pipeline(config, str(tmp_path / "one.zarr")).run(stop_after="probability")
+    Pipeline(config, str(tmp_path / "two.zarr")).run(stop_after="mosaic")
+    two = Pipeline(config, str(tmp_path / "two.zarr"), resume=True).run(stop_after="probability")
+    assert one.stages()["denoised"]["written_by"] == "mosaic"
+    assert "written_by" not in two.stages()["denoised"]
+    assert one.stages()["denoised"]["chunks_written"] == two.stages()["denoised"]["chunks_written"]
+    for name in ("mosaic", "denoised"):
+        levels = one.image_levels(name)
+        assert levels == two.image_levels(name) and len(levels) > 1
+        for level in levels:
+            a, b = one.open_level(name, level), two.open_level(name, level)
+            assert a.chunks == b.chunks
+            np.testing.assert_array_equal(a[...], b[...], err_msg=f"{name} level {level}")
+        assert one.read_image(name).attrs == two.read_image(name).attrs
+    assert one.stages()["probability"]["threshold"] == two.stages()["probability"]["threshold"]
+    mosaic = one.read_image("mosaic").values.astype(np.float32)
+    expected = np.rint(ndimage.gaussian_filter(mosaic, sigma=config.denoise.sigma)).clip(0, 255)
+    np.testing.assert_array_equal(one.read_image("denoised").values, expected.astype(np.uint8))
+
+
 @pytest.mark.cluster
 def test_run_applies_a_saved_classifier_on_the_cluster(small_grid, client, tmp_path):
     """classify-train's file, given as classify.model, classifies every particle of a run; the

@@ -82,3 +82,14 @@ def test_a_lost_scheduler_is_a_clear_error(dask_processes):
         assert time.monotonic() - start < 90
     finally:
         client.close(timeout=5)
+
+
+def test_a_tuple_of_collections_is_computed_together(dask_processes):
+    """``compute`` of a tuple gives a tuple of results, on a cluster and without one."""
+    client, _, _, _ = dask_processes.cluster()
+    try:
+        work = (_work(3, 0.0), dask.delayed(len)([1, 2]))
+        assert Runner(client).compute(work, "both") == (3, 2)
+        assert Runner().compute(work, "both") == (3, 2)
+    finally:
+        client.close()

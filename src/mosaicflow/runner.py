@@ -64,7 +64,8 @@ class Runner:
         self.stall_min_s = float(stall_min_s)
 
     def compute(self, collection: Any, description: str) -> Any:
-        """Compute ``collection`` (one Dask collection) and return its result."""
+        """Compute ``collection`` (one Dask collection, or a tuple of them computed together:
+        then a tuple of their results) and return its result."""
         if self.client is None:
             (result,) = dask.compute(collection)
             return result
@@ -77,6 +78,8 @@ class Runner:
             futures = futures_of(persisted)
             if futures:
                 self._watch(futures, description)
+            if isinstance(collection, tuple):
+                return tuple(self.client.gather(self.client.compute(list(persisted))))
             return self.client.compute(persisted).result()
         except (CommClosedError, FutureCancelledError) as exc:  # the scheduler went away
             raise self._lost(description, exc) from None

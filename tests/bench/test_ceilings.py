@@ -96,9 +96,10 @@ def test_stage_work_counts_the_documented_bytes():
     assert den.decode == {"image": P, "smooth": sum(levels[:-1])}
     assert den.encode == {"smooth": sum(levels)}
     assert den.memory == P * (1 + 4 + 16 + 4 + 1) + sum(levels[:-1]) + sum(levels[1:])
-    assert stages["probability"].decode["smooth"] == 2 * P  # histogram, then threshold
+    assert stages["probability"].decode["smooth"] == P  # the threshold (histogram counted)
     labels = stages["labels"]
-    assert labels.encode["labels"] == 4 * P + 4 * sum(levels)  # scratch, then the pyramid
+    assert labels.decode["mask"] == 2 * P  # each chunk labelled twice
+    assert labels.encode["labels"] == 4 * sum(levels)  # the pyramid
     assert stages["particles"].decode == {"labels": 4 * P, "smooth": P, "image": P}
     register = stages["register"]
     assert register.disk_read == w.strip_px() > 0 and register.flops_f64 > 0
@@ -109,6 +110,22 @@ def test_stage_work_counts_the_documented_bytes():
     )
     assert found["denoised"]["bound"] == "codec" and found["report"]["fraction"] is None
     assert found["report"]["model"].startswith("not modelled")
+    # the mosaic stage wrote the denoised image too: its work counts there, without the read
+    one = work.stage_work(work.Workload(**{**w.__dict__, "denoised_with_mosaic": True}), rates)
+    assert one["denoised"] is None
+    mosaic = stages["mosaic"]
+    assert one["mosaic"].encode == {**mosaic.encode, **den.encode}
+    assert one["mosaic"].decode == {**mosaic.decode, "smooth": den.decode["smooth"]}
+    assert one["mosaic"].memory == mosaic.memory + den.memory
+    assert one["mosaic"].decode["image"] == mosaic.decode["image"]  # no read of level 0
+    assert one["mosaic"].disk_read == mosaic.disk_read + den.disk_read - P / rates.ratio["image"]
+    found = work.stage_ceilings(
+        {"denoised": {"seconds": 0.0}},
+        work.Workload(**{**w.__dict__, "denoised_with_mosaic": True}),
+        MACHINE,
+    )
+    assert found["denoised"]["fraction"] is None
+    assert "mosaic stage" in found["denoised"]["model"]
 
 
 def test_measured_ceilings_are_positive_scaled_and_leave_no_file(tmp_path):

@@ -106,7 +106,11 @@ def test_tiny_scenario_writes_every_file_with_the_schema(tmp_path, capsys):
         assert set(stage["peak_rss_mib"]) == {"max", "per_worker"}
         assert len(stage["peak_rss_mib"]["per_worker"]) == 1  # one worker process
         assert set(stage["ceiling"]) == CEILING_KEYS, name
-        if name != "report":  # every other stage of the Otsu path has a model of its work
+        if name == "denoised":  # written by the mosaic stage, whose model counts it
+            assert stage["info"]["written_by"] == "mosaic"
+            assert stage["ceiling"]["fraction"] is None
+            assert "mosaic stage" in stage["ceiling"]["model"]
+        elif name != "report":  # every other stage of the Otsu path has a model of its work
             assert stage["ceiling"]["bound"] in ("memory", "codec", "disk", "flops"), name
             assert stage["ceiling"]["fraction"] > 0, name
     run = result["run"]

@@ -79,3 +79,50 @@ def test_a_resumed_write_stores_its_empty_chunks_too(tmp_path):
         assert store.write_image("probability", image, chunk=128, resume=True) == 3
     assert store.missing_image_chunks("probability") == {}
     np.testing.assert_array_equal(store.open_level("probability", 0)[...], pixels)
+
+
+def test_images_written_together_equal_images_written_alone(tmp_path):
+    """Two images from one shared graph, written in one computation: the shared part runs
+    once per chunk, and each image (every level, its flags, its attributes, an 8-bit image's
+    value counts) is what ``write_image`` writes for it alone."""
+    import dask
+
+    calls = []
+
+    def shared(block, block_info=None):
+        calls.append(block_info[0]["chunk-location"])
+        return block
+
+    data = np.random.default_rng(5).integers(0, 256, size=(300, 420)).astype(np.uint8)
+    base = da.from_array(data, chunks=64).map_blocks(shared, dtype=np.uint8)
+    coords = {"y": np.arange(300) * 2.0, "x": np.arange(420) * 2.0}
+    mosaic = xr.DataArray(base, dims=("y", "x"), coords=coords, attrs={"pixel_size_nm": [2, 2]})
+    den = xr.DataArray(255 - base, dims=("y", "x"), coords=coords, attrs={"a": 1})
+    together = RunStore(str(tmp_path / "together.zarr"), mode="w")
+    counts: dict = {}
+    with dask.config.set(scheduler="sync"):
+        written = together.write_images(
+            {"mosaic": mosaic, "denoised": den}, chunk=64, counts={"denoised": counts}
+        )
+    assert len(calls) == len(set(calls)) == base.npartitions  # the shared part ran once
+    alone = RunStore(str(tmp_path / "alone.zarr"), mode="w")
+    alone_counts: dict = {}
+    expected = {
+        "mosaic": alone.write_image("mosaic", mosaic, chunk=64),
+        "denoised": alone.write_image("denoised", den, chunk=64, counts=alone_counts),
+    }
+    assert written == expected
+    np.testing.assert_array_equal(
+        counts["per_value"], np.bincount(255 - data.ravel(), minlength=256)
+    )
+    np.testing.assert_array_equal(counts["per_value"], alone_counts["per_value"])
+    for name in ("mosaic", "denoised"):
+        assert together.image_levels(name) == alone.image_levels(name)
+        for level in alone.image_levels(name):
+            np.testing.assert_array_equal(
+                together.open_level(name, level)[...], alone.open_level(name, level)[...]
+            )
+        assert together.read_image(name).attrs == alone.read_image(name).attrs
+        flags = together.root[f"progress/{name}/0"][...]
+        assert flags.shape == (5, 7) and (flags == 1).all()
+    assert together.missing_image_chunks("denoised") == {}

@@ -12,7 +12,7 @@ import tifffile
 from mosaicflow import synth
 from mosaicflow.errors import ConfigError
 from mosaicflow.io import read_tileset
-from mosaicflow.stitch import coverage, fuse, mosaic_shape
+from mosaicflow.stitch import coverage, fuse, fuse_overlapped, mosaic_shape
 
 
 def _whole_image_oracle(tileset) -> tuple[np.ndarray, np.ndarray]:
@@ -212,3 +212,24 @@ def test_nearest_tile_equals_every_tile_compared_at_every_pixel():
             expected[take] = k + 1
             best[take] = dist[take]
         np.testing.assert_array_equal(nearest_tile(region, origins, (h, w)), expected)
+
+
+@pytest.mark.parametrize(("chunks", "depth"), [(128, 4), ((37, 53), 9), ((9, 250), 4), (1000, 3)])
+def test_overlapped_blocks_are_the_fused_mosaic_around_each_chunk(holey_grid, chunks, depth):
+    """Each block of ``fuse_overlapped`` is the fused mosaic's chunk with ``depth`` pixels on
+    every side where the mosaic goes on (clipped at its border); the mosaic it returns is
+    ``fuse``'s."""
+    expected = fuse(holey_grid, chunks=chunks, blend="linear").values
+    mosaic, overlapped = fuse_overlapped(holey_grid, chunks=chunks, depth=depth)
+    np.testing.assert_array_equal(mosaic.values, expected)
+    assert mosaic.chunks == fuse(holey_grid, chunks=chunks).chunks == overlapped.chunks
+    assert overlapped.depth == (depth, depth) and overlapped.shape == expected.shape
+    ys, xs = (np.cumsum((0, *c)) for c in overlapped.chunks)
+    for i in range(len(ys) - 1):
+        for j in range(len(xs) - 1):
+            block = overlapped.blocks.blocks[i, j].compute()
+            y0, x0 = max(0, ys[i] - depth), max(0, xs[j] - depth)
+            y1, x1 = min(ys[-1], ys[i + 1] + depth), min(xs[-1], xs[j + 1] + depth)
+            np.testing.assert_array_equal(block, expected[y0:y1, x0:x1])
+    with pytest.raises(ConfigError, match="depth"):
+        fuse_overlapped(holey_grid, chunks=chunks, depth=0)

@@ -37,21 +37,28 @@ MODELS = {
     "mosaic": "every tile from disk once (T*b_t); to float64 and corrected (T*(b_t + 8)); "
     "3 float64 passes over the mosaic (weighted sum, weights, division) and the cast "
     "(P*(48 + b_m)); encode pyr(mosaic)",
+    "mosaic+denoised": "the mosaic's model; then, in the same tasks, the Gaussian of the "
+    "denoised stage on each fused chunk in memory: to float32, 2 float32 passes, back to the "
+    "stored type (P*(b_m + 4 + 16 + 4 + b_d)); encode pyr(denoised)",
     "denoised": "decode mosaic level 0 (P*b_m); Gaussian: to float32, 2 float32 passes, "
     "back to the stored type (P*(b_m + 4 + 16 + 4 + b_d)); encode pyr(denoised)",
-    "probability": "decode denoised level 0 twice (the Otsu histogram, then the threshold: "
-    "2*P*b_d); P*(2*b_d + 1) through memory; encode pyr(probability) (uint8)",
+    "probability": "decode denoised level 0 once for the threshold (P*b_d; the Otsu "
+    "histogram was counted as the denoised image was written); P*(2*b_d + 1) through memory; "
+    "encode pyr(probability) (uint8)",
     "probability-model": "decode denoised level 0 (P*b_d); the model's FLOPs on every "
     "window of the inference grid (counted by torch on the checkpoint's architecture) at "
     "torch's convolution rate; encode pyr(probability) (uint8)",
-    "labels": "decode probability level 0 (P); label (P*(1 + 4)) into the scratch array "
-    "(encode and decode P*4 of uint32), relabel (P*8); encode pyr(labels) (uint32)",
+    "labels": "decode probability level 0 twice (2*P: each chunk is labelled once for its "
+    "summary and again to be relabelled); label twice (2*P*(1 + 4)), relabel (P*8); encode "
+    "pyr(labels) (uint32)",
     "particles": "decode labels (P*4), denoised (P*b_d) and mosaic (P*b_m) level 0 and read "
     "each once through memory; measuring is not counted beyond that one pass",
 }
 NOT_MODELLED = {
     "report": "not modelled: figures and a few small reads of the stored levels",
     "register": "not modelled: no pair was registered (registration off, or a single tile)",
+    "denoised": "not modelled here: written by the mosaic stage in the same pass, whose model "
+    "counts it",
 }
 
 
@@ -109,6 +116,8 @@ class Workload:
         Largest shift (px) registration searched.
     model_flops : float or None
         A model's FLOPs over the whole inference grid; None for the threshold baseline.
+    denoised_with_mosaic : bool
+        The mosaic stage wrote the denoised image too, in the same pass.
     """
 
     tile_px: int
@@ -119,6 +128,7 @@ class Workload:
     pairs: tuple[tuple[float, float], ...] = ()
     max_shift: float = 0.0
     model_flops: float | None = None
+    denoised_with_mosaic: bool = False
 
     @property
     def mosaic_px(self) -> int:
@@ -241,27 +251,27 @@ def stage_work(w: Workload, rates: Rates) -> dict[str, Work | None]:
         )
         if w.pairs
         else None,
-        "mosaic": _combine(
-            MODELS["mosaic"],
-            [
-                {"disk_read": T * bt, "memory": T * (bt + 8) + P * (3 * F64_PASS + bm)},
-                _pyramid_part(w, "mosaic", rates),
-            ],
-        ),
-        "denoised": _combine(
-            MODELS["denoised"],
-            [
-                _store_read("mosaic", P * bm, rates),
-                {"memory": P * (bm + 4 + 2 * F32_PASS + 4 + bd)},
-                _pyramid_part(w, "denoised", rates),
-            ],
-        ),
     }
+    fused = [
+        {"disk_read": T * bt, "memory": T * (bt + 8) + P * (3 * F64_PASS + bm)},
+        _pyramid_part(w, "mosaic", rates),
+    ]
+    smoothed = [
+        {"memory": P * (bm + 4 + 2 * F32_PASS + 4 + bd)},
+        _pyramid_part(w, "denoised", rates),
+    ]
+    if w.denoised_with_mosaic:
+        out["mosaic"] = _combine(MODELS["mosaic+denoised"], fused + smoothed)
+        out["denoised"] = None
+    else:
+        out["mosaic"] = _combine(MODELS["mosaic"], fused)
+        read = _store_read("mosaic", P * bm, rates)
+        out["denoised"] = _combine(MODELS["denoised"], [read, *smoothed])
     if w.model_flops is None:
         out["probability"] = _combine(
             MODELS["probability"],
             [
-                _store_read("denoised", 2 * P * bd, rates),
+                _store_read("denoised", P * bd, rates),
                 {"memory": P * (2 * bd + 1)},
                 _pyramid_part(w, "probability", rates),
             ],
@@ -275,18 +285,11 @@ def stage_work(w: Workload, rates: Rates) -> dict[str, Work | None]:
                 _pyramid_part(w, "probability", rates),
             ],
         )
-    scratch = {
-        "encode_kind": {"labels": 4 * P},
-        "decode_kind": {"labels": 4 * P},
-        "disk_write": 4 * P / rates.ratio["labels"],
-        "disk_read": 4 * P / rates.ratio["labels"],
-    }
     out["labels"] = _combine(
         MODELS["labels"],
         [
-            _store_read("probability", P, rates),
-            {"memory": P * (1 + 4) + P * 8},
-            scratch,
+            _store_read("probability", 2 * P, rates),
+            {"memory": 2 * P * (1 + 4) + P * 8},
             _pyramid_part(w, "labels", rates),
         ],
     )
@@ -425,6 +428,7 @@ def workload_from_store(store: str | os.PathLike[str], config: Any) -> Workload:
         pairs=pairs,
         max_shift=float(max_shift),
         model_flops=flops,
+        denoised_with_mosaic=run.stages().get("denoised", {}).get("written_by") == "mosaic",
     )
 
 

@@ -6,6 +6,8 @@ the multiscale images (:mod:`mosaicflow.io.ome`) and the instance path's arrays.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -264,3 +266,38 @@ def store_arrays(
     arrays in one computation, so the shared part runs once; returns the chunks written."""
     parts = [_write_markers(a, t, None)[1].ravel() for a, t in zip(arrays, targets, strict=True)]
     return _run_writes(parts, [p.shape[0] for p in parts], runner, description)
+
+
+@dataclass(frozen=True)
+class ChunkWrite:
+    """One array's part of :func:`store_together`: what :func:`store_array` takes for it
+    (``counts``: a dict to receive an 8-bit array's pixels per value)."""
+
+    data: da.Array
+    target: zarr.Array
+    progress: zarr.Array | None = None
+    below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = ()
+    label: bool = False
+    counts: dict[str, Any] | None = None
+
+
+def store_together(writes: Sequence[ChunkWrite], runner: Runner, description: str) -> list[int]:
+    """Write several Dask arrays whose graphs share work (e.g. two images from one pass over
+    the tiles) in one computation, so that the shared part runs once; each as
+    :func:`store_array` writes it afresh (not resumed), its chunks flagged and, with
+    ``counts``, an 8-bit array's pixels counted per value. Returns the chunks written, per
+    array."""
+    markers, expected, counted = [], [], []
+    for w in writes:
+        count = w.counts is not None and w.data.dtype.itemsize == 1 and w.data.dtype.kind in "ui"
+        arr, marks = _write_markers(w.data, w.target, w.progress, w.below, w.label, count=count)
+        markers.append(marks)
+        counted.append(count)
+        expected.append(_chunks_written(list(np.ndindex(*arr.numblocks)), w.below))
+    results = runner.compute(tuple(markers), description)
+    for w, result, n, count in zip(writes, results, expected, counted, strict=True):
+        result = np.asarray(result)
+        _check_written(result[..., 0].sum() if count else result.sum(), n, description)
+        if count and w.counts is not None:
+            w.counts["per_value"] = result[..., 1:].sum(axis=(0, 1))
+    return expected

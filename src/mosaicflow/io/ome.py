@@ -4,6 +4,8 @@ computed from the stored level above, and the NGFF ``multiscales`` metadata for 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
@@ -14,10 +16,12 @@ from zarr.codecs import ZstdCodec
 
 from mosaicflow._shared.arrays import pixel_grid
 from mosaicflow.io.chunk_writes import (
+    ChunkWrite,
     _run_writes,
     half_size,
     progress_array,
     store_array,
+    store_together,
     write_unit,
 )
 from mosaicflow.runner import Runner
@@ -154,6 +158,82 @@ def write_multiscale(
     Each level's translation puts its pixel centres where they lie on level 0: the centre of
     the averaged block for images, the sampled pixel for labels.
     """
+    plan = _plan_levels(group, image, chunk=chunk, label=label, progress=progress, resume=resume)
+    written = store_array(
+        plan.data,
+        plan.made[0][0],
+        runner,
+        name,
+        plan.flags[0],
+        resume=plan.keep0,
+        below=plan.below,
+        label=label,
+        counts=counts,
+    )
+    written += _write_far_levels(plan, runner, name, label)
+    return _multiscale_metadata(plan, name, label), written
+
+
+def write_multiscales(
+    images: Sequence[tuple[zarr.Group, xr.DataArray, str, zarr.Group | None]],
+    *,
+    chunk: int,
+    runner: Runner,
+    counts: dict[str, dict[str, Any]] | None = None,
+) -> list[tuple[dict[str, Any], int]]:
+    """Write several images whose Dask graphs share work, each as :func:`write_multiscale`
+    writes an image afresh (not resumed, not labels), with the level 0 of all of them in one
+    computation (:func:`~mosaicflow.io.chunk_writes.store_together`), so the shared part runs
+    once. ``images``: ``(group, image, name, progress)`` each; ``counts``: per name, the dict
+    :func:`write_multiscale` would take. Returns each image's metadata and chunks written."""
+    counts = counts or {}
+    plans = [
+        _plan_levels(group, image, chunk=chunk, label=False, progress=progress, resume=False)
+        for group, image, _, progress in images
+    ]
+    written = store_together(
+        [
+            ChunkWrite(plan.data, plan.made[0][0], plan.flags[0], plan.below, False, counts.get(n))
+            for plan, (_, _, n, _) in zip(plans, images, strict=True)
+        ],
+        runner,
+        " + ".join(n for _, _, n, _ in images),
+    )
+    out = []
+    for plan, (_, _, name, _), n in zip(plans, images, written, strict=True):
+        n += _write_far_levels(plan, runner, name, False)
+        out.append((_multiscale_metadata(plan, name, False), n))
+    return out
+
+
+@dataclass
+class _Levels:
+    """One image's pyramid made ready for writing (:func:`_plan_levels`): its level-0 data,
+    each level's array and whether an earlier one was kept, the flags, the near levels written
+    with level 0, whether level 0's flagged chunks are kept, and the NGFF datasets."""
+
+    data: da.Array
+    made: list[tuple[zarr.Array, bool]]
+    flags: list[zarr.Array | None]
+    near: int
+    keep0: bool
+    datasets: list[dict[str, Any]]
+
+    @property
+    def below(self) -> tuple[tuple[zarr.Array, zarr.Array | None], ...]:
+        return tuple((self.made[k][0], None) for k in range(1, self.near + 1))
+
+
+def _plan_levels(
+    group: zarr.Group,
+    image: xr.DataArray,
+    *,
+    chunk: int,
+    label: bool,
+    progress: zarr.Group | None,
+    resume: bool,
+) -> _Levels:
+    """Create (or, resuming, keep) every level's array and flags of ``image`` in ``group``."""
     data = image.data if isinstance(image.data, da.Array) else da.from_array(image.data)
     spacing, origin = pixel_grid(image)
     pixel = list(spacing or (1.0, 1.0))
@@ -222,22 +302,21 @@ def write_multiscale(
             flags.append(None)
         else:
             flags.append(progress_array(progress, str(k), target, keep=keep0 if k == 0 else same))
-    below = tuple((made[k][0], None) for k in range(1, near + 1))
-    written = store_array(
-        data,
-        made[0][0],
-        runner,
-        name,
-        flags[0],
-        resume=keep0,
-        below=below,
-        label=label,
-        counts=counts,
-    )
-    far = [(t, flags[k], same) for k, (t, same) in enumerate(made) if k > near]
-    if far:
-        markers, todo = _pyramid_writes(made[near][0], far, label)
-        written += _run_writes([markers], [todo], runner, f"{name}[{near + 1}-{levels - 1}]")
+    return _Levels(data, made, flags, near, keep0, datasets)
+
+
+def _write_far_levels(plan: _Levels, runner: Runner, name: str, label: bool) -> int:
+    """Write the levels below the near ones, each chunk from its 2x2 block of the level above
+    (one computation); returns the chunks written."""
+    far = [(t, plan.flags[k], same) for k, (t, same) in enumerate(plan.made) if k > plan.near]
+    if not far:
+        return 0
+    markers, todo = _pyramid_writes(plan.made[plan.near][0], far, label)
+    return _run_writes([markers], [todo], runner, f"{name}[{plan.near + 1}-{len(plan.made) - 1}]")
+
+
+def _multiscale_metadata(plan: _Levels, name: str, label: bool) -> dict[str, Any]:
+    """The group's NGFF ``ome`` metadata."""
     ome: dict[str, Any] = {
         "version": OME_VERSION,
         "multiscales": [
@@ -247,9 +326,9 @@ def write_multiscale(
                     {"name": "y", "type": "space", "unit": "nanometer"},
                     {"name": "x", "type": "space", "unit": "nanometer"},
                 ],
-                "datasets": datasets,
+                "datasets": plan.datasets,
                 "type": "nearest" if label else "mean",
             }
         ],
     }
-    return ome, written
+    return ome

@@ -39,7 +39,7 @@ from mosaicflow.io.layout import (
     run_entries,
     target_state,
 )
-from mosaicflow.io.ome import OME_VERSION, image_codecs, write_multiscale
+from mosaicflow.io.ome import OME_VERSION, image_codecs, write_multiscale, write_multiscales
 from mosaicflow.io.remote import check_access, is_url
 from mosaicflow.io.tables import TableMixin
 from mosaicflow.runner import Runner
@@ -232,18 +232,7 @@ class RunStore(TableMixin):
         ``progress/<name>/<level>``. Without ``resume`` an earlier image is replaced; with it,
         the chunks an interrupted write already flagged are kept and only the others written.
         """
-        if name == ROOT_IMAGE:
-            group = self.root
-            # Probed by name: listing the root would meet the tables' and report's files.
-            level = 0
-            while not resume and str(level) in group:
-                del group[str(level)]
-                level += 1
-        else:
-            if name in self.root and not resume:
-                del self.root[name]
-            group = self.root.require_group(name)
-        progress = self.root.require_group(f"progress/{name}")
+        group, progress = self._image_group(name, resume=resume)
         ome, written = write_multiscale(
             group,
             image,
@@ -265,6 +254,46 @@ class RunStore(TableMixin):
             }
         group.attrs.update({"ome": ome, IMAGE_ATTRS: dict(image.attrs)})
         return written
+
+    def write_images(
+        self,
+        images: dict[str, xr.DataArray],
+        *,
+        chunk: int = DEFAULT_CHUNK_PX,
+        runner: Runner | None = None,
+        counts: dict[str, dict[str, Any]] | None = None,
+    ) -> dict[str, int]:
+        """Write several images (not labels) whose Dask graphs share work, as
+        :meth:`write_image` writes each afresh, with their full-resolution levels in one
+        computation so the shared part runs once (e.g. the mosaic and its denoised version
+        from one pass over the tiles). ``counts``: per name, as :meth:`write_image`'s.
+        Returns the chunks written per name."""
+        groups = {name: self._image_group(name, resume=False) for name in images}
+        results = write_multiscales(
+            [(groups[n][0], image, n, groups[n][1]) for n, image in images.items()],
+            chunk=chunk,
+            runner=runner or Runner(),
+            counts=counts,
+        )
+        for (name, image), (ome, _) in zip(images.items(), results, strict=True):
+            groups[name][0].attrs.update({"ome": ome, IMAGE_ATTRS: dict(image.attrs)})
+        return {name: written for name, (_, written) in zip(images, results, strict=True)}
+
+    def _image_group(self, name: str, *, resume: bool) -> tuple[zarr.Group, zarr.Group]:
+        """The group image ``name`` is written to (an earlier image there removed unless
+        resuming) and its progress flags' group."""
+        if name == ROOT_IMAGE:
+            group = self.root
+            # Probed by name: listing the root would meet the tables' and report's files.
+            level = 0
+            while not resume and str(level) in group:
+                del group[str(level)]
+                level += 1
+        else:
+            if name in self.root and not resume:
+                del self.root[name]
+            group = self.root.require_group(name)
+        return group, self.root.require_group(f"progress/{name}")
 
     def missing_image_chunks(self, name: str) -> dict[int, int]:
         """Per level of image ``name``, how many chunk files are missing (levels with none

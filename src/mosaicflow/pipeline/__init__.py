@@ -87,6 +87,9 @@ class Pipeline(StageMixin):
         self.break_lock = break_lock
         self._resuming = False  # the stage running now continues an interrupted one
         self._denoised_values: Any = None  # counts per value, from this run's denoised stage
+        # the denoised stage's record when the mosaic stage wrote that image too
+        self._denoised_with_mosaic: dict[str, Any] | None = None
+        self._stop_after: str | None = None
         self.storage_options = dict(config.storage.options)
         # the store's own options: none for a local store (Zarr refuses unused ones)
         self._store_options = self.storage_options if is_url(self.out) else None
@@ -254,6 +257,7 @@ class Pipeline(StageMixin):
             lock.release()
 
     def _run_stages(self, stop_after: str | None) -> RunStore:
+        self._stop_after = stop_after
         store = self.store = self._open_store()
         redo = self._verify_done(store) if self.resume else None
         if self.resume and store.stage_done("register") and redo not in STAGES[:2]:

@@ -11,6 +11,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import read_tileset
@@ -106,14 +107,19 @@ class StageMixin:
             )
             store.write_table("tiles", tiles)
             self._tileset = dataclasses.replace(self.tileset, tiles=tiles)
-        mosaic = fuse(
-            self.tileset,
-            chunks=self.config.store.chunk,
-            blend=cfg.blend,
-            gains=gains,
-            flatfield=flat,
-        )
-        written = self._write_image(store, "mosaic", mosaic)
+        if self._denoise_with_mosaic():
+            # One pass: each chunk is fused with the filter's halo, then written and filtered
+            # (no second read of the stored mosaic); the denoised stage then only records it.
+            mosaic, written = self._mosaic_and_denoised(store, gains, flat)
+        else:
+            mosaic = fuse(
+                self.tileset,
+                chunks=self.config.store.chunk,
+                blend=cfg.blend,
+                gains=gains,
+                flatfield=flat,
+            )
+            written = self._write_image(store, "mosaic", mosaic)
         return {
             "pixels": int(mosaic.size),
             "shape": list(mosaic.shape),
@@ -121,6 +127,61 @@ class StageMixin:
             "chunks_written": written,
             **info,
         }
+
+    def _denoise_with_mosaic(self) -> bool:
+        """Whether the mosaic stage writes the denoised image too: a Gaussian filter (its halo
+        comes with each fused chunk), a mosaic stage run afresh, and the denoised stage to
+        follow in this run."""
+        return (
+            self.config.denoise.method == "gaussian"
+            and not self._resuming
+            and self._stop_after != "mosaic"
+        )
+
+    def _mosaic_and_denoised(
+        self, store: RunStore, gains: Any, flat: Any
+    ) -> tuple[xr.DataArray, int]:
+        """Fuse, write and filter the mosaic in one computation (:meth:`_stage_denoised`'s
+        result kept for it); returns the mosaic and its chunks written."""
+        from mosaicflow import restoration
+        from mosaicflow.stitch import fuse_overlapped
+
+        cfg = self.config.denoise
+        mosaic, blocks = fuse_overlapped(
+            self.tileset,
+            depth=restoration.gaussian_halo(cfg.sigma),
+            chunks=self.config.store.chunk,
+            blend=self.config.stitch.blend,
+            gains=gains,
+            flatfield=flat,
+        )
+        filtered, info = restoration.denoise(blocks, method="gaussian", sigma=cfg.sigma)
+        den = xr.DataArray(
+            filtered,
+            dims=mosaic.dims,
+            coords=mosaic.coords,
+            name="denoised",
+            # as the filter records it on the stored mosaic's attributes in the denoised stage
+            attrs={**mosaic.attrs, "denoise": restoration.gaussian_record(cfg.sigma)},
+        )
+        if cfg.store_dtype == "input":
+            den = restoration.to_storage_dtype(den, mosaic.dtype)
+        counts: dict[str, Any] | None = {} if self.config.segment.method != "model" else None
+        written = store.write_images(
+            {"mosaic": mosaic, "denoised": den},
+            chunk=self.config.store.chunk,
+            runner=self.runner,
+            counts=None if counts is None else {"denoised": counts},
+        )
+        self._denoised_values = (counts or {}).get("per_value")
+        self._denoised_with_mosaic = {
+            "pixels": 0,  # its time is the mosaic stage's
+            "dtype": str(den.dtype),
+            "chunks_written": written["denoised"],
+            "written_by": "mosaic",
+            **info,
+        }
+        return mosaic, written["mosaic"]
 
     def _write_image(self, store: RunStore, name: str, image: Any, **kwargs: Any) -> int:
         """Write one of the run's images at the store's chunk size; an interrupted stage being
@@ -137,6 +198,9 @@ class StageMixin:
     def _stage_denoised(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow import restoration
 
+        done, self._denoised_with_mosaic = self._denoised_with_mosaic, None
+        if done is not None:  # the mosaic stage wrote it, in the same pass
+            return done
         cfg = self.config.denoise
         mosaic = store.read_image("mosaic")
         by_method: dict[str, dict[str, Any]] = {

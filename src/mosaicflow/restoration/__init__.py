@@ -21,7 +21,7 @@ from typing import Any
 
 from mosaicflow._shared.halo import MAX_HALO_PX
 from mosaicflow.restoration.denoise import METHODS, denoise, denoise_parameters, to_storage_dtype
-from mosaicflow.restoration.gaussian import gaussian_filter
+from mosaicflow.restoration.gaussian import gaussian_filter, gaussian_halo, gaussian_record
 from mosaicflow.restoration.median import median_filter
 from mosaicflow.restoration.nlm import denoise_nl_means, nl_means_halo
 from mosaicflow.restoration.noise import estimate_sigma
@@ -58,6 +58,8 @@ __all__ = [
     "denoise_parameters",
     "estimate_sigma",
     "gaussian_filter",
+    "gaussian_halo",
+    "gaussian_record",
     "median_filter",
     "nl_means_halo",
     "to_storage_dtype",

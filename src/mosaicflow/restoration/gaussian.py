@@ -7,7 +7,7 @@ from typing import Any
 
 from mosaicflow import dispatch
 from mosaicflow._shared.arrays import as_dask, check_2d, like_input
-from mosaicflow._shared.halo import MAX_HALO_PX, blockwise_exact
+from mosaicflow._shared.halo import MAX_HALO_PX, Overlapped, blockwise_exact
 from mosaicflow._shared.validate import positive_number
 
 
@@ -17,6 +17,17 @@ def _gaussian_kernel(block: Any, *, sigma: float, truncate: float, mode: str) ->
     return gaussian_filter(
         block.astype(xp.float32, copy=False), sigma=sigma, truncate=truncate, mode=mode
     )
+
+
+def gaussian_halo(sigma: float, truncate: float = 4.0) -> int:
+    """The halo (pixels per side) :func:`gaussian_filter` reads around each chunk: SciPy's
+    kernel radius ``ceil(truncate * sigma)``."""
+    return math.ceil(truncate * sigma)
+
+
+def gaussian_record(sigma: float) -> dict[str, Any]:
+    """What :func:`gaussian_filter` records in a DataArray's ``attrs["denoise"]``."""
+    return {"method": "gaussian", "sigma": float(sigma)}
 
 
 def gaussian_filter(
@@ -31,8 +42,11 @@ def gaussian_filter(
 
     Parameters
     ----------
-    image : dask.array.Array, xarray.DataArray or numpy.ndarray
-        2-D image; NumPy or CuPy chunks.
+    image : dask.array.Array, xarray.DataArray, numpy.ndarray or Overlapped
+        2-D image; NumPy or CuPy chunks. Blocks that already hold each chunk's halo
+        (:class:`~mosaicflow._shared.halo.Overlapped`, from
+        :func:`mosaicflow.stitch.fuse_overlapped`) are filtered as they are, with the same
+        result.
     sigma : float
         Standard deviation in pixels (> 0).
     truncate : float
@@ -58,9 +72,9 @@ def gaussian_filter(
     check_2d(image, "gaussian_filter")
     sigma = positive_number(sigma, "gaussian_filter", "sigma")
     truncate = positive_number(truncate, "gaussian_filter", "truncate")
-    depth = math.ceil(truncate * sigma)
+    depth = gaussian_halo(sigma, truncate)
     out = blockwise_exact(
-        as_dask(image),
+        image if isinstance(image, Overlapped) else as_dask(image),
         _gaussian_kernel,
         (depth, depth),
         what="gaussian_filter",
@@ -69,4 +83,4 @@ def gaussian_filter(
         truncate=truncate,
         mode=mode,
     )
-    return like_input(image, out, name="denoised", denoise={"method": "gaussian", "sigma": sigma})
+    return like_input(image, out, name="denoised", denoise=gaussian_record(sigma))

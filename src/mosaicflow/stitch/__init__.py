@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mosaicflow.stitch.coverage import coverage
 from mosaicflow.stitch.equalize import equalize_tileset, estimate_flatfield
-from mosaicflow.stitch.fuse import coverage, fuse, mosaic_shape, pixel_coords
+from mosaicflow.stitch.fuse import fuse, fuse_overlapped, mosaic_shape, pixel_coords
 from mosaicflow.stitch.register import register_pairs
 from mosaicflow.stitch.seams import seam_contrast
 from mosaicflow.stitch.solve import register_tileset, solve_positions
@@ -13,6 +14,7 @@ __all__ = [
     "equalize_tileset",
     "estimate_flatfield",
     "fuse",
+    "fuse_overlapped",
     "mosaic_shape",
     "pixel_coords",
     "register_pairs",

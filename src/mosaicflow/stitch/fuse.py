@@ -30,6 +30,7 @@ import pandas as pd
 import xarray as xr
 from dask.tokenize import tokenize
 
+from mosaicflow._shared.halo import Overlapped
 from mosaicflow.config import BLEND_MODES, DEFAULT_CHUNK_PX
 from mosaicflow.errors import ConfigError
 from mosaicflow.io.regions import read_tile_region
@@ -261,11 +262,32 @@ class _FusePlan:
 def _fuse_block(plan: _FusePlan, block_info: Any = None) -> np.ndarray:
     """Fuse one output chunk (its place from ``block_info``) from the tiles that touch it."""
     (y0, y1), (x0, x1) = block_info[None]["array-location"]
+    return _fuse_box(plan, (y0, y1, x0, x1))
+
+
+def _fuse_extended_block(
+    plan: _FusePlan,
+    grid: tuple[tuple[int, ...], tuple[int, ...]],
+    depth: int,
+    block_info: Any = None,
+) -> np.ndarray:
+    """Fuse chunk ``(i, j)`` of the chunks ``grid`` (from ``block_info``) with ``depth`` more
+    pixels on each side, clipped at the mosaic's border."""
+    box = []
+    for axis in (0, 1):
+        k = block_info[None]["chunk-location"][axis]
+        start = sum(grid[axis][:k])
+        box += [max(0, start - depth), min(sum(grid[axis]), start + grid[axis][k] + depth)]
+    return _fuse_box(plan, (box[0], box[1], box[2], box[3]))
+
+
+def _fuse_box(plan: _FusePlan, box: tuple[int, int, int, int]) -> np.ndarray:
+    y0, y1, x0, x1 = box
     h, w = plan.tile_shape
     ty, tx = plan.origins[:, 0], plan.origins[:, 1]
     hits = np.flatnonzero((ty < y1) & (ty + h > y0) & (tx < x1) & (tx + w > x0))
     return _fuse_region_task(
-        (y0, y1, x0, x1),
+        box,
         plan.origins[hits],
         plan.tile_shape,
         plan.dtype,
@@ -283,6 +305,29 @@ def _normalize_chunks(
     if isinstance(chunks, int):
         chunks = (chunks, chunks)
     return da.core.normalize_chunks(tuple(chunks), shape)
+
+
+def fuse_overlapped(
+    tileset: TileSet,
+    positions: pd.DataFrame | None = None,
+    *,
+    depth: int,
+    chunks: int | Sequence[int] = DEFAULT_CHUNK_PX,
+    blend: str = "linear",
+    gains: pd.DataFrame | None = None,
+    flatfield: np.ndarray | None = None,
+) -> tuple[xr.DataArray, Overlapped]:
+    """:func:`fuse`, with each chunk fused together with ``depth`` pixels around it in one
+    task: returns the mosaic (as :func:`fuse` returns it, its chunks cut from those blocks)
+    and the blocks (:class:`~mosaicflow._shared.halo.Overlapped`), which a halo filter
+    (:func:`mosaicflow.restoration.gaussian_filter`) takes as they are. Writing both in one
+    computation fuses each chunk's tiles once for both, where the filter would otherwise read
+    the stored mosaic again, nine stored chunks for each chunk and its halo."""
+    if int(depth) < 1:
+        raise ConfigError(f"fuse_overlapped: depth must be at least 1 px, got {depth!r}")
+    mosaic, overlapped = _fuse(tileset, positions, chunks, blend, gains, flatfield, int(depth))
+    assert overlapped is not None  # made for depth >= 1
+    return mosaic, overlapped
 
 
 def fuse(
@@ -325,6 +370,19 @@ def fuse(
     Memory per task: the chunk plus the tiles' parts inside it, whatever the mosaic's size (no
     tile is held for several chunks). Nothing is read until computed.
     """
+    return _fuse(tileset, positions, chunks, blend, gains, flatfield, 0)[0]
+
+
+def _fuse(
+    tileset: TileSet,
+    positions: pd.DataFrame | None,
+    chunks: int | Sequence[int],
+    blend: str,
+    gains: pd.DataFrame | None,
+    flatfield: np.ndarray | None,
+    depth: int,
+) -> tuple[xr.DataArray, Overlapped | None]:
+    """:func:`fuse`, and with ``depth`` the blocks of :func:`fuse_overlapped`."""
     positions = tileset.tiles if positions is None else positions
     if len(positions) != len(tileset.tiles):
         raise ConfigError(
@@ -370,15 +428,31 @@ def fuse(
         ),
         pure=True,
     )
-    data = da.map_blocks(
-        _fuse_block,
-        plan=plan,
-        chunks=chunk_tuple,
-        dtype=tileset.dtype,
-        meta=np.empty((0, 0), dtype=tileset.dtype),
-        name=f"fuse-{token}",
-    )
-    return xr.DataArray(
+    meta = np.empty((0, 0), dtype=tileset.dtype)
+    overlapped = None
+    if depth:
+        blocks = da.map_blocks(
+            _fuse_extended_block,
+            plan=plan,
+            chunks=Overlapped.extended(chunk_tuple, (depth, depth)),
+            dtype=tileset.dtype,
+            meta=meta,
+            name=f"fuse-{depth}-{token}",
+            grid=chunk_tuple,
+            depth=depth,
+        )
+        overlapped = Overlapped(blocks, chunk_tuple, (depth, depth))
+        data = overlapped.core()
+    else:
+        data = da.map_blocks(
+            _fuse_block,
+            plan=plan,
+            chunks=chunk_tuple,
+            dtype=tileset.dtype,
+            meta=meta,
+            name=f"fuse-{token}",
+        )
+    mosaic = xr.DataArray(
         data,
         dims=("y", "x"),
         coords=pixel_coords(shape, tileset.pixel_size_nm),
@@ -393,6 +467,7 @@ def fuse(
             "flatfield": flatfield is not None,
         },
     )
+    return mosaic, overlapped
 
 
 def _gain_table(gains: pd.DataFrame | None, n_tiles: int) -> np.ndarray:
@@ -408,67 +483,6 @@ def _gain_table(gains: pd.DataFrame | None, n_tiles: int) -> np.ndarray:
     if not (np.isfinite(table).all() and (table[:, 0] > 0).all()):
         raise ConfigError("gains: every gain must be positive and every value finite")
     return table
-
-
-class _Coverage:
-    """The tiles' footprint as a sliceable boolean image: any box is computed from the tile
-    origins on demand. Wrapped by ``dask.array.from_array``, each chunk is a plain read of one
-    source, so a task that needs a chunk and its halo reads that box at once
-    (``_shared.halo.store_source``) instead of gathering edges from neighbouring tasks, which
-    held chunks in memory in proportion to the mosaic's width."""
-
-    ndim = 2
-    dtype = np.dtype(bool)
-
-    def __init__(
-        self, origins: np.ndarray, shape: tuple[int, int], tile_shape: tuple[int, int]
-    ) -> None:
-        self.origins = np.asarray(origins, dtype=np.int64).reshape(-1, 2)
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.tile_shape = (int(tile_shape[0]), int(tile_shape[1]))
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        if not (isinstance(key, tuple) and len(key) == 2):
-            raise IndexError(f"coverage: a box of two slices is read, got {key!r}")
-        (y0, y1, sy), (x0, x1, sx) = (k.indices(n) for k, n in zip(key, self.shape, strict=True))
-        if sy != 1 or sx != 1:
-            raise IndexError(f"coverage: only unit steps are read, got {key!r}")
-        h, w = self.tile_shape
-        y1, x1 = max(y0, y1), max(x0, x1)
-        out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        ty, tx = self.origins[:, 0], self.origins[:, 1]
-        hits = (ty < y1) & (ty + h > y0) & (tx < x1) & (tx + w > x0)
-        for oy, ox in self.origins[hits]:
-            out[max(0, oy - y0) : max(0, oy + h - y0), max(0, ox - x0) : max(0, ox + w - x0)] = True
-        return out
-
-
-def coverage(
-    tileset: TileSet,
-    positions: pd.DataFrame | None = None,
-    *,
-    chunks: int | Sequence[int] = DEFAULT_CHUNK_PX,
-) -> xr.DataArray:
-    """Lazy boolean image of the mosaic: True where some tile was acquired.
-
-    Missing tiles leave holes (False), which the particle table reports as
-    ``touches_uncovered``. Same shape, chunks and coordinates as :func:`fuse`; reads no tile.
-    Any box of it can be read in one task (see :class:`_Coverage`).
-    """
-    positions = tileset.tiles if positions is None else positions
-    origins = _integer_origins(positions)
-    shape = mosaic_shape(tileset, positions)
-    chunk_tuple = _normalize_chunks(chunks, shape)
-    source = _Coverage(origins, shape, tileset.tile_shape)
-    name = f"coverage-{tokenize(origins, chunk_tuple, tileset.tile_shape)}"
-    data = da.from_array(source, chunks=chunk_tuple, name=name, meta=np.empty((0, 0), dtype=bool))
-    return xr.DataArray(
-        data,
-        dims=("y", "x"),
-        coords=pixel_coords(shape, tileset.pixel_size_nm),
-        name="coverage",
-        attrs={"pixel_size_nm": list(tileset.pixel_size_nm), "units": "nm"},
-    )
 
 
 def pixel_coords(shape: tuple[int, int], pixel_size_nm: Sequence[float]) -> dict[str, np.ndarray]:
