@@ -134,6 +134,15 @@ def check_alignment(chunks: tuple[tuple[int, ...], ...], target: zarr.Array) -> 
             )
 
 
+def _aligned(arr: da.Array, target: zarr.Array) -> da.Array:
+    """``arr`` rechunked to the target's write unit, checked (:func:`check_alignment`)."""
+    unit = write_unit(target)
+    if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
+        arr = arr.rechunk(unit)
+    check_alignment(arr.chunks, target)
+    return arr
+
+
 def _write_markers(
     arr: da.Array,
     target: zarr.Array,
@@ -146,10 +155,7 @@ def _write_markers(
     of writing it there, and its halves into ``below`` (one uint8 per chunk: the chunks
     written; with ``count``, an 8-bit image's ``(1, 1, 257)`` int64: that number, then the
     chunk's pixels per value)."""
-    unit = write_unit(target)
-    if arr.chunks != da.core.normalize_chunks(unit, arr.shape):
-        arr = arr.rechunk(unit)
-    check_alignment(arr.chunks, target)
+    arr = _aligned(arr, target)
     grid = tuple((1,) * len(c) for c in arr.chunks)
     shape: dict[str, Any] = {"chunks": grid, "dtype": np.uint8}
     if count:  # one more axis: the chunks written, then the 256 values' pixel counts
@@ -285,19 +291,58 @@ def store_together(writes: Sequence[ChunkWrite], runner: Runner, description: st
     """Write several Dask arrays whose graphs share work (e.g. two images from one pass over
     the tiles) in one computation, so that the shared part runs once; each as
     :func:`store_array` writes it afresh (not resumed), its chunks flagged and, with
-    ``counts``, an 8-bit array's pixels counted per value. Returns the chunks written, per
-    array."""
-    markers, expected, counted = [], [], []
-    for w in writes:
-        count = w.counts is not None and w.data.dtype.itemsize == 1 and w.data.dtype.kind in "ui"
-        arr, marks = _write_markers(w.data, w.target, w.progress, w.below, w.label, count=count)
-        markers.append(marks)
-        counted.append(count)
-        expected.append(_chunks_written(list(np.ndindex(*arr.numblocks)), w.below))
-    results = runner.compute(tuple(markers), description)
-    for w, result, n, count in zip(writes, results, expected, counted, strict=True):
-        result = np.asarray(result)
-        _check_written(result[..., 0].sum() if count else result.sum(), n, description)
-        if count and w.counts is not None:
-            w.counts["per_value"] = result[..., 1:].sum(axis=(0, 1))
+    ``counts`` (one array at most), an 8-bit array's pixels counted per value. The arrays
+    share their chunks: one task writes chunk ``(i, j)`` of every array, so Dask fuses the
+    shared work into it and nothing waits in memory between a producer and its writers.
+    Returns the chunks written, per array."""
+    arrays = [_aligned(w.data, w.target) for w in writes]
+    if len({a.chunks for a in arrays}) != 1:
+        raise StoreError(f"{description}: arrays written together must share their chunks")
+    counted = [
+        w.counts is not None and a.dtype.itemsize == 1 and a.dtype.kind in "ui"
+        for w, a in zip(writes, arrays, strict=True)
+    ]
+    if sum(counted) > 1:
+        raise StoreError(f"{description}: only one array written together can be counted")
+    specs = tuple(
+        (w.target, w.progress, w.below, w.label, int(np.iinfo(a.dtype).min) if c else None)
+        for w, a, c in zip(writes, arrays, counted, strict=True)
+    )
+    grid = tuple((1,) * len(c) for c in arrays[0].chunks)
+    width = len(writes) + 256 * any(counted)
+    markers = da.map_blocks(
+        _write_blocks,
+        *arrays,
+        specs=specs,
+        new_axis=2,
+        chunks=(*grid, (width,)),
+        dtype=np.int64,
+        meta=np.empty((0, 0, 0), dtype=np.int64),
+    )
+    result = np.asarray(runner.compute(markers, description))
+    todo = list(np.ndindex(*arrays[0].numblocks))
+    expected = [_chunks_written(todo, w.below) for w in writes]
+    for k, n in enumerate(expected):
+        _check_written(result[..., k].sum(), n, description)
+    for w, c in zip(writes, counted, strict=True):
+        if c and w.counts is not None:
+            w.counts["per_value"] = result[..., len(writes) :].sum(axis=(0, 1))
     return expected
+
+
+def _write_blocks(
+    *blocks: np.ndarray, specs: tuple[Any, ...], block_info: Any = None
+) -> np.ndarray:
+    """Chunk ``(i, j)`` of every array of :func:`store_together`, each written as
+    :func:`_write_block` writes it (its data, then its flags); returns the chunks written per
+    array, then the counted array's pixels per value."""
+    written, counted = [], []
+    for k, (block, spec) in enumerate(zip(blocks, specs, strict=True)):
+        target, progress, below, label, count = spec
+        marker = _write_block(
+            block, target, progress, below, label, count, block_info={0: block_info[k]}
+        )
+        written.append(int(marker.flat[0]))
+        if count is not None:
+            counted = list(marker.ravel()[1:])
+    return np.asarray(written + counted, dtype=np.int64)[None, None, :]
