@@ -149,18 +149,11 @@ def _write_markers(
     progress: zarr.Array | None,
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
-    count: bool = False,
 ) -> tuple[da.Array, da.Array]:
     """``arr`` rechunked to the target's write unit (checked), and the lazy per-chunk markers
     of writing it there, and its halves into ``below`` (one uint8 per chunk: the chunks
-    written; with ``count``, an 8-bit image's ``(1, 1, 257)`` int64: that number, then the
-    chunk's pixels per value)."""
+    written)."""
     arr = _aligned(arr, target)
-    grid = tuple((1,) * len(c) for c in arr.chunks)
-    shape: dict[str, Any] = {"chunks": grid, "dtype": np.uint8}
-    if count:  # one more axis: the chunks written, then the 256 values' pixel counts
-        shape = {"count": int(np.iinfo(arr.dtype).min), "new_axis": 2, "chunks": (*grid, (257,))}
-        shape["dtype"] = np.int64
     markers = da.map_blocks(
         _write_block,
         arr,
@@ -168,8 +161,9 @@ def _write_markers(
         progress=progress,
         below=below,
         label=label,
-        meta=np.empty((0,) * (arr.ndim + int(count)), dtype=shape["dtype"]),
-        **shape,
+        chunks=tuple((1,) * len(c) for c in arr.chunks),
+        dtype=np.uint8,
+        meta=np.empty((0,) * arr.ndim, dtype=np.uint8),
     )
     return arr, markers
 
@@ -200,13 +194,9 @@ def store_array(
     value by the tasks that write them, summed into ``counts["per_value"]`` (entry ``v -
     dtype.min`` counting value ``v``); otherwise the dict is left as it is.
     """
-    if counts is not None and not resume and arr.dtype.itemsize == 1 and arr.dtype.kind in "ui":
-        arr, markers = _write_markers(arr, target, progress, below, label, count=True)
-        result = np.asarray(runner.compute(markers, description))  # (rows, columns, 1 + 256)
-        expected = _chunks_written(list(np.ndindex(*arr.numblocks)), below)
-        _check_written(result[..., 0].sum(), expected, description)
-        counts["per_value"] = result[..., 1:].sum(axis=(0, 1))
-        return expected
+    if counts is not None and not resume:  # counted as written: store_together's way
+        write = ChunkWrite(arr, target, progress, below, label, counts)
+        return store_together([write], runner, description)[0]
     markers, todo = _pending_writes(arr, target, progress, resume, below, label)
     return _run_writes([markers], [todo], runner, description)
 
