@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 from mosaicflow._shared.workers import WORKER_CONFIG, WORKER_ENVIRONMENT
+from mosaicflow.config import START_METHODS
 from mosaicflow.errors import ClusterError, ConfigError
 
 #: How the ``--cluster`` option and the ``cluster.address`` setting are named in messages.
@@ -18,6 +20,9 @@ USAGE = (
     "use 'local', 'local-cuda', a scheduler address tcp://host:port, 'kubernetes' or "
     "kubernetes://NAME"
 )
+#: Packages that start threads or device contexts a forked child cannot use (OpenMP pools,
+#: CUDA): with one of them loaded in this process, ``auto`` starts workers with ``spawn``.
+FORK_UNSAFE = ("torch", "cupy", "cucim", "onnxruntime", "tensorflow", "jax", "numba")
 
 
 def default_workers() -> int:
@@ -86,6 +91,7 @@ def connect(
     memory_limit: str = "auto",
     timeout: float = 10.0,
     gpu_workers: int = 0,
+    start_method: str = "auto",
 ) -> Any:
     """Return a ``distributed.Client``.
 
@@ -106,6 +112,10 @@ def connect(
     gpu_workers : int
         For ``"kubernetes"``: workers of the GPU worker group added to the new cluster
         (``mosaicflow.deploy.gpu_worker_spec``); 0 adds none.
+    start_method : {"auto", "fork", "spawn"}
+        How a ``local`` cluster's nannies start their worker processes
+        (:func:`local_start_method`). ``local-cuda`` always spawns: CUDA does not survive a
+        fork.
 
     Raises
     ------
@@ -114,10 +124,11 @@ def connect(
         package is not installed, or the cluster cannot be reached or started.
     """
     kind, target = parse_address(address)
+    method = local_start_method(start_method)
     from distributed import Client, LocalCluster
 
     if kind == "local":
-        with _worker_environment():
+        with _worker_environment(method):
             cluster = LocalCluster(
                 n_workers=n_workers or default_workers(),
                 threads_per_worker=threads_per_worker,
@@ -128,7 +139,7 @@ def connect(
             )
         return _with_quick_exit(Client(cluster))
     if kind == "local-cuda":
-        with _worker_environment():
+        with _worker_environment("spawn"):
             return _with_quick_exit(
                 Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
             )
@@ -142,25 +153,67 @@ def connect(
         ) from exc
 
 
-def _worker_environment() -> Any:
+def local_start_method(asked: str = "auto") -> str:
+    """How the nannies of a local cluster start their worker processes: ``"fork"`` or
+    ``"spawn"`` (multiprocessing's start methods).
+
+    ``spawn`` (Dask's default) starts a fresh interpreter that imports Dask, distributed and
+    the main module again: 3.0-3.5 s for two workers on two cores, longer than some whole
+    stages. ``fork`` copies this process, its imports included: 0.8-1.0 s
+    (``docs/PERFORMANCE.md``). ``auto`` forks on Linux unless this process holds something a
+    forked child cannot use (:data:`FORK_UNSAFE`: OpenMP thread pools, CUDA contexts); the
+    workers then get glibc's settings from
+    :class:`~mosaicflow._shared.worker_malloc.MallocSettings`,
+    since glibc read its environment when this process started.
+
+    Raises
+    ------
+    ConfigError
+        ``asked`` is not one of :data:`START_METHODS`, or is ``fork`` where the platform has
+        no fork.
+    """
+    if asked not in START_METHODS:
+        raise ConfigError(
+            f"cluster.start_method must be one of {', '.join(START_METHODS)}, got {asked!r}"
+        )
+    import multiprocessing
+
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if asked == "fork" and not can_fork:
+        raise ConfigError(f"cluster.start_method: fork is not available on {sys.platform}")
+    if asked != "auto":
+        return asked
+    unsafe = any(name in sys.modules for name in FORK_UNSAFE)
+    return "fork" if can_fork and sys.platform == "linux" and not unsafe else "spawn"
+
+
+def _worker_environment(method: str) -> Any:
     """Dask's configuration with :data:`WORKER_ENVIRONMENT` in the environment its nannies give
-    the worker processes they start (over Dask's own glibc setting), and :data:`WORKER_CONFIG`
-    in the configuration they hand them."""
+    the worker processes they start (over Dask's own glibc setting), :data:`WORKER_CONFIG`
+    in the configuration they hand them, and ``method`` as the way they start them."""
     import dask
 
     key = "distributed.nanny.pre-spawn-environ"
     return dask.config.set(
-        {key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT}, **WORKER_CONFIG}
+        {
+            key: {**dask.config.get(key, {}), **WORKER_ENVIRONMENT},
+            **WORKER_CONFIG,
+            "distributed.worker.multiprocessing-method": method,
+        }
     )
 
 
 def _with_quick_exit(client: Any) -> Any:
-    """``client`` with :class:`~mosaicflow._shared.worker_exit.QuickExit` on its workers: a
-    local worker that closed cleanly skips its interpreter's shutdown (0.7 s at close)."""
+    """``client`` with :class:`~mosaicflow._shared.worker_exit.QuickExit` on its workers (a
+    local worker that closed cleanly skips its interpreter's shutdown: 0.7 s at close) and
+    :class:`~mosaicflow._shared.worker_malloc.MallocSettings` (glibc's settings, also in
+    workers forked from this process)."""
     from mosaicflow._shared.worker_exit import QuickExit
+    from mosaicflow._shared.worker_malloc import MallocSettings
 
     try:
         client.register_plugin(QuickExit())
+        client.register_plugin(MallocSettings())
     except Exception as exc:  # the cluster is ours: never leave it running
         close(client)
         raise ClusterError(f"{OPTION}: the local workers did not start cleanly ({exc})") from exc

@@ -4,13 +4,16 @@ name the extra to install when their package is missing."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 import time
 
 import pytest
 
 from mosaicflow import cluster
-from mosaicflow.errors import ClusterError
+from mosaicflow._shared.workers import WORKER_ENVIRONMENT
+from mosaicflow.config import ClusterConfig, Config
+from mosaicflow.errors import ClusterError, ConfigError
 
 
 @pytest.mark.parametrize(
@@ -78,12 +81,8 @@ def test_kubernetes_without_an_api_server_is_a_clear_error(monkeypatch, tmp_path
 
 def test_local_workers_start_with_the_worker_environment():
     """glibc reads its settings when a process starts: the nanny must put them in place before
-    it spawns the worker (a real local cluster, its workers' own environment)."""
-    import os
-
+    it starts the worker (a real local cluster, its workers' own environment)."""
     import dask
-
-    from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 
     client = cluster.connect("local", n_workers=1, threads_per_worker=1)
     try:
@@ -156,8 +155,10 @@ def test_quick_exit_skips_the_interpreter_shutdown_only_after_a_clean_close(tmp_
 
 
 def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path):
-    """The local cluster's workers carry the quick exit; the atexit handlers registered after
-    it (as fsspec and Zarr register theirs on import) still run when the cluster closes."""
+    """The local cluster's spawned workers carry the quick exit; the atexit handlers registered
+    after it (as fsspec and Zarr register theirs on import) still run when the cluster closes.
+    (A forked worker ends with ``os._exit`` as multiprocessing ends every forked child: no
+    handler runs there, and its tasks' writes are complete when they return.)"""
     marker = tmp_path / "later-handler"
 
     def register_later(path: str) -> bool:
@@ -168,7 +169,7 @@ def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path
         atexit.register(lambda: open(path, "w").write("ran"))
         return worker_exit._state["installed"]
 
-    client = cluster.connect("local", n_workers=1, threads_per_worker=1)
+    client = cluster.connect("local", n_workers=1, threads_per_worker=1, start_method="spawn")
     try:
         assert "mosaicflow-quick-exit" in next(iter(client.run(_plugin_names).values()))
         assert client.submit(register_later, str(marker), pure=False).result() is True
@@ -194,3 +195,72 @@ def test_a_local_cluster_whose_workers_refuse_the_plugin_is_closed_and_named(mon
     with pytest.raises(ClusterError, match="the local workers did not start cleanly"):
         cluster.connect("local", n_workers=1, threads_per_worker=1)
     assert started and started[0].status.name == "closed"  # not left running
+
+
+def test_auto_start_method_forks_on_linux_unless_a_fork_unsafe_package_is_loaded(monkeypatch):
+    import multiprocessing
+    import types
+
+    can_fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux"
+    for name in cluster.FORK_UNSAFE:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert cluster.local_start_method("auto") == ("fork" if can_fork else "spawn")
+    assert cluster.local_start_method("spawn") == "spawn"
+    for name in ("torch", "cupy"):  # a thread pool or a CUDA context a child cannot use
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, name, types.ModuleType(name))
+            assert cluster.local_start_method("auto") == "spawn"
+            if can_fork:  # asked for explicitly, it is what the user gets
+                assert cluster.local_start_method("fork") == "fork"
+    monkeypatch.setattr(sys, "platform", "darwin")  # fork there breaks system frameworks
+    assert cluster.local_start_method("auto") == "spawn"
+
+
+@pytest.mark.parametrize("asked", ["forkserver", "", "Fork"])
+def test_unknown_start_methods_name_the_setting(asked):
+    with pytest.raises(ConfigError, match=r"cluster.start_method must be one of auto, fork"):
+        cluster.local_start_method(asked)
+    with pytest.raises(ConfigError, match=r"cluster.start_method must be one of"):
+        Config(cluster=ClusterConfig(start_method=asked))
+
+
+def test_fork_without_fork_names_the_setting_and_platform(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    with pytest.raises(ConfigError, match=r"cluster.start_method: fork is not available"):
+        cluster.local_start_method("fork")
+    assert cluster.local_start_method("auto") == "spawn"
+
+
+def _worker_state():
+    from mosaicflow._shared import worker_malloc
+
+    return "mosaicflow_fork_probe" in sys.modules, dict(worker_malloc.applied), os.getpid()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forked workers: Linux only")
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_local_workers_started_either_way_get_the_allocator_settings(monkeypatch, method):
+    """A forked worker is a copy of this process (a module only this process made is there);
+    glibc read its environment before the nanny set it, so the plugin sets the allocator's
+    values with mallopt, in spawned workers too."""
+    import types
+
+    from mosaicflow._shared.worker_malloc import MALLOPT_PARAMETERS
+
+    monkeypatch.setitem(sys.modules, "mosaicflow_fork_probe", types.ModuleType("probe"))
+    client = cluster.connect("local", n_workers=2, threads_per_worker=1, start_method=method)
+    try:
+        states = list(client.run(_worker_state).values())
+        assert "mosaicflow-malloc-settings" in next(iter(client.run(_plugin_names).values()))
+        # the workers compute, and the cluster closes with no process left behind
+        assert client.submit(_busy, 0.05, pure=False).result() > 0
+    finally:
+        cluster.close(client)
+    expected = {name: int(WORKER_ENVIRONMENT[name]) for name in MALLOPT_PARAMETERS}
+    assert [probe for probe, _, _ in states] == [method == "fork"] * 2
+    assert all(applied == expected for _, applied, _ in states)
+    for _, _, pid in states:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

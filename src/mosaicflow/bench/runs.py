@@ -158,6 +158,7 @@ def measure_run(
             n_workers=n_workers,
             threads_per_worker=threads,
             memory_limit=config.cluster.memory_limit,
+            start_method=config.cluster.start_method,
         )
         t_started = time.perf_counter()
         try:

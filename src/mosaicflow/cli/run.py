@@ -290,6 +290,7 @@ def run_pipeline(args: argparse.Namespace, console: Console, stop_after: str | N
         n_workers=config.cluster.n_workers,
         threads_per_worker=config.cluster.threads_per_worker,
         memory_limit=config.cluster.memory_limit,
+        start_method=config.cluster.start_method,
     )
     try:
         return pipeline.run(client=client, stop_after=stop_after)

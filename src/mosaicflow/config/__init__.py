@@ -225,6 +225,11 @@ class ClassifyConfig:
     trust_pickle: bool = False
 
 
+#: How a local cluster's nannies may start their worker processes (``cluster.start_method``,
+#: :func:`mosaicflow.cluster.local_start_method`).
+START_METHODS = ("auto", "fork", "spawn")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """``address``: ``local`` (a LocalCluster of ``n_workers`` processes, at least 1; empty:
@@ -235,12 +240,15 @@ class ClusterConfig:
     (:func:`~mosaicflow.config.values.parse_memory_limit`). ``no_worker_timeout_s``: a stage
     with no worker at all for this long fails instead of waiting for ever;
     ``stall_timeout_s``: a stage where no task finishes for this long (and 20 x the slowest
-    task so far) fails as hung (:class:`mosaicflow.runner.Runner`)."""
+    task so far) fails as hung (:class:`mosaicflow.runner.Runner`). ``start_method``: how a
+    local cluster starts its worker processes, ``auto`` (fork on Linux where safe), ``fork``
+    or ``spawn`` (:func:`mosaicflow.cluster.local_start_method`)."""
 
     address: str = "local"
     n_workers: int | None = None
     threads_per_worker: int = 1
     memory_limit: str = "auto"
+    start_method: str = "auto"
     no_worker_timeout_s: float = 120.0
     stall_timeout_s: float = 600.0
 

@@ -11,6 +11,7 @@ from mosaicflow.config import (
     EDGE_POLICIES,
     MISSING_TILE_POLICIES,
     POLARITIES,
+    START_METHODS,
 )
 
 
@@ -167,6 +168,11 @@ def configuration_checks(config: Any) -> list[tuple[bool, str]]:
         (
             cluster.threads_per_worker >= 1,
             f"cluster.threads_per_worker must be >= 1, got {cluster.threads_per_worker}",
+        ),
+        (
+            cluster.start_method in START_METHODS,
+            f"cluster.start_method must be one of {', '.join(START_METHODS)}, got "
+            f"{cluster.start_method!r}",
         ),
         (
             cluster.no_worker_timeout_s > 0 and cluster.stall_timeout_s > 0,
