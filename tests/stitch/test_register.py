@@ -12,7 +12,7 @@ import pytest
 from mosaicflow import synth
 from mosaicflow.errors import ConfigError
 from mosaicflow.io import read_tile, read_tileset
-from mosaicflow.stitch import register, register_pairs, solve_positions
+from mosaicflow.stitch import register, register_pairs, register_tileset
 from mosaicflow.stitch.agreement import _ncc_at, overlap_ncc
 from mosaicflow.stitch.register import candidate_pairs, masked_ncc
 
@@ -171,7 +171,7 @@ def test_overlap_ncc_best_is_the_exact_ncc_at_its_offset(grid):
 @pytest.fixture(scope="module")
 def ssem_scores():
     tileset = read_tileset(SSEM, grid=(3, 3), overlap=0.1, pixel_size_nm=1.0)
-    solved = solve_positions(tileset, register_pairs(tileset))
+    solved, _, _ = register_tileset(tileset)  # the register stage's call
     positions = {
         "nominal": tileset.tiles[["y_px", "x_px"]].to_numpy(float),
         "registered": solved[["y_px", "x_px"]].to_numpy(float),
@@ -194,7 +194,7 @@ def test_real_ssem_registered_overlaps_beat_nominal(ssem_scores):
     strict=True,
     reason="serial sections are distorted: the best offsets of a 2x2 loop disagree by up to "
     "18 px, a rigid solve reaches about 0.96 x the per-pair best at its optimum and the "
-    "registered positions 0.80 x (benchmarks/results/register_real.md)",
+    "registered positions 0.80 x (benchmarks/bench_register_real.py)",
 )
 def test_real_ssem_registered_near_the_per_pair_best(ssem_scores):
     assert ssem_scores["ncc_registered"] >= 0.95 * ssem_scores["best_ncc"]

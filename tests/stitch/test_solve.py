@@ -14,7 +14,8 @@ import tifffile
 
 from mosaicflow import synth
 from mosaicflow.io import read_tileset
-from mosaicflow.stitch import register_pairs, solve_positions
+from mosaicflow.stitch import register_pairs, register_tileset, solve_positions
+from mosaicflow.stitch.register import candidate_pairs, is_corner_pair
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 BSE = REAL / "sem_bse_2x3_stitch2d"
@@ -113,3 +114,70 @@ def test_real_sem_bse_within_reference(tmp_path):
     after = _relative_error(solved[["y_px", "x_px"]].to_numpy(float), true)
     assert before.max() > 3
     assert after.max() <= 1.5, after
+
+
+def _corner_pairs(tileset, pairs) -> set:
+    pos = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
+    return {
+        (int(i), int(j))
+        for i, j in zip(pairs["i"], pairs["j"], strict=True)
+        if is_corner_pair(pos[j] - pos[i], tileset.tile_shape)
+    }
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_diagonal_pairs_are_registered_only_for_tiles_the_sides_leave_apart(
+    write_grid, tmp_path, seed
+):
+    tileset, true = _write(write_grid, tmp_path / "grid", seed)
+    every = candidate_pairs(tileset)
+    sides = candidate_pairs(tileset, corners=False)
+    corners = set(every) - set(sides)
+    assert corners and len(sides) == 17  # 3x4 grid: 9 horizontal + 8 vertical neighbours
+    # the oracle: the side pairs alone, solved; which tiles lie outside their largest group
+    side_pairs = register_pairs(tileset, pairs=sides)
+    _, judged = solve_positions(tileset, side_pairs, return_pairs=True)
+    kept = judged[judged["kept"]]
+    groups = {t: {t} for t in range(len(tileset.tiles))}
+    for i, j in zip(kept["i"], kept["j"], strict=True):
+        merged = groups[i] | groups[j]
+        for t in merged:
+            groups[t] = merged
+    largest = max(groups.values(), key=len)
+    expected = corners if len(largest) < len(tileset.tiles) else set()
+
+    tiles, pairs, info = register_tileset(tileset)  # corners="auto", the default
+    assert _corner_pairs(tileset, pairs) == expected
+    assert info["n_corner_pairs"] == len(expected)
+    assert (pairs["kind"] == "neighbour").sum() == len(sides) + len(expected)
+    all_tiles, all_pairs, all_info = register_tileset(tileset, corners="all")
+    assert _corner_pairs(tileset, all_pairs) == corners and all_info["n_corner_pairs"] == len(
+        corners
+    )
+    none_tiles, none_pairs, _ = register_tileset(tileset, corners="none")
+    assert not _corner_pairs(tileset, none_pairs)
+    for solved in (tiles, all_tiles, none_tiles):
+        after = _relative_error(solved[["y_px", "x_px"]].to_numpy(float), true)
+        assert after.max() <= 0.5, after
+    with pytest.raises(ValueError, match="corners must be one of"):
+        register_tileset(tileset, corners="some")
+
+
+def test_tiles_the_sides_leave_apart_get_every_diagonal_pair(write_grid, tmp_path):
+    folder = tmp_path / "grid"
+    tileset, _ = _write(write_grid, folder, 2)
+    rng = np.random.default_rng(0)
+    rc = list(zip(tileset.tiles["row"], tileset.tiles["col"], strict=True))
+    flat = [rc.index((2, 2)), rc.index((2, 3))]
+    for k in flat:
+        _flatten(Path(tileset.tiles["path"].iloc[k]), 50, rng)
+    tileset = read_tileset(folder)
+    tiles, pairs, info = register_tileset(tileset)
+    every, _, _ = register_tileset(tileset, corners="all")
+    corners = set(candidate_pairs(tileset)) - set(candidate_pairs(tileset, corners=False))
+    assert _corner_pairs(tileset, pairs) == corners and info["n_corner_pairs"] == len(corners)
+    pd.testing.assert_frame_equal(tiles, every)  # the sides left tiles apart: as with "all"
+    nominal = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
+    # nothing a flat tile's diagonal shows is kept: it stays at its stage position
+    assert (tiles["n_pairs_kept"].iloc[flat] == 0).all()
+    np.testing.assert_allclose(tiles[["y_px", "x_px"]].to_numpy(float)[flat], nominal[flat])

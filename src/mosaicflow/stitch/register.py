@@ -51,17 +51,30 @@ def default_max_shift(tile_shape: tuple[int, int]) -> float:
     return float(max(16.0, 0.1 * min(tile_shape)))
 
 
-def candidate_pairs(tileset: TileSet) -> list[tuple[int, int]]:
+def candidate_pairs(tileset: TileSet, corners: bool = True) -> list[tuple[int, int]]:
     """Pairs ``(i, j)``, ``i < j`` (row order of ``tileset.tiles``), of tiles whose nominal
-    rectangles overlap (grid neighbours right and down, and diagonals where corners overlap)."""
+    rectangles overlap: grid neighbours right and down and, with ``corners``, diagonals where
+    corners overlap (:func:`is_corner_pair`)."""
     pos = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
     h, w = tileset.tile_shape
     out: list[tuple[int, int]] = []
     for i in range(len(pos)):
         d = pos[i + 1 :] - pos[i]
         hit = np.flatnonzero((np.abs(d[:, 0]) < h) & (np.abs(d[:, 1]) < w))
-        out.extend((i, i + 1 + int(k)) for k in hit)
+        out.extend(
+            (i, i + 1 + int(k))
+            for k in hit
+            if corners or not is_corner_pair(d[k], tileset.tile_shape)
+        )
     return out
+
+
+def is_corner_pair(offset: Any, tile_shape: tuple[int, int]) -> bool:
+    """Whether two tiles ``offset`` (dy, dx) apart overlap only at a corner: their common
+    rectangle spans less than half a tile along both axes (a grid's diagonal neighbours; side
+    neighbours share at least half of a side, whatever the stage's jitter)."""
+    h, w = tile_shape
+    return bool(h - abs(offset[0]) < h / 2 and w - abs(offset[1]) < w / 2)
 
 
 def _strips(
@@ -319,8 +332,9 @@ def register_pairs(
     seed: int = 0,
     device: str = "cpu",
     compute: bool = True,
+    pairs: list[tuple[int, int]] | None = None,
 ) -> Any:
-    """Measure the translation between every pair of overlapping tiles.
+    """Measure the translation between every pair of overlapping tiles (or the given ones).
 
     Parameters
     ----------
@@ -351,6 +365,10 @@ def register_pairs(
         ``True``: compute (one Dask task per :data:`PAIRS_PER_TASK` pairs, on the current
         scheduler) and return a
         pandas DataFrame; ``False``: return the Dask delayed DataFrame-building object.
+    pairs : list of (int, int), optional
+        The pairs ``(i, j)`` to register, ``i < j`` (row positions in ``tileset.tiles``);
+        default every pair of :func:`candidate_pairs`. The null pairs take their geometry
+        from these.
 
     Returns
     -------
@@ -370,7 +388,7 @@ def register_pairs(
     if device not in DEVICES:
         raise ConfigError(f"stitch.device must be one of {DEVICES}, got {device!r}")
     pos = tileset.tiles[["y_px", "x_px"]].to_numpy(float)
-    pairs = candidate_pairs(tileset)
+    pairs = candidate_pairs(tileset) if pairs is None else [(int(i), int(j)) for i, j in pairs]
     jobs = [(i, j, "neighbour", pos[j] - pos[i]) for i, j in pairs]
     jobs += [
         (i, k, "null", pos[j] - pos[i]) for i, j, k in _null_pairs(tileset, pairs, n_null, seed)
