@@ -8,7 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from mosaicflow._shared.workers import WORKER_CONFIG, WORKER_ENVIRONMENT
+from mosaicflow._shared.workers import IMPORT_THREAD, WORKER_CONFIG, WORKER_ENVIRONMENT
 from mosaicflow.config import START_METHODS
 from mosaicflow.errors import ClusterError, ConfigError
 
@@ -128,6 +128,8 @@ def connect(
     from distributed import Client, LocalCluster
 
     if kind == "local":
+        if method == "fork":
+            _wait_for_background_imports()
         with _worker_environment(method):
             cluster = LocalCluster(
                 n_workers=n_workers or default_workers(),
@@ -185,6 +187,16 @@ def local_start_method(asked: str = "auto") -> str:
         return asked
     unsafe = any(name in sys.modules for name in FORK_UNSAFE)
     return "fork" if can_fork and sys.platform == "linux" and not unsafe else "spawn"
+
+
+def _wait_for_background_imports(timeout: float = 60.0) -> None:
+    """Let an earlier run's background imports (:data:`IMPORT_THREAD`) finish before forking:
+    a forked copy of a half-finished import would keep that module's import lock for ever."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == IMPORT_THREAD and thread is not threading.current_thread():
+            thread.join(timeout)
 
 
 def _worker_environment(method: str) -> Any:

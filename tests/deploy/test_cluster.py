@@ -264,3 +264,37 @@ def test_local_workers_started_either_way_get_the_allocator_settings(monkeypatch
     for _, _, pid in states:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="forked workers: Linux only")
+def test_forking_waits_for_the_background_imports(monkeypatch):
+    """A module half imported by another thread stays half imported in a forked copy, its lock
+    held for ever: the pipeline's import thread is named, and a fork waits for it."""
+    import importlib
+    import threading
+    import types
+
+    from mosaicflow._shared.workers import IMPORT_THREAD
+    from mosaicflow.pipeline import _import_in_background
+
+    release = threading.Event()
+    real_import = importlib.import_module
+
+    def slow_import(name, package=None):
+        if name != "mosaicflow_probe_module":
+            return real_import(name, package)
+        release.wait(10)
+        time.sleep(3.0)  # still importing when the workers are forked
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))  # the import's effect
+        return sys.modules[name]
+
+    monkeypatch.setattr(importlib, "import_module", slow_import)
+    _import_in_background("mosaicflow_probe_module")
+    assert IMPORT_THREAD in {t.name for t in threading.enumerate()}
+    release.set()
+    client = cluster.connect("local", n_workers=1, threads_per_worker=1, start_method="fork")
+    try:  # the worker is a copy of this process made after the import had finished
+        seen = client.run(lambda: "mosaicflow_probe_module" in sys.modules)
+    finally:
+        cluster.close(client)
+    assert list(seen.values()) == [True]

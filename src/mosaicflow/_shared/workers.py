@@ -38,3 +38,9 @@ WORKER_ENVIRONMENT: dict[str, str] = {
 #: The same settings as Dask configuration, for the workers of a local cluster (their nannies
 #: pass the parent's configuration, which would override the environment variable).
 WORKER_CONFIG: dict[str, object] = {"distributed.worker.profile.enabled": False}
+
+#: The name of the driver's thread that imports the stages' modules ahead of them
+#: (:func:`mosaicflow.pipeline._import_in_background`): a local cluster forking its workers
+#: waits for it first, since a module half imported by another thread would stay half imported,
+#: its lock held for ever, in the forked copy.
+IMPORT_THREAD = "mosaicflow-background-imports"

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from mosaicflow import __version__
+from mosaicflow._shared.workers import IMPORT_THREAD
 from mosaicflow.config import Config
 from mosaicflow.config.values import config_differences, redact_options
 from mosaicflow.errors import ConfigError, Interrupted, StoreError, TileSetError
@@ -342,7 +343,7 @@ def _import_in_background(*modules: str) -> None:
             except Exception:
                 pass  # the stage's own import reports it
 
-    threading.Thread(target=load, daemon=True).start()
+    threading.Thread(target=load, name=IMPORT_THREAD, daemon=True).start()
 
 
 def _location(path: Any, *, parent: bool = False) -> str:
