@@ -129,7 +129,7 @@ def connect(
 
     if kind == "local":
         if method == "fork":
-            _wait_for_background_imports()
+            _prepare_fork()
         with _worker_environment(method):
             cluster = LocalCluster(
                 n_workers=n_workers or default_workers(),
@@ -189,14 +189,21 @@ def local_start_method(asked: str = "auto") -> str:
     return "fork" if can_fork and sys.platform == "linux" and not unsafe else "spawn"
 
 
-def _wait_for_background_imports(timeout: float = 60.0) -> None:
-    """Let an earlier run's background imports (:data:`IMPORT_THREAD`) finish before forking:
-    a forked copy of a half-finished import would keep that module's import lock for ever."""
+def _prepare_fork(timeout: float = 60.0) -> None:
+    """Before the workers are forked from this process: let an earlier run's background imports
+    (:data:`IMPORT_THREAD`) finish, since a forked copy of a half-finished import would keep
+    that module's import lock for ever; then free what is garbage and hand glibc's free heap
+    back to the system, so that the workers do not start holding it."""
+    import gc
     import threading
+
+    from mosaicflow._shared.worker_malloc import release_free_memory
 
     for thread in threading.enumerate():
         if thread.name == IMPORT_THREAD and thread is not threading.current_thread():
             thread.join(timeout)
+    gc.collect()
+    release_free_memory()
 
 
 def _worker_environment(method: str) -> Any:
