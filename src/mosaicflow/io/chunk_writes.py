@@ -16,6 +16,7 @@ import zarr
 
 from mosaicflow._shared.arrays import value_counts
 from mosaicflow.errors import StoreError
+from mosaicflow.io.chunk_io import set_flag, write_region
 from mosaicflow.runner import Runner
 
 
@@ -69,7 +70,7 @@ def _write_block(
     per value)."""
     loc = block_info[0]["array-location"]
     index = tuple(block_info[0]["chunk-location"])
-    target[tuple(slice(a, b) for a, b in loc)] = block
+    write_region(target, tuple(slice(a, b) for a, b in loc), block)
     counted = None if count is None else value_counts(block, count, 256)
     done = []
     for k, (level, flags) in enumerate(below, 1):
@@ -77,11 +78,13 @@ def _write_block(
         if not block.size:  # the last row or column of chunks has no pixels this far down
             break
         start = [a >> k for a, _ in loc]
-        level[tuple(slice(a, a + n) for a, n in zip(start, block.shape, strict=True))] = block
+        write_region(
+            level, tuple(slice(a, a + n) for a, n in zip(start, block.shape, strict=True)), block
+        )
         done.append(flags)
     for flags in (*done, progress):
         if flags is not None:  # recorded only once the chunk's data is written
-            flags[index] = 1
+            set_flag(flags, index)
     if counted is not None:  # an 8-bit chunk's pixels per value, after the chunks written
         return np.concatenate(([1 + len(done)], counted))[None, None, :]
     return np.full((1,) * block.ndim, 1 + len(done), dtype=np.uint8)

@@ -15,6 +15,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from mosaicflow._shared.arrays import pixel_grid
+from mosaicflow.io.chunk_io import read_region, set_flag, write_region
 from mosaicflow.io.chunk_writes import (
     ChunkWrite,
     _run_writes,
@@ -73,10 +74,10 @@ def _pyramid_block(
     (ch, cw), (h, w) = write_unit(target), target.shape
     y0, x0 = index[0] * ch, index[1] * cw
     y1, x1 = min(y0 + ch, h), min(x0 + cw, w)
-    block = np.asarray(source[2 * y0 : 2 * y1, 2 * x0 : 2 * x1])
-    target[y0:y1, x0:x1] = half_size(block, label=label)
+    block = read_region(source, (slice(2 * y0, 2 * y1), slice(2 * x0, 2 * x1)))
+    write_region(target, (slice(y0, y1), slice(x0, x1)), half_size(block, label=label))
     if progress is not None:  # recorded only once the chunk's data is written
-        progress[index] = 1
+        set_flag(progress, index)
     return np.ones(1, dtype=np.uint8)
 
 

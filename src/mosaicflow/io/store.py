@@ -15,7 +15,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-import dask.array as da
 import fsspec
 import numpy as np
 import xarray as xr
@@ -23,6 +22,7 @@ import zarr
 
 from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
+from mosaicflow.io.chunk_io import lazy
 from mosaicflow.io.chunk_writes import missing_chunks
 from mosaicflow.io.layout import (
     IMAGE_ATTRS,
@@ -378,7 +378,7 @@ class RunStore(TableMixin):
         (coordinates in nm, with ``units`` attributes), one Dask chunk per ``block`` x
         ``block`` stored chunks."""
         stored = self.open_level(name, level)
-        arr = da.from_zarr(stored, chunks=tuple(int(c) * int(block) for c in stored.chunks))
+        arr = lazy(stored, tuple(int(c) * int(block) for c in stored.chunks))
         scale, shift = self.image_transform(name, level)
         coords = {
             dim: (dim, shift[i] + np.arange(arr.shape[i]) * scale[i], {"units": "nm"})

@@ -22,6 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from mosaicflow.io.chunk_io import lazy
 from mosaicflow.io.chunk_writes import store_array, store_arrays
 from mosaicflow.io.store import RunStore
 
@@ -94,7 +95,7 @@ def write_instance_probability(stage: Any, store: RunStore, den: Any, covered: A
     }
     written = 0
     for name, target in zip(("probability", INTERIOR_IMAGE), targets, strict=True):
-        image = den.copy(data=da.from_zarr(target))
+        image = den.copy(data=lazy(target))
         image.attrs.update(den.attrs, **info)
         written += stage._write_image(store, name, image)
     store.remove_scratch()
@@ -116,7 +117,7 @@ def write_instance_labels(stage: Any, store: RunStore, prob: Any) -> int:
     seeds = label(interior.data >= seed_cut, connectivity=connectivity, scratch=local)
     store_array(seeds, seeds_target, stage.runner, "seeds")
     grown = grow_chunked(
-        da.from_zarr(seeds_target),
+        lazy(seeds_target),
         interior.data,
         prob.data,
         foreground_threshold=float(prob.attrs["threshold"]),

@@ -12,6 +12,10 @@ import pandas as pd
 
 from mosaicflow.errors import ConfigError
 
+#: :meth:`TileFrame.truth_window` reads the truth in one read when the rectangle it needs is at
+#: most this many times the window's area.
+ONE_READ_MAX = 2.0
+
 
 @dataclass(frozen=True)
 class TileFrame:
@@ -67,24 +71,39 @@ class TileFrame:
     def truth_window(self, truth: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The true labels the fused mosaic shows at ``[y0:y1, x0:x1]`` (0 where no tile).
 
-        For each tile showing part of the window, reads the part of the truth it shows there
+        For each tile showing part of the window, takes the part of the truth it shows there
         (its part of the window shifted into the true frame by the tile's shift, clipped to
-        the truth) and keeps the pixels the tile shows.
+        the truth) and keeps the pixels the tile shows. The truth is read once, over the
+        rectangle that holds every such part (the tiles' shifts differ by the stage's error,
+        so it is little larger than the window), unless that rectangle would exceed
+        :data:`ONE_READ_MAX` times the window's area: then part by part.
         """
         owner = self.owner(y0, y1, x0, x1)
         out = np.zeros(owner.shape, dtype=np.uint32)
         h, w = self.tile_shape
         th, tw = int(truth.shape[0]), int(truth.shape[1])
+        parts = []
         for k, (fy, fx) in enumerate(self.fused_origins):
             dy, dx = (int(v) for v in self.true_origins[k] - self.fused_origins[k])
             # the tile's part of the window, and of that the part whose true pixels exist
             sy0, sy1 = max(y0, int(fy), -dy), min(y1, int(fy) + h, th - dy)
             sx0, sx1 = max(x0, int(fx), -dx), min(x1, int(fx) + w, tw - dx)
-            if sy1 <= sy0 or sx1 <= sx0:
-                continue
+            if sy1 > sy0 and sx1 > sx0:
+                parts.append((k, dy, dx, sy0, sy1, sx0, sx1))
+        if not parts:
+            return out
+        by0, bx0 = min(p[3] + p[1] for p in parts), min(p[5] + p[2] for p in parts)
+        by1, bx1 = max(p[4] + p[1] for p in parts), max(p[6] + p[2] for p in parts)
+        one_read = (by1 - by0) * (bx1 - bx0) <= ONE_READ_MAX * out.size
+        block = np.asarray(truth[by0:by1, bx0:bx1]) if one_read else None
+        for k, dy, dx, sy0, sy1, sx0, sx1 in parts:
             dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
             shown = owner[dst] == k + 1
-            if shown.any():
+            if not shown.any():
+                continue
+            if block is not None:
+                true = block[sy0 + dy - by0 : sy1 + dy - by0, sx0 + dx - bx0 : sx1 + dx - bx0]
+            else:
                 true = np.asarray(truth[sy0 + dy : sy1 + dy, sx0 + dx : sx1 + dx])
-                np.copyto(out[dst], true, where=shown, casting="unsafe")
+            np.copyto(out[dst], true, where=shown, casting="unsafe")
         return out

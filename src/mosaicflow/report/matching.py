@@ -29,6 +29,7 @@ import pandas as pd
 
 from mosaicflow._shared.batches import batches
 from mosaicflow.errors import ConfigError
+from mosaicflow.io.chunk_io import ChunkReader
 from mosaicflow.io.store import RunStore
 from mosaicflow.report.frames import TileFrame
 from mosaicflow.runner import Runner
@@ -393,9 +394,9 @@ def truth_matching(
         ]
     if not store.has_image(FOUND) or not store.has_table("tiles"):
         return None, ["ground truth: the store has no labels or no tiles table: no matching"]
-    truth = truth_labels(folder)
+    truth = ChunkReader(truth_labels(folder))
     _, origins = read_ground_truth(folder)
-    found = store.open_level(FOUND, 0)
+    found = ChunkReader(store.open_level(FOUND, 0))
     tile_shape = tuple(tileset.get("tile_shape") or ())
     if len(tile_shape) != 2:
         return None, ["ground truth: the run records no tile shape: no matching"]
