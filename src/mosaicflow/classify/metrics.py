@@ -26,17 +26,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import nnls
-from scipy.stats import norm
-from sklearn.metrics import balanced_accuracy_score, confusion_matrix
 
 from mosaicflow.errors import ConfigError
+from mosaicflow.measure.columns import UNCLASSIFIED as _UNCLASSIFIED
 
 Z_95 = 1.959963984540054
 """Two-sided 95 % normal quantile."""
 
-UNCLASSIFIED = "unclassified"
-"""Class name :func:`mosaicflow.classify.predict` gives particles it cannot classify."""
+# The class column's value for particles the classifier cannot classify (its home is the
+# table's vocabulary, which the report reads without importing scikit-learn).
+UNCLASSIFIED = _UNCLASSIFIED
 
 
 def wilson_interval(k: Any, n: Any, *, z: float = Z_95) -> tuple[Any, Any]:
@@ -133,6 +132,8 @@ def adjusted_fractions(observed: Any, rates: Any) -> np.ndarray:
     total = q.sum()
     if total > 0:
         q = q / total
+    from scipy.optimize import nnls
+
     p, _ = nnls(np.asarray(rates, dtype=np.float64).T, q)
     s = p.sum()
     return p / s if s > 0 else np.full_like(p, 1.0 / p.size)
@@ -226,6 +227,8 @@ def class_fractions(
     for b in range(n_boot):
         m_b = np.stack([rows[b] for rows in row_draws]) / row_totals[:, None]
         draws[b] = adjusted_fractions(obs_draws[b], m_b)
+    from scipy.stats import norm  # a second of imports: loaded only where intervals are made
+
     tail = 100.0 * float(norm.sf(z))
     out["adjusted_fraction"] = adjusted_fractions(counts, rates)
     out["adjusted_low"] = np.percentile(draws, tail, axis=0)
@@ -252,8 +255,6 @@ __all__ = [
     "Z_95",
     "adjusted_fractions",
     "balanced_accuracy_from_confusion",
-    "balanced_accuracy_score",
     "class_fractions",
-    "confusion_matrix",
     "wilson_interval",
 ]

@@ -32,6 +32,10 @@ from mosaicflow.measure.features import FOURIER_COLUMNS
 
 CENTROID_COLUMNS: tuple[str, ...] = ("centroid-0", "centroid-1")
 BBOX_COLUMNS: tuple[str, ...] = ("bbox-0", "bbox-1", "bbox-2", "bbox-3")
+#: The ``class`` column's value for a particle the classifier cannot classify
+#: (:func:`mosaicflow.classify.predict`); the report counts such particles apart.
+UNCLASSIFIED = "unclassified"
+
 #: Centroid and bounding box in pixels of the whole image (bbox end exclusive), next to the
 #: physical ``centroid-*`` / ``bbox-*`` of a label image in a coordinate frame (DataArray).
 PIXEL_POSITION_COLUMNS: tuple[str, ...] = (

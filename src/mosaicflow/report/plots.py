@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from mosaicflow.classify.metrics import UNCLASSIFIED
+from mosaicflow.measure.columns import UNCLASSIFIED
 
 # Distinct colours that stay visible on grey SEM/TEM images (no grey, black or white).
 # Saturated colours that stay visible on grey SEM/TEM images, on bright and on dark

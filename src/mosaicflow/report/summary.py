@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mosaicflow.classify.metrics import UNCLASSIFIED
 from mosaicflow.io.store import RunStore
+from mosaicflow.measure.columns import UNCLASSIFIED
 
 ECD = "equivalent_diameter_area"
 """Column of the equivalent circular diameter (nm), the report's size measure."""
