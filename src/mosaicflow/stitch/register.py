@@ -26,6 +26,7 @@ from mosaicflow._shared.batches import batches
 from mosaicflow.errors import ConfigError
 from mosaicflow.io import TileSet
 from mosaicflow.io.regions import read_tile_region
+from mosaicflow.stitch import log_filter
 
 DEVICES = ("cpu", "gpu", "auto")
 #: Tile pairs registered by one Dask task (a pair takes about 20 ms on one core; see
@@ -94,26 +95,32 @@ def _strips(
 def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any) -> Any:
     """Sums of ``image`` over the rectangles ``rows[0][a]:rows[1][a]`` x
     ``cols[0][b]:cols[1][b]`` for every ``(a, b)``, from a summed-area table taken only at the
-    boundaries the rectangles use: prefix sums along the axis that needs the fewest boundaries
-    (relative to its length), kept at those boundaries, then prefix sums along the other axis
-    over them alone."""
-    bounds = xp.unique(xp.concatenate(cols))
-    if len(xp.unique(xp.concatenate(rows))) / image.shape[0] < len(bounds) / image.shape[1]:
+    boundaries the rectangles use: the image's sums between consecutive boundaries along the
+    axis with fewer of them per pixel, then along the other (one pass over the image, added in
+    float64),
+    their cumulative sums, and the rectangles' four corners looked up separably."""
+    n, m = image.shape
+    if len(xp.unique(rows[0])) * m > len(xp.unique(cols[0])) * n:  # fewer bands first
         return _box_sums(image.T, cols, rows, xp).T
-    # prefix sums along axis 1 at the column boundaries used (boundary 0: nothing summed)
-    if xp is np:  # in place on a C-ordered float64 copy: along contiguous memory even when
-        # ``image`` is a transposed view, 2-3x faster than cumsum(dtype=) and bitwise equal
-        along = image.astype(np.float64, order="C")
-        np.cumsum(along, axis=1, out=along)
+    prefix, starts_at, stops_at = [], [], []
+    for axis, (lo, hi) in enumerate((rows, cols)):
+        bounds = xp.unique(xp.concatenate((lo, hi, xp.zeros(1, dtype=lo.dtype))))
+        starts = bounds[bounds < image.shape[axis]]  # where each summed band begins
+        prefix.append(starts)
+        ends = xp.concatenate((starts, xp.asarray([image.shape[axis]], dtype=starts.dtype)))
+        starts_at.append(xp.searchsorted(ends, lo))
+        stops_at.append(xp.searchsorted(ends, hi))
+    if n and m:
+        bands = xp.add.reduceat(image, prefix[0], axis=0, dtype=np.float64)
+        bands = xp.add.reduceat(bands, prefix[1], axis=1)
     else:
-        along = image.cumsum(axis=1, dtype=np.float64)
-    kept = xp.zeros((image.shape[0] + 1, len(bounds)), dtype=np.float64)
-    inner = bounds > 0
-    kept[1:, inner] = along[:, bounds[inner] - 1]
-    kept[1:] = kept[1:].cumsum(axis=0)
-    x0, x1 = (xp.searchsorted(bounds, v)[None, :] for v in cols)
-    y0, y1 = (v[:, None] for v in rows)
-    return kept[y1, x1] - kept[y0, x1] - kept[y1, x0] + kept[y0, x0]
+        bands = xp.zeros((len(prefix[0]), len(prefix[1])), dtype=np.float64)
+    table = xp.zeros((bands.shape[0] + 1, bands.shape[1] + 1), dtype=np.float64)
+    xp.cumsum(bands, axis=0, out=table[1:, 1:])
+    xp.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    (y0, y1), (x0, x1) = zip(starts_at, stops_at, strict=True)
+    strip = table[y1] - table[y0]  # a row of column prefixes per asked row range
+    return strip[:, x1] - strip[:, x0]
 
 
 def _common_ranges(n_ref: int, n_mov: int, shifts: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -178,7 +185,7 @@ def masked_ncc(
 def _halo(sigma: float | None) -> int:
     """Radius (px) of SciPy's Gaussian kernels at ``sigma`` (``truncate=4``): the real pixels a
     strip needs around it for its LoG to equal the whole tile's."""
-    return int(4.0 * float(sigma) + 0.5) if sigma else 0
+    return log_filter.radius(sigma) if sigma else 0
 
 
 def _prefilter(image: Any, sigma: float | None) -> Any:
@@ -187,7 +194,10 @@ def _prefilter(image: Any, sigma: float | None) -> Any:
     the box sums still add in float64), or the raw pixels in float64."""
     if not sigma:
         return image.astype(np.float64)
-    # LoG: whitens and removes the gain/offset (SciPy on NumPy, cupyx on CuPy)
+    # LoG: whitens and removes the gain/offset (FFTs on NumPy, equal to SciPy's filter to
+    # float32 rounding and twice as fast; cupyx on CuPy)
+    if dispatch.array_module(image) is np:
+        return -log_filter.gaussian_laplace(image, sigma)
     image = image.astype(np.float32)
     return -dispatch.get("gaussian_laplace", image)(image, sigma)
 
