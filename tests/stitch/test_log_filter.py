@@ -36,3 +36,14 @@ def test_radius_is_scipys():
     np.testing.assert_array_equal(
         log_filter.gaussian_laplace(tiny, 0.1), ndimage.gaussian_laplace(tiny, 0.1)
     )
+
+
+def test_release_forgets_the_transfer_functions():
+    image = np.ones((40, 30), dtype=np.float32)
+    log_filter.gaussian_laplace(image, 1.0)
+    assert log_filter._transfer.cache_info().currsize >= 1
+    log_filter.release()
+    assert log_filter._transfer.cache_info().currsize == 0
+    np.testing.assert_allclose(
+        log_filter.gaussian_laplace(image, 1.0), ndimage.gaussian_laplace(image, 1.0), atol=1e-5
+    )

@@ -43,7 +43,7 @@ def _response(kernel: np.ndarray, length: int, n_freq: int) -> np.ndarray:
     return kernel[r] + 2.0 * (np.cos(2.0 * np.pi * u * j / length) @ kernel[r + 1 :])
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _transfer(shape: tuple[int, int], sigma: float, r: int) -> np.ndarray:
     """The LoG's transfer function on an ``rfftn`` grid of ``shape`` (float32): the sum over
     the two axes of the second derivative along one and the Gaussian along the other."""
@@ -52,6 +52,13 @@ def _transfer(shape: tuple[int, int], sigma: float, r: int) -> np.ndarray:
     a0, a2 = (_response(k, shape[0], shape[0]) for k in (g0, g2))
     b0, b2 = (_response(k, shape[1], n_x) for k in (g0, g2))
     return (np.outer(a2, b0) + np.outer(a0, b2)).astype(np.float32)
+
+
+def release() -> None:
+    """Forget the cached transfer functions (about 1.7 MB each for a registration strip): the
+    tasks that register a batch of pairs call it when done, so a worker holds none of them in
+    the stages after registration."""
+    _transfer.cache_clear()
 
 
 def gaussian_laplace(image: np.ndarray, sigma: float) -> np.ndarray:

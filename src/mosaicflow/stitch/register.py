@@ -328,7 +328,10 @@ def _register_some(
     tileset: TileSet, items: list[tuple[str, str, np.ndarray]], **opts: Any
 ) -> list[tuple[float, float, float, int, float]]:
     """:func:`_register_one` for each ``(path_i, path_j, nominal)`` of one task's pairs."""
-    return [_register_one(tileset, a, b, nominal, **opts) for a, b, nominal in items]
+    try:
+        return [_register_one(tileset, a, b, nominal, **opts) for a, b, nominal in items]
+    finally:
+        log_filter.release()
 
 
 def register_pairs(
