@@ -21,6 +21,8 @@ CHUNKINGS = [(1000, 1000), (64, 96), (37, 53), (5, 7)]
     ],
 )
 def test_nl_means_equals_skimage_fast_mode(noisy, skimage_nlm, chunks, params):
+    if max(chunks) < 10:  # chunks smaller than the halo: a corner, 9 x 9 chunks, not 900
+        noisy = noisy[:41, :58]
     out = denoise_nl_means(da.from_array(noisy, chunks=chunks), **params).compute()
     expected = skimage_nlm(noisy, fast_mode=True, **params)
     assert out.dtype == np.float32
