@@ -96,15 +96,37 @@ def test_local_workers_start_with_the_worker_environment():
                 dask_worker.profile_recent["count"] + len(dask_worker.profile_history),
             )
         )
+        # the event-loop callbacks' intervals, in the workers and in this process's scheduler
+        # and nannies
+        servers = [
+            *client.run(_intervals).values(),
+            client.run_on_scheduler(_intervals),
+            *(_intervals(nanny) for nanny in client.cluster.workers.values()),
+        ]
     finally:
         cluster.close(client)
     assert list(seen.values()) == [WORKER_ENVIRONMENT]
     assert list(profiled.values()) == [(False, 0)]
+    assert len(servers) == 3
+    for tick, monitor, memory in servers:
+        assert tick == pytest.approx(0.2)  # Dask's default: 0.02 s
+        assert monitor == pytest.approx(2000)  # ms; Dask's default: 500
+        assert memory in (None, pytest.approx(0.5))  # Dask's default: 0.1 s
+    assert dask.config.get("distributed.admin.tick.interval") == "20ms"  # this process: as was
     assert WORKER_ENVIRONMENT["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] == "False"
     assert dask.config.get("distributed.worker.profile.enabled") is True  # this process: as was
     assert {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX"} <= set(
         WORKER_ENVIRONMENT
     )
+
+
+def _intervals(server=None, dask_worker=None, dask_scheduler=None) -> tuple:
+    """A Dask server's tick interval (s), system monitor interval (ms) and memory monitor
+    interval (s; ``None`` for the scheduler, which has none)."""
+    server = server or dask_worker or dask_scheduler
+    monitor = server.periodic_callbacks["monitor"].callback_time
+    memory = getattr(getattr(server, "memory_manager", None), "memory_monitor_interval", None)
+    return server._tick_interval, monitor, memory
 
 
 def _busy(seconds: float) -> int:
