@@ -1,8 +1,8 @@
 """Connected-component labelling across chunks, in three small steps.
 
-1. Label each chunk on its own (``scipy.ndimage.label``) and keep only a summary: the number of
-   local labels, the labels on the chunk's four edges, and each label's first pixel in global
-   raster order.
+1. Label each chunk on its own (cc3d's connected components; cupyx's ``label`` on a GPU) and
+   keep only a summary: the number of local labels, the labels on the chunk's four edges, and
+   each label's first pixel in global raster order.
 2. Pair labels that touch across chunk faces: the edge rows (columns) of neighbouring chunks are
    joined into full-width (full-height) strips, so diagonal contacts across chunk corners are
    seen too.
@@ -38,9 +38,24 @@ def _structure(connectivity: int) -> np.ndarray:
 
 
 def _label_chunk(block: Any, connectivity: int) -> tuple[np.ndarray, int]:
-    xp_block = block
-    label_fn = dispatch.get("label", xp_block)
-    labels, n = label_fn(xp_block, structure=_structure(connectivity))
+    """One chunk's local labels (uint32, 1..n, every one present) and n.
+
+    NumPy blocks go through cc3d's connected components, about 3x faster than
+    ``scipy.ndimage.label`` on a 1024 px chunk. They number the same components, in raster
+    order with 4-connectivity but in another order with 8-connectivity, which no step depends
+    on (each final id comes from its particle's first pixel, and both steps label alike).
+    cc3d is given the mask's bytes as uint8: its 8-connected labelling of a boolean array
+    differs from SciPy's components on some masks, of the same bytes as uint8 it does not
+    (``tests/measure/test_label.py``). CuPy blocks use cupyx's ``label``."""
+    if dispatch.array_module(block) is np:
+        import cc3d
+
+        mask = np.ascontiguousarray(block, dtype=bool).view(np.uint8)
+        labels, n = cc3d.connected_components(
+            mask, connectivity=4 if connectivity == 1 else 8, out_dtype=np.uint32, return_N=True
+        )
+        return labels, int(n)
+    labels, n = dispatch.get("label", block)(block, structure=_structure(connectivity))
     return dispatch.to_host(labels).astype(np.uint32, copy=False), int(n)
 
 
@@ -51,7 +66,7 @@ def _chunk_summary(
     labels, n = _label_chunk(block, connectivity)
     flat = labels.ravel()
     fg = np.flatnonzero(flat != 0)  # faster on a boolean mask than on the labels
-    # each local label's first pixel (scipy numbers labels 1..n, every one present)
+    # each local label's first pixel (labels 1..n, every one present)
     first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
     np.minimum.at(first, flat[fg].astype(np.int64) - 1, fg)
     rows, cols = np.divmod(first, labels.shape[1])
