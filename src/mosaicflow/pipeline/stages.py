@@ -257,7 +257,7 @@ class StageMixin:
                 polarity = minority_polarity(*hist, threshold)
                 self._say(f"Polarity: {polarity} particles (the smaller side of the threshold)")
             particles = (den < threshold) if polarity == "dark" else (den > threshold)
-            prob = (particles * 255).astype("uint8")
+            prob = particles.astype(np.uint8) * np.uint8(255)  # no int64 array in between
             info = {
                 "segmenter": "otsu",
                 "threshold": threshold,
