@@ -73,6 +73,8 @@ def test_resume_skips_done_stages_and_matches_clean_run(small_grid, tmp_path):
     Pipeline(config, str(out)).run(stop_after="labels")
     partial = json.loads((out / "zarr.json").read_text())["attributes"]["mosaicflow"]["stages"]
     assert "particles" not in partial
+    # labelling's step 1 was done by the tasks that wrote the probability
+    assert partial["labels"]["step_1_stage"] == "probability"
     with pytest.raises(StoreError, match="already exists"):
         Pipeline(config, str(out)).run()
     store = Pipeline(config, str(out), resume=True).run()
@@ -291,6 +293,15 @@ def test_the_otsu_histogram_is_counted_while_the_denoised_mosaic_is_written(
     resumed = Pipeline(config, str(tmp_path / "b.zarr"), resume=True).run(stop_after="probability")
     assert "histogram" in seen
     assert resumed.stages()["probability"]["threshold"] == expected
+    # a run that resumes at the labels has no summaries from the probability's writing tasks
+    labelled = Pipeline(config, str(tmp_path / "b.zarr"), resume=True).run(stop_after="labels")
+    assert labelled.stages()["labels"]["step_1_stage"] == "labels"
+    fresh = Pipeline(config, str(tmp_path / "c.zarr")).run(stop_after="labels")
+    assert fresh.stages()["labels"]["step_1_stage"] == "probability"
+    np.testing.assert_array_equal(
+        labelled.read_image("labels/particles").values,
+        fresh.read_image("labels/particles").values,
+    )
 
 
 def test_the_mosaic_stage_writes_the_denoised_mosaic_in_the_same_pass(small_grid, tmp_path):

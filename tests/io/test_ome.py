@@ -284,3 +284,60 @@ def test_an_8_bit_level_0_is_counted_per_value_by_the_tasks_that_write_it(tmp_pa
     offset = int(np.iinfo(dtype).min)
     expected = np.bincount(stored.ravel().astype(int) - offset, minlength=256)
     np.testing.assert_array_equal(counts["per_value"], expected)
+
+
+def test_each_chunk_is_summarised_from_its_written_pixels_by_its_writer(tmp_path):
+    """``summaries``: one value per level-0 chunk, in the chunk grid, made from exactly the
+    pixels stored there by the task that writes them (each chunk computed once, with counts
+    as well); a resumed write that finds the chunks written leaves ``results`` unset."""
+    import dask
+    import dask.array as da
+    import xarray as xr
+
+    from mosaicflow.io.chunk_writes import ChunkSummaries
+    from mosaicflow.io.ome import write_multiscale
+    from mosaicflow.runner import Runner
+
+    made = []
+
+    def once(block):
+        made.append(1)
+        return block
+
+    image = np.random.default_rng(5).integers(0, 255, size=(300, 260)).astype(np.uint8)
+    lazy = da.from_array(image, chunks=64).map_blocks(once, meta=np.empty((0, 0), np.uint8))
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    progress = group.require_group("progress")
+    found = []
+    for resume in (False, True):
+        summaries, counts = ChunkSummaries(_origin_and_sum), {}
+        # in this process, whatever client an earlier test left as the default
+        with dask.config.set(scheduler="synchronous"):
+            write_multiscale(
+                group,
+                xr.DataArray(lazy, dims=("y", "x")),
+                name="s",
+                chunk=64,
+                runner=Runner(),
+                label=False,
+                progress=progress,
+                resume=resume,
+                counts=counts,
+                summaries=summaries,
+            )
+        found.append((summaries.results, counts))
+    (results, counts), (resumed, resumed_counts) = found
+    assert resumed is None and resumed_counts == {}
+    assert len(made) == lazy.npartitions  # the resumed write computed nothing
+    stored = group["0"][...]
+    np.testing.assert_array_equal(stored, image)
+    assert results.shape == lazy.numblocks == (5, 5)
+    for i, j in np.ndindex(*lazy.numblocks):
+        y0, x0 = 64 * i, 64 * j
+        window = stored[y0 : y0 + 64, x0 : x0 + 64]
+        assert results[i, j] == ((y0, x0), int(window.astype(np.int64).sum()))
+    np.testing.assert_array_equal(counts["per_value"], np.bincount(stored.ravel(), minlength=256))
+
+
+def _origin_and_sum(block: np.ndarray, origin: tuple[int, ...]) -> tuple:
+    return tuple(origin), int(block.astype(np.int64).sum())

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from mosaicflow.errors import ConfigError
 from mosaicflow.measure import label
+from mosaicflow.measure.label import threshold_summary
 
 # Whole image, 4x6 chunks, uneven 7x7 chunks, thin strips: all with >= 3x3 chunks except the
 # first, and all smaller than the giant particle of the ``field`` fixture (conftest.py).
@@ -113,6 +114,41 @@ def test_recompute_reads_each_chunk_again_only_after_every_first_read(field):
     assert len(set(source.reads[:n])) == len(set(source.reads[n:])) == n
     with pytest.raises(ConfigError, match="not both"):
         label(da.from_array(mask, chunks=64), scratch="unused.zarr", recompute=True)
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_step_1_done_by_the_images_writer_gives_the_same_labels(field, chunks, connectivity):
+    """``summaries`` from :func:`threshold_summary` of each chunk of the thresholded image
+    (what the probability stage's writing tasks return): the same labels as SciPy's, and each
+    chunk of the mask is read once, for step 3."""
+    probability = np.where(field[1] > 0, 200, 30).astype(np.uint8)
+    mask = probability >= 128
+    expected, _ = ndi.label(mask, structure=ndi.generate_binary_structure(2, connectivity))
+    lazy = da.from_array(probability, chunks=chunks)
+    starts = [np.cumsum((0, *c[:-1])) for c in lazy.chunks]
+    grid = np.empty(lazy.numblocks, dtype=object)
+    for i, j in np.ndindex(*lazy.numblocks):
+        grid[i, j] = threshold_summary(
+            lazy.blocks[i, j].compute(),
+            (int(starts[0][i]), int(starts[1][j])),
+            cut=128,
+            connectivity=connectivity,
+            width=mask.shape[1],
+        )
+    source = _CountedReads(mask)
+    out = label(
+        da.from_array(source, chunks=chunks, asarray=False),
+        connectivity=connectivity,
+        recompute=True,
+        summaries=grid,
+    )
+    np.testing.assert_array_equal(out.compute(scheduler="sync"), expected)
+    assert len(source.reads) == len(set(source.reads)) == out.npartitions
+    with pytest.raises(ConfigError, match="recompute=True"):
+        label(da.from_array(mask, chunks=chunks), summaries=grid)
+    with pytest.raises(ConfigError, match="grid"):
+        label(da.from_array(mask, chunks=(11, 13)), recompute=True, summaries=grid)
 
 
 @pytest.mark.cluster

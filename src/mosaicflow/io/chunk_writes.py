@@ -6,7 +6,7 @@ the multiscale images (:mod:`mosaicflow.io.ome`) and the instance path's arrays.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,7 @@ def store_array(
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = (),
     label: bool = False,
     counts: dict[str, Any] | None = None,
+    summaries: ChunkSummaries | None = None,
 ) -> int:
     """Write a Dask array into a Zarr array chunk by chunk, on the workers; returns the number
     of chunks written now (with ``below``, pyramid levels written by the same tasks, see
@@ -196,9 +197,13 @@ def store_array(
     ``counts`` (a dict): an 8-bit image written whole (not resumed) has its pixels counted per
     value by the tasks that write them, summed into ``counts["per_value"]`` (entry ``v -
     dtype.min`` counting value ``v``); otherwise the dict is left as it is.
+
+    ``summaries`` (:class:`ChunkSummaries`): an image written whole (not resumed) has each
+    chunk summarised by the task that writes it (see there); a resumed write leaves it as it
+    is (``results`` None).
     """
-    if counts is not None and not resume:  # counted as written: store_together's way
-        write = ChunkWrite(arr, target, progress, below, label, counts)
+    if (counts is not None or summaries is not None) and not resume:  # store_together's way
+        write = ChunkWrite(arr, target, progress, below, label, counts, summaries)
         return store_together([write], runner, description)[0]
     markers, todo = _pending_writes(arr, target, progress, resume, below, label)
     return _run_writes([markers], [todo], runner, description)
@@ -267,10 +272,22 @@ def store_arrays(
     return _run_writes(parts, [p.shape[0] for p in parts], runner, description)
 
 
+@dataclass
+class ChunkSummaries:
+    """A small result per chunk of an array being written, made by the task that writes the
+    chunk from its level-0 pixels (no second read): ``function(block, origin)``, ``origin``
+    the chunk's first pixel, picklable (a module-level function or a ``functools.partial`` of
+    one). Once written, ``results`` holds the values in the chunk grid (an object array)."""
+
+    function: Callable[[np.ndarray, tuple[int, ...]], Any]
+    results: np.ndarray | None = None
+
+
 @dataclass(frozen=True)
 class ChunkWrite:
     """One array's part of :func:`store_together`: what :func:`store_array` takes for it
-    (``counts``: a dict to receive an 8-bit array's pixels per value)."""
+    (``counts``: a dict to receive an 8-bit array's pixels per value; ``summaries``: a
+    :class:`ChunkSummaries` to fill)."""
 
     data: da.Array
     target: zarr.Array
@@ -278,6 +295,7 @@ class ChunkWrite:
     below: tuple[tuple[zarr.Array, zarr.Array | None], ...] = ()
     label: bool = False
     counts: dict[str, Any] | None = None
+    summaries: ChunkSummaries | None = None
 
 
 def store_together(writes: Sequence[ChunkWrite], runner: Runner, description: str) -> list[int]:
@@ -298,28 +316,38 @@ def store_together(writes: Sequence[ChunkWrite], runner: Runner, description: st
     if sum(counted) > 1:
         raise StoreError(f"{description}: only one array written together can be counted")
     specs = tuple(
-        (w.target, w.progress, w.below, w.label, int(np.iinfo(a.dtype).min) if c else None)
+        (
+            w.target,
+            w.progress,
+            w.below,
+            w.label,
+            int(np.iinfo(a.dtype).min) if c else None,
+            None if w.summaries is None else w.summaries.function,
+        )
         for w, a, c in zip(writes, arrays, counted, strict=True)
     )
-    grid = tuple((1,) * len(c) for c in arrays[0].chunks)
-    width = len(writes) + 256 * any(counted)
     markers = da.map_blocks(
         _write_blocks,
         *arrays,
         specs=specs,
-        new_axis=2,
-        chunks=(*grid, (width,)),
-        dtype=np.int64,
-        meta=np.empty((0, 0, 0), dtype=np.int64),
+        chunks=tuple((1,) * len(c) for c in arrays[0].chunks),
+        dtype=object,
+        meta=np.empty((0,) * arrays[0].ndim, dtype=object),
     )
     result = np.asarray(runner.compute(markers, description))
+    written = np.array([cell[0] for cell in result.flat], dtype=np.int64).reshape(-1, len(writes))
     todo = list(np.ndindex(*arrays[0].numblocks))
     expected = [_chunks_written(todo, w.below) for w in writes]
     for k, n in enumerate(expected):
-        _check_written(result[..., k].sum(), n, description)
-    for w, c in zip(writes, counted, strict=True):
+        _check_written(written[:, k].sum(), n, description)
+    for k, (w, c) in enumerate(zip(writes, counted, strict=True)):
         if c and w.counts is not None:
-            w.counts["per_value"] = result[..., len(writes) :].sum(axis=(0, 1))
+            w.counts["per_value"] = np.sum([cell[1] for cell in result.flat], axis=0)
+        if w.summaries is not None:
+            found = np.empty(result.shape, dtype=object)
+            for idx in np.ndindex(*result.shape):
+                found[idx] = result[idx][2][k]
+            w.summaries.results = found
     return expected
 
 
@@ -327,15 +355,21 @@ def _write_blocks(
     *blocks: np.ndarray, specs: tuple[Any, ...], block_info: Any = None
 ) -> np.ndarray:
     """Chunk ``(i, j)`` of every array of :func:`store_together`, each written as
-    :func:`_write_block` writes it (its data, then its flags); returns the chunks written per
-    array, then the counted array's pixels per value."""
-    written, counted = [], []
+    :func:`_write_block` writes it (its data, then its flags); returns one cell holding the
+    chunks written per array, the counted array's pixels per value (or None) and each
+    array's chunk summary (or None)."""
+    written: list[int] = []
+    counted = None
+    summaries: list[Any] = []
     for k, (block, spec) in enumerate(zip(blocks, specs, strict=True)):
-        target, progress, below, label, count = spec
-        marker = _write_block(
-            block, target, progress, below, label, count, block_info={0: block_info[k]}
-        )
+        target, progress, below, label, count, summarise = spec
+        info = {0: block_info[k]}
+        origin = tuple(a for a, _ in block_info[k]["array-location"])
+        summaries.append(None if summarise is None else summarise(block, origin))
+        marker = _write_block(block, target, progress, below, label, count, block_info=info)
         written.append(int(marker.flat[0]))
         if count is not None:
-            counted = list(marker.ravel()[1:])
-    return np.asarray(written + counted, dtype=np.int64)[None, None, :]
+            counted = marker.ravel()[1:]
+    out = np.empty((1,) * blocks[0].ndim, dtype=object)
+    out.flat[0] = (written, counted, summaries)
+    return out

@@ -17,6 +17,7 @@ from zarr.codecs import ZstdCodec
 from mosaicflow._shared.arrays import pixel_grid
 from mosaicflow.io.chunk_io import read_region, set_flag, write_region
 from mosaicflow.io.chunk_writes import (
+    ChunkSummaries,
     ChunkWrite,
     _run_writes,
     half_size,
@@ -138,9 +139,11 @@ def write_multiscale(
     progress: zarr.Group | None = None,
     resume: bool = False,
     counts: dict[str, Any] | None = None,
+    summaries: ChunkSummaries | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Write ``image`` as levels ``0 .. N`` of ``group``; returns the group's ``ome`` metadata
-    and the number of chunks written now. ``counts``: see :func:`store_array` (level 0).
+    and the number of chunks written now. ``counts``, ``summaries``: see :func:`store_array`
+    (level 0).
 
     ``name`` (e.g. ``labels/particles``) names the progress bars; its last part names the
     multiscale. With ``progress`` (a group), each level's written chunks are flagged there
@@ -170,6 +173,7 @@ def write_multiscale(
         below=plan.below,
         label=label,
         counts=counts,
+        summaries=summaries,
     )
     written += _write_far_levels(plan, runner, name, label)
     return _multiscale_metadata(plan, name, label), written

@@ -23,7 +23,7 @@ import zarr
 from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import StoreError
 from mosaicflow.io.chunk_io import lazy
-from mosaicflow.io.chunk_writes import missing_chunks
+from mosaicflow.io.chunk_writes import ChunkSummaries, missing_chunks
 from mosaicflow.io.layout import (
     IMAGE_ATTRS,
     IMAGE_STAGES,
@@ -221,10 +221,12 @@ class RunStore(TableMixin):
         label: bool = False,
         resume: bool = False,
         counts: dict[str, Any] | None = None,
+        summaries: ChunkSummaries | None = None,
     ) -> int:
         """Write ``image`` as an OME-Zarr multiscale image ``name``; returns the chunks written.
         ``counts``: a dict that receives level 0's pixels per value, counted as they are
-        written, for an 8-bit image written whole (:func:`mosaicflow.io.chunk_writes.store_array`).
+        written, for an 8-bit image written whole; ``summaries``: each level-0 chunk
+        summarised as it is written (both: :func:`mosaicflow.io.chunk_writes.store_array`).
 
         ``"mosaic"`` goes to the store's root (the store is that OME-Zarr image), labels to
         ``labels/<name>`` under it as NGFF image labels, the other layers to groups of their own
@@ -243,6 +245,7 @@ class RunStore(TableMixin):
             progress=progress,
             resume=resume,
             counts=counts,
+            summaries=summaries,
         )
         if label:
             ome["image-label"] = {"version": OME_VERSION, "source": {"image": "../../"}}

@@ -85,6 +85,16 @@ def _chunk_summary(
     return labels, summary
 
 
+def threshold_summary(
+    block: np.ndarray, origin: tuple[int, int], *, cut: Any, connectivity: int, width: int
+) -> dict[str, Any]:
+    """Step 1 for chunk ``block >= cut`` of a mask ``width`` px wide whose chunk starts at
+    ``origin``: its summary alone, for :func:`label`'s ``summaries``. Called by the task that
+    writes the thresholded image (``functools.partial`` of the keywords), so that labelling
+    need not read the image for step 1."""
+    return _chunk_summary(block >= cut, connectivity, *origin, width)[1]
+
+
 def _face_pairs(a: np.ndarray, b: np.ndarray, connectivity: int) -> np.ndarray:
     """Pairs of labels that touch between two parallel lines of pixels ``a`` and ``b``."""
     shifts = (0,) if connectivity == 1 else (-1, 0, 1)
@@ -211,11 +221,28 @@ def _relabel_block(
     return out if xp is np else xp.asarray(out)
 
 
-def _label_recomputed(data: da.Array, connectivity: int) -> da.Array:
+def _label_recomputed(data: da.Array, connectivity: int, summaries: Any = None) -> da.Array:
     """:func:`label` with ``recompute=True``. Both steps are blockwise over the mask, so each
     chunk's read and threshold run inside the step's own task. Step 3 runs over a copy of the
     mask's graph (new keys: step 1's reads are not kept for it), and every one of its tasks
-    needs step 2's result, so no chunk is read for step 3 before step 2 is done."""
+    needs step 2's result, so no chunk is read for step 3 before step 2 is done. With step 1's
+    ``summaries`` given, step 2 runs here at once and step 3 is the only pass over the mask."""
+    meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
+    if summaries is not None:
+        grid = np.asarray(summaries, dtype=object)
+        if grid.shape != data.numblocks:
+            raise ConfigError(
+                f"label: summaries for a grid of {grid.shape} chunks, the mask has {data.numblocks}"
+            )
+        resolved = _resolve(grid.tolist(), connectivity)
+        return da.map_blocks(
+            _relabel_block,
+            data,
+            dtype=np.uint32,
+            meta=meta,
+            resolved=resolved,
+            connectivity=connectivity,
+        )
     width = data.shape[1]
     summaries = da.map_blocks(
         _summary_block,
@@ -227,7 +254,6 @@ def _label_recomputed(data: da.Array, connectivity: int) -> da.Array:
         meta=np.empty((0, 0), dtype=object),
     )
     resolved = dask.delayed(_resolve, pure=True)(summaries, connectivity)
-    meta = dispatch.array_module(data).empty((0, 0), dtype=np.uint32)
     return da.map_blocks(
         _relabel_block, clone(data), resolved, connectivity, dtype=np.uint32, meta=meta
     )
@@ -256,7 +282,14 @@ def _scratch_array(scratch: Any, data: da.Array) -> Any:
     )
 
 
-def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: bool = False) -> Any:
+def label(
+    mask: Any,
+    *,
+    connectivity: int = 1,
+    scratch: Any = None,
+    recompute: bool = False,
+    summaries: Any = None,
+) -> Any:
     """Label connected particles of a chunked boolean mask; ids independent of the chunking.
 
     The chunked counterpart of ``scipy.ndimage.label`` and ``skimage.measure.label`` on the
@@ -282,6 +315,11 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
         (its graph cloned, started only once step 2 is done) and labels it again, which gives
         the same local labels. For a mask that is cheap to read again (a threshold of a stored
         image), this costs less than writing and reading ``scratch``. Not with ``scratch``.
+    summaries : array-like of dict, optional
+        Step 1 already done: one summary per chunk of ``mask``, in its chunk grid, each from
+        :func:`threshold_summary` of that chunk's exact pixels with this ``connectivity``
+        (e.g. by the task that wrote the image ``mask`` thresholds). Step 2 then runs at once,
+        here, and the result reads each chunk once, for step 3. Only with ``recompute``.
 
     Returns
     -------
@@ -295,7 +333,8 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
     ------
     ConfigError
         ``connectivity`` other than 1 or 2, ``scratch`` with irregular chunks or the wrong
-        shape, or ``scratch`` together with ``recompute``.
+        shape, ``scratch`` together with ``recompute``, or ``summaries`` without
+        ``recompute`` or for another chunk grid.
     TypeError
         ``mask`` is not boolean.
 
@@ -342,9 +381,14 @@ def label(mask: Any, *, connectivity: int = 1, scratch: Any = None, recompute: b
     xstarts = np.cumsum((0, *data.chunks[1]))
     if recompute and scratch is not None:
         raise ConfigError("label: give scratch= or recompute=True, not both")
+    if summaries is not None and not recompute:
+        raise ConfigError("label: summaries= is for recompute=True")
     if recompute:
         return like_input(
-            mask, _label_recomputed(data, connectivity), name="labels", connectivity=connectivity
+            mask,
+            _label_recomputed(data, connectivity, summaries),
+            name="labels",
+            connectivity=connectivity,
         )
     target = None if scratch is None else _scratch_array(scratch, data)
     blocks = data.to_delayed()

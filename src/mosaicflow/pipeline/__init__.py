@@ -90,6 +90,8 @@ class Pipeline(StageMixin):
         self._denoised_values: Any = None  # counts per value, from this run's denoised stage
         # the denoised stage's record when the mosaic stage wrote that image too
         self._denoised_with_mosaic: dict[str, Any] | None = None
+        # labelling's step 1, done by this run's probability stage as it wrote each chunk
+        self._label_summaries: tuple[tuple[int, int], Any] | None = None
         self._stop_after: str | None = None
         self.storage_options = dict(config.storage.options)
         # the store's own options: none for a local store (Zarr refuses unused ones)

@@ -5,6 +5,7 @@ keeps. Mixed into :class:`mosaicflow.pipeline.Pipeline`, which runs them in orde
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import dask
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from mosaicflow.io.chunk_writes import ChunkSummaries
 from mosaicflow.io.store import RunStore
 from mosaicflow.io.tiles import read_tileset
 from mosaicflow.pipeline.instances import (
@@ -268,10 +270,22 @@ class StageMixin:
             }
         prob = prob.copy(data=da.where(covered, prob.data, np.uint8(0)))
         prob.attrs.update(den.attrs, **info)
+        from mosaicflow.measure.label import threshold_summary
+
+        # Labelling's step 1 (each chunk's components) by the tasks that write the chunks,
+        # from the same pixels: the labels stage then reads the probability once, not twice.
+        stamp = (int(info["label_threshold_u8"]), int(self.config.label.connectivity))
+        summaries = ChunkSummaries(
+            functools.partial(
+                threshold_summary, cut=stamp[0], connectivity=stamp[1], width=prob.shape[1]
+            )
+        )
         # Resource annotations live on graph layers, which low-level fusion would merge away.
         routed = self.config.segment.method == "model" and bool(self.config.segment.resources)
         with dask.config.set({"optimization.fuse.active": False} if routed else {}):
-            written = self._write_image(store, "probability", prob)
+            written = self._write_image(store, "probability", prob, summaries=summaries)
+        if summaries.results is not None:  # None when a resumed write kept some chunks
+            self._label_summaries = (stamp, summaries.results)
         return {"pixels": int(den.size), "chunks_written": written, **info}
 
     def _model_probability(self, den: Any) -> tuple[Any, dict[str, Any]]:
@@ -299,13 +313,18 @@ class StageMixin:
             written = write_instance_labels(self, store, prob)
             return {"pixels": int(prob.size), "chunks_written": written}
         cut = int(prob.attrs.get("label_threshold_u8", 128))
+        connectivity = self.config.label.connectivity
         store.remove_scratch()  # what an interrupted earlier version of this stage left
         # Step 1's local labels are not kept: step 3 reads and thresholds each probability
-        # chunk again and labels it again (cheaper than writing and reading them back).
-        labels = label(prob >= cut, connectivity=self.config.label.connectivity, recompute=True)
+        # chunk again and labels it again (cheaper than writing and reading them back). Step
+        # 1's summaries come from this run's probability stage when it wrote every chunk.
+        found, self._label_summaries = self._label_summaries, None
+        summaries = found[1] if found is not None and found[0] == (cut, connectivity) else None
+        labels = label(prob >= cut, connectivity=connectivity, recompute=True, summaries=summaries)
         labels.attrs.update(prob.attrs)
         written = self._write_image(store, "labels/particles", labels, label=True)
-        return {"pixels": int(prob.size), "chunks_written": written}
+        step_1 = "probability" if summaries is not None else "labels"
+        return {"pixels": int(prob.size), "chunks_written": written, "step_1_stage": step_1}
 
     def _stage_particles(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.measure import regionprops_table, table_schema_metadata
