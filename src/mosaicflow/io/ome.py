@@ -151,8 +151,8 @@ def write_multiscale(
     and type keeps its flagged chunks, and only the others are computed and written.
 
     Level 0 is written from the Dask graph by the workers. The task writing a level-0 chunk
-    also writes the "near" levels above it (:func:`_near_levels`; levels 1 and 2 at 1024 px
-    chunks, whose chunks are then 512 and 256 px): each the halved chunk of the level below,
+    also writes the "near" levels above it (:func:`_near_levels`; levels 1 to 3 at 2048 px
+    chunks, whose chunks are then 1024, 512 and 256 px): each the halved chunk of the level below,
     held in memory (:func:`half_size`: 2x2 mean for images, every second pixel for labels,
     which keeps label values intact; both give ``floor(n / 2)`` pixels per axis, so every layer
     has the same shape at every level). The further levels, at ``chunk`` px again, follow in
