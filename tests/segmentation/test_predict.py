@@ -103,7 +103,9 @@ def test_activation_auto_is_sigmoid_of_blend(image, unet, unet_reference):
     x = da.from_array(standardise(image), chunks=(64, 100))
     out = predict(x, unet, window=WINDOW).compute()
     expected = torch.sigmoid(torch.from_numpy(unet_reference["gaussian"])).numpy()
-    np.testing.assert_allclose(out, expected, atol=1e-6, rtol=0)
+    # The blend equals MONAI's to 1e-5 (above; float32 convolutions round differently on
+    # different CPUs) and the sigmoid's slope is at most 1/4.
+    np.testing.assert_allclose(out, expected, atol=0.25e-5, rtol=0)
     assert 0.0 <= out.min() and out.max() <= 1.0
 
 
