@@ -27,7 +27,8 @@ from mosaicflow.errors import ConfigError
 ENV_PREFIX = "MOSAICFLOW_"
 #: Store chunk side in pixels (also each task's block): a 2048x2048 uint8 chunk is 4 MiB, and a
 #: threshold run's workers peak at about 0.55-0.6 GiB at any mosaic size. Against 1024 px it
-#: has a quarter of the tasks and runs 8-21 % faster (docs/PERFORMANCE.md, "chunk size").
+#: has a quarter of the tasks and runs 8-21 % faster (docs/PERFORMANCE.md, "chunk size"); with a
+#: model, 1024 px is faster and lighter (``store.chunk: 1024``).
 DEFAULT_CHUNK_PX = 2048
 BLEND_MODES = ("linear", "nearest")
 
