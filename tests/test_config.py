@@ -161,3 +161,21 @@ def test_segment_predict_options_are_predict_keywords():
     assert set(options) <= set(keywords)
     assert options["window"] == 256 and options["overlap"] == 0.5 and options["tta"] is True
     assert options["batch_size"] == 2 and options["runtime"] == "torch"
+
+
+def test_store_chunk_is_chosen_by_the_segmenter_unless_set():
+    from mosaicflow.config import DEFAULT_CHUNK_PX, MODEL_CHUNK_PX
+
+    assert Config().store.chunk is None
+    assert Config().chunk_px == DEFAULT_CHUNK_PX == 2048
+    model = Config().replace("segment", method="model", model="default")
+    assert model.chunk_px == MODEL_CHUNK_PX == 1024
+    # a chunk the user sets wins on both paths, and survives a round trip
+    for config in (Config(), model):
+        chosen = config.replace("store", chunk=512)
+        assert chosen.chunk_px == 512
+        assert Config.from_dict(chosen.to_dict()).chunk_px == 512
+    assert Config.from_dict(model.to_dict()).chunk_px == MODEL_CHUNK_PX
+    assert Config().with_env({"MOSAICFLOW_STORE__CHUNK": "null"}).chunk_px == DEFAULT_CHUNK_PX
+    with pytest.raises(ConfigError, match=r"store\.chunk must be >= 16 px"):
+        Config().replace("store", chunk=8)

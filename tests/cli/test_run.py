@@ -208,3 +208,15 @@ def test_a_layout_file_protects_the_tile_folders_not_its_own(small_grid, tmp_pat
     code, printed = _run_cli([str(layout), "--out", str(small_grid.folder / "run.zarr")], capsys)
     assert code == 2 and "never writes into its input" in printed
     assert not (small_grid.folder / "run.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "chunk"),
+    [([], 2048), (["--model", "default"], 1024), (["--model", "default", "--chunk", "2048"], 2048)],
+)
+def test_cli_chunk_default_follows_the_segmenter(options, chunk):
+    from mosaicflow.cli import build_parser
+    from mosaicflow.cli.run import config_from_args
+
+    args = build_parser().parse_args(["run", "acq", "--out", "r.zarr", *options])
+    assert config_from_args(args).chunk_px == chunk

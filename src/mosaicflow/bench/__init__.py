@@ -155,7 +155,7 @@ def run_bench(
             folder,
             workers=n_workers,
             threads_per_worker=config.cluster.threads_per_worker,
-            chunk=config.store.chunk,
+            chunk=config.chunk_px,
             torch_conv=config.segment.method == "model",
         )
     else:
@@ -165,7 +165,7 @@ def run_bench(
     for i in range(repeat):
         _say(
             console,
-            f"run {i + 1}/{repeat}: {n_workers} local worker(s), chunk {config.store.chunk} px "
+            f"run {i + 1}/{repeat}: {n_workers} local worker(s), chunk {config.chunk_px} px "
             f"-> {store}",
         )
         report = folder / f".dask-report-{i}.html"
@@ -214,7 +214,7 @@ def run_bench(
         "settings": {
             "workers": n_workers,
             "threads_per_worker": config.cluster.threads_per_worker,
-            "chunk": config.store.chunk,
+            "chunk": config.chunk_px,
             "segmenter": config.segment.method
             + (f" ({config.segment.model})" if config.segment.model else ""),
             "repeat": repeat,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mosaicflow.cli.run import add_stitch_options, add_tile_options, config_from_args
-from mosaicflow.config import DEFAULT_CHUNK_PX
+from mosaicflow.config import DEFAULT_CHUNK_PX, MODEL_CHUNK_PX
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -65,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--chunk",
         type=int,
         default=None,
-        help=f"store chunk size in px (default {DEFAULT_CHUNK_PX})",
+        help=f"store chunk size in px (default {DEFAULT_CHUNK_PX}; {MODEL_CHUNK_PX} with --model)",
     )
     p.add_argument(
         "--model",

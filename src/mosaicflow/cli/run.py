@@ -16,6 +16,7 @@ from mosaicflow.config import (
     DENOISE_METHODS,
     EDGE_POLICIES,
     MISSING_TILE_POLICIES,
+    MODEL_CHUNK_PX,
     POLARITIES,
 )
 
@@ -38,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--chunk",
         type=int,
         default=None,
-        help=f"store chunk size in px (default {DEFAULT_CHUNK_PX})",
+        help=f"store chunk size in px (default {DEFAULT_CHUNK_PX}; {MODEL_CHUNK_PX} with --model)",
     )
     run.add_argument(
         "--denoise",

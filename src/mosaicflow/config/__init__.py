@@ -25,11 +25,14 @@ from mosaicflow.config.values import (
 from mosaicflow.errors import ConfigError
 
 ENV_PREFIX = "MOSAICFLOW_"
-#: Store chunk side in pixels (also each task's block): a 2048x2048 uint8 chunk is 4 MiB, and a
-#: threshold run's workers peak at about 0.55-0.6 GiB at any mosaic size. Against 1024 px it
-#: has a quarter of the tasks and runs 8-21 % faster (docs/PERFORMANCE.md, "chunk size"); with a
-#: model, 1024 px is faster and lighter (``store.chunk: 1024``).
+#: Store chunk side in pixels (also each task's block) on the threshold path: a 2048x2048 uint8
+#: chunk is 4 MiB, and a threshold run's workers peak at about 0.55-0.6 GiB at any mosaic size.
+#: Against 1024 px it has a quarter of the tasks and runs 8-21 % faster (docs/PERFORMANCE.md,
+#: "chunk size").
 DEFAULT_CHUNK_PX = 2048
+#: The store chunk with a model (``segment.method: model``): windowed inference dominates such a
+#: run, and 1024 px chunks are faster and lighter there (docs/PERFORMANCE.md, "chunk size").
+MODEL_CHUNK_PX = 1024
 BLEND_MODES = ("linear", "nearest")
 
 
@@ -104,9 +107,10 @@ class TilesConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     """``chunk``: side of the store's square chunks in pixels (also the Dask chunk of every
-    stage)."""
+    stage); empty (the default) chooses by the segmenter: :data:`DEFAULT_CHUNK_PX` on the
+    threshold path, :data:`MODEL_CHUNK_PX` with a model (:attr:`Config.chunk_px`)."""
 
-    chunk: int = DEFAULT_CHUNK_PX
+    chunk: int | None = None
 
 
 #: The denoisers ``mosaicflow.restoration.denoise`` runs by name (each but ``none`` is a filter).
@@ -314,6 +318,14 @@ class Config:
                 for f in dataclasses.fields(values)
             }
             object.__setattr__(self, section.name, dataclasses.replace(values, **typed))
+
+    @property
+    def chunk_px(self) -> int:
+        """The store chunk the run uses: ``store.chunk``, or when it is empty
+        :data:`MODEL_CHUNK_PX` with a model and :data:`DEFAULT_CHUNK_PX` otherwise."""
+        if self.store.chunk is not None:
+            return int(self.store.chunk)
+        return MODEL_CHUNK_PX if self.segment.method == "model" else DEFAULT_CHUNK_PX
 
     # -- conversion -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

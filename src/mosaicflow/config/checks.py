@@ -18,7 +18,10 @@ from mosaicflow.config import (
 def configuration_checks(config: Any) -> list[tuple[bool, str]]:
     """``(holds, message)`` for every rule a :class:`~mosaicflow.config.Config` must keep."""
     checks = [
-        (config.store.chunk >= 16, f"store.chunk must be >= 16 px, got {config.store.chunk}"),
+        (
+            config.store.chunk is None or config.store.chunk >= 16,
+            f"store.chunk must be >= 16 px or empty (by the segmenter), got {config.store.chunk}",
+        ),
         (
             config.denoise.method in DENOISE_METHODS,
             f"denoise.method must be one of {DENOISE_METHODS}, got {config.denoise.method!r}",

@@ -116,7 +116,7 @@ class StageMixin:
         else:
             mosaic = fuse(
                 self.tileset,
-                chunks=self.config.store.chunk,
+                chunks=self.config.chunk_px,
                 blend=cfg.blend,
                 gains=gains,
                 flatfield=flat,
@@ -152,7 +152,7 @@ class StageMixin:
         mosaic, blocks = fuse_overlapped(
             self.tileset,
             depth=restoration.gaussian_halo(cfg.sigma),
-            chunks=self.config.store.chunk,
+            chunks=self.config.chunk_px,
             blend=self.config.stitch.blend,
             gains=gains,
             flatfield=flat,
@@ -171,7 +171,7 @@ class StageMixin:
         counts: dict[str, Any] | None = {} if self.config.segment.method != "model" else None
         written = store.write_images(
             {"mosaic": mosaic, "denoised": den},
-            chunk=self.config.store.chunk,
+            chunk=self.config.chunk_px,
             runner=self.runner,
             counts=None if counts is None else {"denoised": counts},
         )
@@ -191,7 +191,7 @@ class StageMixin:
         return store.write_image(
             name,
             image,
-            chunk=self.config.store.chunk,
+            chunk=self.config.chunk_px,
             runner=self.runner,
             resume=self._resuming,
             **kwargs,
