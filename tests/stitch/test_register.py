@@ -80,6 +80,25 @@ def test_box_sums_equal_the_rectangles_summed_one_by_one(shape):
             assert sums[a, b] == pytest.approx(block.astype(np.float64).sum(), abs=1e-9)
 
 
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize(
+    "starts",
+    [[0, 1, 2, 3, 90, 91, 92], [0, 50], [0], list(range(0, 100, 7)), list(range(100))],
+    ids=["edges-and-middle", "two-long", "one-band", "many-long", "all-single"],
+)
+def test_band_sums_equal_reduceat(starts, axis):
+    """The bands of a strip (single lines at its edges, long ones in its middle, or many long
+    ones, where reduceat itself is used) sum as NumPy's reduceat sums them, along either axis."""
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(100, 100) if axis == 0 else (37, 100)).astype(np.float32)
+    image = image if axis == 1 else image[:, :37]
+    starts = np.asarray(starts)
+    expected = np.add.reduceat(image, starts, axis=axis, dtype=np.float64)
+    got = register._band_sums(image, starts, axis, np)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("window", [((-3, 5), (-10, 2)), ((-13, 22), (-18, 16)), ((0, 0), (4, 4))])
 def test_masked_ncc_over_a_window_of_shifts_equals_the_full_one(window):
     """Asking for a few shifts (a shorter FFT, free of wrap-around) gives the full result's

@@ -111,8 +111,7 @@ def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any)
         starts_at.append(xp.searchsorted(ends, lo))
         stops_at.append(xp.searchsorted(ends, hi))
     if n and m:
-        bands = xp.add.reduceat(image, prefix[0], axis=0, dtype=np.float64)
-        bands = xp.add.reduceat(bands, prefix[1], axis=1)
+        bands = _band_sums(_band_sums(image, prefix[0], 0, xp), prefix[1], 1, xp)
     else:
         bands = xp.zeros((len(prefix[0]), len(prefix[1])), dtype=np.float64)
     table = xp.zeros((bands.shape[0] + 1, bands.shape[1] + 1), dtype=np.float64)
@@ -121,6 +120,24 @@ def _box_sums(image: Any, rows: tuple[Any, Any], cols: tuple[Any, Any], xp: Any)
     (y0, y1), (x0, x1) = zip(starts_at, stops_at, strict=True)
     strip = table[y1] - table[y0]  # a row of column prefixes per asked row range
     return strip[:, x1] - strip[:, x0]
+
+
+def _band_sums(image: Any, starts: Any, axis: int, xp: Any) -> Any:
+    """``add.reduceat(image, starts, axis, dtype=float64)``: the sums of the bands of lines
+    that begin at ``starts`` (increasing, the first 0). A strip's bands are mostly single lines
+    (its shifted edges) and one long band (its middle): single lines are copied and the few long
+    bands summed by one reduction each, about four times faster than ``reduceat``, which loops
+    over the bands one line at a time."""
+    n = image.shape[axis]
+    ends = xp.concatenate((starts[1:], xp.asarray([n], dtype=starts.dtype)))
+    long = xp.flatnonzero(ends - starts > 1).tolist()
+    if len(long) > 8:  # many long bands: reduceat's own loop is as good
+        return xp.add.reduceat(image, starts, axis=axis, dtype=np.float64)
+    lines = xp.moveaxis(image, axis, 0)
+    out = lines[starts].astype(np.float64)  # each band's first line
+    for k in long:
+        out[k] = lines[int(starts[k]) : int(ends[k])].sum(axis=0, dtype=np.float64)
+    return xp.moveaxis(out, 0, axis)
 
 
 def _common_ranges(n_ref: int, n_mov: int, shifts: np.ndarray) -> tuple[np.ndarray, ...]:
