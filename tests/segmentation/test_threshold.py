@@ -60,3 +60,18 @@ def test_one_pass_integer_histogram_equals_the_two_pass_one(dtype, nbins):
     expected, edges = np.histogram(image, bins=nbins, range=(image.min(), image.max()))
     np.testing.assert_array_equal(counts, expected)
     np.testing.assert_array_equal(centers, (edges[:-1] + edges[1:]) / 2)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7, 5), (64, 90), (257, 3)])
+def test_value_counts_of_8_bit_blocks_equal_bincount(dtype, shape):
+    """8-bit blocks are counted two bytes at a time: odd sizes, strided views and both signs
+    against NumPy's bincount of the values themselves."""
+    from mosaicflow._shared.arrays import value_counts
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(4)
+    block = rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    for view in (block, block[::2], block.T):
+        expected = np.bincount(view.ravel().astype(np.int64) - info.min, minlength=256)
+        np.testing.assert_array_equal(value_counts(view, int(info.min), 256), expected)
