@@ -25,9 +25,9 @@ def _config(folder, chunk, **segment):
 @pytest.mark.cluster
 def test_instance_labels_do_not_depend_on_the_chunking(small_grid, client, tmp_path):
     runs = []
-    for chunk, use_client in ((512, client), (128, None), (32, None)):
+    for chunk, use_client in ((512, client), (128, None), (48, None)):
         out = tmp_path / f"c{chunk}.zarr"
-        # 32-px label chunks with an 8-px halo: every particle widens its window
+        # 48-px label chunks with an 8-px halo: every particle widens its window
         cfg = _config(small_grid.folder, chunk, max_particle_px=8, min_seed_px=32)
         stop = None if chunk == 512 else "labels"
         store = Pipeline(cfg, str(out), client=use_client).run(stop_after=stop)
@@ -54,7 +54,7 @@ def test_instance_labels_do_not_depend_on_the_chunking(small_grid, client, tmp_p
         for s in ndi.find_objects(labels0)
         if s is not None
     )
-    assert extent > 32  # a particle spans more than one of the smallest chunks
+    assert extent > 48  # a particle spans more than one of the smallest chunks
     assert rec["min_seed_px"] == 32
     for store in runs[1:]:
         np.testing.assert_array_equal(store.read_image("labels/particles").values, labels0)
@@ -73,3 +73,17 @@ def test_instance_thresholds_come_from_the_config(small_grid, tmp_path):
     assert rec["threshold"] == 0.3 and rec["seed_threshold"] == 0.9
     assert rec["label_threshold_u8"] == 76 and rec["seed_threshold_u8"] == 230
     assert "scratch" not in store.root
+    # the interior is the probability stage's output too: a lost chunk of it is noticed
+    assert store.missing_outputs("probability") is None
+    chunk = next(
+        p
+        for p in (tmp_path / "t.zarr" / "interior" / "0").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.unlink()
+    assert "chunk(s) of interior level 0" in RunStore(str(tmp_path / "t.zarr")).missing_outputs(
+        "probability"
+    )
+    # and a model run's store is one a run may replace (--overwrite)
+    RunStore(str(tmp_path / "t.zarr"), mode="w")
+    assert not (tmp_path / "t.zarr" / "interior").exists()

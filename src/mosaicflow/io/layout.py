@@ -6,6 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 IMAGES = ("mosaic", "denoised", "probability")
+#: The instance model's interior probability, stored beside ``probability`` by a run that
+#: segments with an instance model (its probability stage's output too).
+INTERIOR_IMAGE = "interior"
 LABELS = ("particles",)
 #: The image at the store's root: the store opens as this OME-Zarr image, its labels under it.
 ROOT_IMAGE = "mosaic"
@@ -18,7 +21,17 @@ LOCK_NAME = "mosaicflow.lock"
 #: The entries a run writes at the root of its store (besides the mosaic's level arrays
 #: ``0 .. N``); nothing else is ever removed (and the lock only by its holder).
 RUN_ENTRIES = frozenset(
-    {"zarr.json", *IMAGES, "labels", "tables", "report", "scratch", "progress", LOCK_NAME}
+    {
+        "zarr.json",
+        *IMAGES,
+        INTERIOR_IMAGE,
+        "labels",
+        "tables",
+        "report",
+        "scratch",
+        "progress",
+        LOCK_NAME,
+    }
 )
 #: The stage that writes each image and table: reads of an unfinished stage's output are refused.
 IMAGE_STAGES = {

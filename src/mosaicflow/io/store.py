@@ -28,6 +28,7 @@ from mosaicflow.io.layout import (
     IMAGE_ATTRS,
     IMAGE_STAGES,
     IMAGES,
+    INTERIOR_IMAGE,
     LABELS,
     LOCK_NAME,
     ROOT_IMAGE,
@@ -187,11 +188,13 @@ class RunStore(TableMixin):
         """What a stage recorded as done has lost since (chunk files of its images, parts of
         its tables), in words, or None when all of it is there."""
         lost = []
-        for image, owner in IMAGE_STAGES.items():
-            if owner == stage:
-                missing = self.missing_image_chunks(image)
-                lost += [f"{n} chunk(s) of {image} level {level}" for level, n in missing.items()]
         record = self.stages().get(stage, {})
+        images = [image for image, owner in IMAGE_STAGES.items() if owner == stage]
+        if stage == "probability" and record.get("segmenter") == "instances":
+            images.append(INTERIOR_IMAGE)
+        for image in images:
+            missing = self.missing_image_chunks(image)
+            lost += [f"{n} chunk(s) of {image} level {level}" for level, n in missing.items()]
         for table, owner in TABLE_STAGES.items():
             if owner != stage or (table == "pairs" and not record.get("registered")):
                 continue

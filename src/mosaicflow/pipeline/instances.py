@@ -24,9 +24,8 @@ import numpy as np
 
 from mosaicflow.io.chunk_io import lazy
 from mosaicflow.io.chunk_writes import store_array, store_arrays
+from mosaicflow.io.layout import INTERIOR_IMAGE
 from mosaicflow.io.store import RunStore
-
-INTERIOR_IMAGE = "interior"
 
 
 def checkpoint_path(model: str) -> str:
