@@ -83,6 +83,20 @@ def test_table_equals_skimage_on_the_whole_image(field, chunks):
     _assert_table_equal(table, hu)
 
 
+@pytest.mark.parametrize("band_px", [1, 3000])
+def test_perimeters_band_by_band_equal_skimage(field, band_px, monkeypatch):
+    """The perimeter kernel works a few rows at a time: bands of one row (and of a few) give
+    scikit-image's perimeters over the whole image, particles across band borders included."""
+    from mosaicflow.measure import _kernel
+
+    monkeypatch.setattr(_kernel, "PERIMETER_BAND_PX", band_px)
+    image, labels = field
+    assert 3000 // (labels.shape[1] + 2) - 6 < labels.shape[0] // 4  # several bands
+    table = regionprops_table(labels, properties=("label", "perimeter"))
+    expected = skimage.measure.regionprops_table(labels, properties=("label", "perimeter"))
+    _assert_table_equal(table, expected)
+
+
 @pytest.mark.parametrize("spacing", [None, 2.0])
 @pytest.mark.parametrize("chunks", CHUNKINGS[1:])
 def test_skimage_property_names_give_skimage_columns(field, chunks, spacing):
