@@ -90,7 +90,7 @@ def test_perimeters_band_by_band_equal_skimage(field, band_px, monkeypatch):
     from mosaicflow.measure import _kernel
 
     monkeypatch.setattr(_kernel, "PERIMETER_BAND_PX", band_px)
-    image, labels = field
+    _, labels = field
     assert 3000 // (labels.shape[1] + 2) - 6 < labels.shape[0] // 4  # several bands
     table = regionprops_table(labels, properties=("label", "perimeter"))
     expected = skimage.measure.regionprops_table(labels, properties=("label", "perimeter"))
