@@ -97,6 +97,19 @@ def test_resume_refuses_other_config(small_grid, tmp_path):
         Pipeline(config, str(out), resume=True).run()
 
 
+def test_the_store_records_the_chunk_the_run_used(small_grid, tmp_path):
+    """With ``store.chunk`` left to the segmenter, the stored configuration holds the chunk
+    chosen: a resume naming that chunk is the same run, another chunk is refused."""
+    out = tmp_path / "r.zarr"
+    config = Config(input=str(small_grid.folder))
+    assert config.store.chunk is None
+    store = Pipeline(config, str(out)).run(stop_after="tiles")
+    assert store.meta["config"]["store"]["chunk"] == config.chunk_px == 2048
+    Pipeline(config.replace("store", chunk=2048), str(out), resume=True).run(stop_after="tiles")
+    with pytest.raises(StoreError, match=r"store.chunk: 2048 -> 1024"):
+        Pipeline(config.replace("store", chunk=1024), str(out), resume=True).run()
+
+
 def test_truncated_tile_fails_before_anything_is_done(grid_copy, tmp_path):
     tile = grid_copy / "Tile_002-001-000000_0-000.tif"
     tile.write_bytes(tile.read_bytes()[:5000])

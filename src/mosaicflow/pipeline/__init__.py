@@ -191,6 +191,8 @@ class Pipeline(StageMixin):
         current = self.config.to_dict()
         # Credentials never reach the store: the stored configuration has them as "***".
         current["storage"]["options"] = redact_options(current["storage"]["options"])
+        # The chunk the run uses, also where the configuration leaves it to the segmenter.
+        current["store"]["chunk"] = self.config.chunk_px
         stored = store.meta.get("config")
         if stored is not None:
             diffs = config_differences(stored, current)
