@@ -34,7 +34,11 @@ def _train(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, st
 
 
 def test_train_on_synthetic_fields(tmp_path, capsys):
-    out, report = tmp_path / "m.safetensors", tmp_path / "report.json"
+    # a path longer than the captured console's 80 columns is printed whole, not folded
+    folder = tmp_path / ("a-facility-folder-" * 5)
+    folder.mkdir()
+    out, report = folder / "m.safetensors", tmp_path / "report.json"
+    assert len(str(out)) > 80
     code, printed = _train(
         ["--synthetic", "2", *TINY, "--out", str(out), "--report", str(report)], capsys
     )

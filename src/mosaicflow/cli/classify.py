@@ -161,7 +161,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     clf.save(out)
     print_report(clf, console)
-    console.print(f"Saved classifier: {out}")
+    console.print(f"Saved classifier: {out}", soft_wrap=True)
     return 0
 
 

@@ -166,7 +166,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / JSON_NAME).write_text(json.dumps(_json_safe(result), indent=2) + "\n")
         (out / MARKDOWN_NAME).write_text(markdown(result))
-        console.print(f"wrote {out / JSON_NAME} and {out / MARKDOWN_NAME}")
+        console.print(f"wrote {out / JSON_NAME} and {out / MARKDOWN_NAME}", soft_wrap=True)
     return 0
 
 

@@ -192,7 +192,8 @@ def _warn_if_validation_seen(
         f"[yellow]warning:[/] --init {init} was validated on {len(kept_out)} other images of "
         f"this set, so {len(set(val_names) - kept_out)} of this run's {len(val_names)} "
         "validation images were its training images: the validation figures are not held out"
-        + (f" (its split: --seed {seed} and the same --val-fraction)" if seed is not None else "")
+        + (f" (its split: --seed {seed} and the same --val-fraction)" if seed is not None else ""),
+        soft_wrap=True,
     )
 
 
@@ -249,7 +250,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
         console.print(
             f"retuned on {len(va)} validation image(s): foreground {result.foreground_threshold}"
             f", seed {result.seed_threshold}, smallest seed {result.min_seed_px} px; F1 "
-            f"{v['f1']:.3f}, Dice {v['pixel_dice']:.3f}; wrote {result.path}"
+            f"{v['f1']:.3f}, Dice {v['pixel_dice']:.3f}; wrote {result.path}",
+            soft_wrap=True,
         )
         record.update(validation=v, checkpoint=str(result.path))
     elif args.folds:
@@ -320,7 +322,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
             f"best epoch {result.best_epoch} of {result.epochs}; thresholds foreground "
             f"{result.foreground_threshold}, seed {result.seed_threshold}, smallest seed "
             f"{result.min_seed_px} px; validation F1 "
-            f"{v['f1']:.3f}, Dice {v['pixel_dice']:.3f}; wrote {result.path}"
+            f"{v['f1']:.3f}, Dice {v['pixel_dice']:.3f}; wrote {result.path}",
+            soft_wrap=True,
         )
         record.update(
             best_epoch=result.best_epoch,
