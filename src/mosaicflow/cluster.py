@@ -83,13 +83,17 @@ def parse_address(address: str) -> tuple[str, str | None]:
     return "scheduler", address
 
 
+#: Seconds :func:`connect` waits for a remote scheduler unless told otherwise.
+CONNECT_TIMEOUT_S = 10.0
+
+
 def connect(
     address: str = "local",
     *,
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str = "auto",
-    timeout: float = 10.0,
+    timeout: float | None = None,
     gpu_workers: int = 0,
     start_method: str = "auto",
 ) -> Any:
@@ -107,8 +111,9 @@ def connect(
     n_workers : int, optional
         Local workers (default: the number of cores, at most 8; for ``local-cuda``, one per
         visible GPU), or the CPU workers of a new Kubernetes cluster.
-    timeout : float
-        Seconds to wait for a remote scheduler before failing.
+    timeout : float, optional
+        Seconds to wait for a remote scheduler before failing (default
+        :data:`CONNECT_TIMEOUT_S`).
     gpu_workers : int
         For ``"kubernetes"``: workers of the GPU worker group added to the new cluster
         (``mosaicflow.deploy.gpu_worker_spec``); 0 adds none.
@@ -147,6 +152,8 @@ def connect(
             )
     if kind == "kubernetes":
         return Client(_kubernetes(target, n_workers, gpu_workers))
+    if timeout is None:
+        timeout = CONNECT_TIMEOUT_S
     try:
         return Client(target, timeout=timeout)
     except (OSError, TimeoutError) as exc:

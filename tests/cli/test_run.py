@@ -46,7 +46,10 @@ def test_cli_bad_input_fails_before_any_cluster(tmp_path, capsys):
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_cli_unreachable_scheduler(small_grid, tmp_path, capsys):
+def test_cli_unreachable_scheduler(small_grid, tmp_path, capsys, monkeypatch):
+    from mosaicflow import cluster
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1.0)
     code = main(
         [
             "run",
@@ -59,7 +62,9 @@ def test_cli_unreachable_scheduler(small_grid, tmp_path, capsys):
         ]
     )
     assert code == 2
-    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'" in capsys.readouterr().out
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' within 1 s" in (
+        capsys.readouterr().out
+    )
 
 
 # -- the output is only ever a store mosaicflow made ----------------------------------------

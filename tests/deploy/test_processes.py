@@ -1,6 +1,7 @@
 """The manifests run as local processes on 127.0.0.1: the scheduler, CPU worker and GPU worker
 containers' commands and environments from the committed YAML, then the DaskJob's
-``mosaicflow run``; the job completes and its particle table equals a LocalCluster run's.
+``mosaicflow run``; the job completes and its particle table equals a LocalCluster run's
+(one run of the session's cluster, the reference of both stores).
 
 What a cluster does and this test does instead, each step said where it happens: the operator
 injects ``DASK_SCHEDULER_ADDRESS`` and ``DASK_WORKER_NAME``, the kubelet expands ``$(VAR)`` in
@@ -112,13 +113,22 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 
     raise AssertionError(f"scheduler not ready at {url}:\n{log.read_text()}")
 
 
+@pytest.fixture(scope="module")
+def local_reference(small_grid, client, tmp_path_factory) -> Path:
+    """The same run on a LocalCluster (the session's, two worker processes)."""
+    ref = tmp_path_factory.mktemp("reference") / "local.zarr"
+    argv = ["run", str(small_grid.folder), "--out", str(ref), "--quiet"]
+    assert main([*argv, "--cluster", client.scheduler.address]) == 0
+    return ref
+
+
 @pytest.mark.cluster
 @pytest.mark.parametrize(
     "store",
     ["local", "s3"],
 )
 def test_manifests_run_as_processes_and_match_a_local_cluster(
-    committed, processes, small_grid, client, tmp_path, store, s3_server
+    committed, processes, small_grid, local_reference, tmp_path, store, s3_server
 ):
     job, group = committed["daskjob.yaml"], committed["gpu-workergroup.yaml"]
     secret = committed["secret-example.yaml"]
@@ -201,11 +211,6 @@ def test_manifests_run_as_processes_and_match_a_local_cluster(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "particles found" in result.stdout
 
-    # the same run on a LocalCluster (the session's, two worker processes)
-    ref = tmp_path / "local.zarr"
-    argv = ["run", str(small_grid.folder), "--out", str(ref), "--quiet"]
-    code = main([*argv, "--cluster", client.scheduler.address])
-    assert code == 0
     options = (
         {
             "endpoint_url": secret["stringData"]["AWS_ENDPOINT_URL"],
@@ -216,6 +221,6 @@ def test_manifests_run_as_processes_and_match_a_local_cluster(
         else None
     )
     got = RunStore(str(out), mode="r", storage_options=options).read_table("particles")
-    want = RunStore(str(ref), mode="r").read_table("particles")
+    want = RunStore(str(local_reference), mode="r").read_table("particles")
     assert len(want) > 0
     pd.testing.assert_frame_equal(got, want)
