@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,35 @@ def test_partitioned_table(full_table, table_store, tmp_path: Path) -> None:
     assert summary["particles"]["count"] == 500
     assert summary["particles"]["median_nm"] == pytest.approx(np.median(table[ECD]))
     assert sum(r["count"] for r in summary["classes"]["fractions"]) == 500
+
+
+def test_a_failed_figure_write_fails_the_report(
+    full_table, table_store, tmp_path: Path, monkeypatch
+) -> None:
+    """Figures are compressed and written by a background thread: an error there is raised by
+    ``write_report`` once every other figure has been written, and no page or summary is."""
+    from mosaicflow.report import plots
+
+    table = full_table(np.random.default_rng(5), 300)
+    store = table_store(tmp_path / "t.zarr", table)
+    expected = write_report(store)["figures"]
+    assert len(expected) >= 3
+    encode, calls = plots.encode_png, []
+
+    def failing(pixels):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return encode(pixels)
+
+    monkeypatch.setattr(plots, "encode_png", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(store)
+    assert len(calls) == len(expected)  # the others were still written
+    assert all(name.startswith("mosaicflow-report-png") for name in calls)
+    report = tmp_path / "t.zarr" / "report"
+    assert len(list(report.glob("*.png"))) == len(expected) - 1
+    assert not (report / "summary.json").exists() and not (report / "index.html").exists()
 
 
 def test_one_particle_without_images(check_page, full_table, table_store, tmp_path: Path) -> None:

@@ -81,12 +81,17 @@ PASTED = "mosaicflow-pasted"
 
 
 def png_bytes(fig: Figure, *, dpi: float | None = None) -> bytes:
-    """The figure as PNG bytes (Agg), zlib level :data:`PNG_LEVEL`: RGB where every pixel is
-    opaque (the report's figures have white backgrounds; a fourth channel of 255s costs a
-    third more encoding), RGBA otherwise. Figure images marked :data:`PASTED` (opaque 8-bit
-    RGB, not magnified) are copied in pixel for pixel after the rest is drawn."""
+    """The figure as PNG bytes: :func:`encode_png` of :func:`render`."""
+    return encode_png(render(fig, dpi=dpi))
+
+
+def render(fig: Figure, *, dpi: float | None = None) -> np.ndarray:
+    """The figure drawn by Agg: RGB where every pixel is opaque (the report's figures have
+    white backgrounds; a fourth channel of 255s costs a third more encoding), RGBA otherwise.
+    Figure images marked :data:`PASTED` (opaque 8-bit RGB, not magnified) are copied in pixel
+    for pixel after the rest is drawn. The pixels are a copy: the figure may be changed or
+    closed afterwards."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from PIL import Image
 
     if dpi is not None:
         fig.set_dpi(dpi)
@@ -102,9 +107,17 @@ def png_bytes(fig: Figure, *, dpi: float | None = None) -> bytes:
     rgba = np.array(canvas.buffer_rgba())
     for im in pasted:
         _paste(rgba, im)
-    pixels = rgba[..., :3] if bool((rgba[..., 3] == 255).all()) else rgba
+    return np.ascontiguousarray(rgba[..., :3]) if bool((rgba[..., 3] == 255).all()) else rgba
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """8-bit RGB or RGBA pixels as PNG bytes, zlib level :data:`PNG_LEVEL`. Pillow releases
+    the GIL while it compresses, so this may run in a thread beside the drawing of the next
+    figure."""
+    from PIL import Image
+
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="png", compress_level=PNG_LEVEL)
+    Image.fromarray(pixels).save(buf, format="png", compress_level=PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -57,16 +59,43 @@ DIAGNOSTIC_FLAGS = tuple(f for f in FLAG_COLUMNS if f not in USER_FLAGS)
 
 
 class _Writer:
+    """The report folder's files. Within :meth:`compressing`, a figure is drawn on the calling
+    thread, then compressed and written by one background thread while the next one is drawn
+    (Pillow releases the GIL as it compresses)."""
+
     def __init__(self, store: RunStore, *, clear: bool) -> None:
         self.store = store
         if clear:
             store.clear_report()
         self.figures: list[FigureEntry] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future[None]] = []
+
+    @contextmanager
+    def compressing(self) -> Iterator[None]:
+        """Figures compressed in the background; all written, or failed, at the block's end."""
+        with ThreadPoolExecutor(1, thread_name_prefix="mosaicflow-report-png") as pool:
+            self._pool = pool
+            try:
+                yield
+            finally:
+                self._pool = None
 
     def figure(self, key: str, fig: Figure, title: str, caption: str, *, dpi: float = 100) -> None:
         name = f"{key}.png"
-        self.store.write_report_file(name, plots.png_bytes(fig, dpi=dpi))
+        pixels = plots.render(fig, dpi=dpi)
+        assert self._pool is not None, "figures are drawn within compressing()"
+        self._pending.append(self._pool.submit(self._write_png, name, pixels))
         self.figures.append(FigureEntry(key, name, title, caption))
+
+    def _write_png(self, name: str, pixels: np.ndarray) -> None:
+        self.store.write_report_file(name, plots.encode_png(pixels))
+
+    def finish(self) -> None:
+        """Raise the first error of the background writes (ended with :meth:`compressing`)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def text(self, name: str, text: str) -> None:
         self.store.write_report_file(name, text)
@@ -201,7 +230,10 @@ def write_report(
     # here (it only adds to the summary): the stage takes the longer of the two, not the sum.
     truth_fractions: dict[str, float] | None = None
     gt: dict[str, Any] | None = None
-    with ThreadPoolExecutor(1, thread_name_prefix="mosaicflow-truth-matching") as pool:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="mosaicflow-truth-matching") as pool,
+        out.compressing(),
+    ):
         pending: Future[tuple[dict[str, Any] | None, list[str]]] | None = None
         if store.has_table("ground_truth"):
             truth = store.read_table("ground_truth")
@@ -239,6 +271,7 @@ def write_report(
             seed=seed,
             image=image,
         )
+    out.finish()
     if pending is not None:
         assert gt is not None  # set with `pending`
         gt["matching"], match_notes = pending.result()
