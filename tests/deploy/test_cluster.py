@@ -176,6 +176,36 @@ def test_quick_exit_skips_the_interpreter_shutdown_only_after_a_clean_close(tmp_
     assert running.read_text() == "finalised"
 
 
+HEARTBEATS = """
+import logging, sys
+from mosaicflow._shared import worker_exit
+logging.basicConfig(stream=sys.stderr, format="%(levelname)s %(message)s")
+log = logging.getLogger("distributed.worker")
+worker_exit.install()
+
+def failed_heartbeat():
+    try:
+        raise OSError("Stream is closed")
+    except OSError:
+        log.exception("Failed to communicate with scheduler during heartbeat.")
+
+failed_heartbeat()  # while the worker runs: a real failure
+worker_exit.mark_closed()
+failed_heartbeat()  # in flight when the worker closed its connections
+log.error("another error after the close")
+"""
+
+
+def test_a_cleanly_closed_worker_drops_only_its_last_heartbeat_failure():
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", HEARTBEATS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("during heartbeat") == 1, done.stderr
+    assert done.stderr.count("Traceback") == 1, done.stderr
+    assert "another error after the close" in done.stderr
+
+
 def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path):
     """The local cluster's spawned workers carry the quick exit; the atexit handlers registered
     after it (as fsspec and Zarr register theirs on import) still run when the cluster closes.
@@ -185,11 +215,15 @@ def test_local_workers_exit_quickly_after_the_handlers_registered_later(tmp_path
 
     def register_later(path: str) -> bool:
         import atexit
+        import logging
 
         from mosaicflow._shared import worker_exit
 
         atexit.register(lambda: open(path, "w").write("ran"))
-        return worker_exit._state["installed"]
+        quiet = worker_exit._not_a_closing_heartbeat
+        return worker_exit._state["installed"] and (
+            quiet in logging.getLogger("distributed.worker").filters
+        )
 
     client = cluster.connect("local", n_workers=1, threads_per_worker=1, start_method="spawn")
     try:
