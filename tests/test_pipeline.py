@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from mosaicflow import cluster, open_run
 from mosaicflow.config import Config
 from mosaicflow.errors import ClusterError, ConfigError, StoreError, TileReadError
 from mosaicflow.io.store import RunStore
+from mosaicflow.io.tiles import read_tileset
 from mosaicflow.pipeline import STAGES, Pipeline
+from mosaicflow.stitch import register_tileset
 
 
 def _run(folder, out, chunk, client=None, block=None, **kwargs):
@@ -120,6 +123,66 @@ def test_truncated_tile_fails_before_anything_is_done(grid_copy, tmp_path):
     assert stages["tiles"]["status"] == "failed"
     assert "truncated" in stages["tiles"]["error"]
     assert not any(s["status"] == "done" for s in stages.values())
+
+
+def _register_tasks(client) -> list[str]:
+    """The registration tasks the scheduler still knows."""
+    return client.run_on_scheduler(
+        lambda dask_scheduler: [str(k) for k in dask_scheduler.tasks if "_register_some" in str(k)]
+    )
+
+
+@pytest.mark.cluster
+def test_the_registration_starts_while_the_tiles_stage_ends(
+    small_grid, tmp_path, client, monkeypatch
+):
+    """The register stage's pairs are set computing behind the tile check (the workers measure
+    them while the driver writes the tiles stage's tables); the register stage waits for those
+    and gives the positions of a registration computed from scratch. A run that stops after
+    the tiles stage leaves none behind."""
+    from distributed import futures_of
+
+    from mosaicflow.pipeline.stages import StageMixin
+
+    config = Config(input=str(small_grid.folder)).replace("store", chunk=256)
+    Pipeline(config, str(tmp_path / "a.zarr"), client=client).run(stop_after="tiles")
+    assert _register_tasks(client) == []
+    found = []
+    real = StageMixin._stage_register
+
+    def register(self, store):
+        found.extend(futures_of(self._early_pairs))  # running since the tiles stage
+        return real(self, store)
+
+    monkeypatch.setattr(StageMixin, "_stage_register", register)
+    store = Pipeline(config, str(tmp_path / "b.zarr"), client=client).run(stop_after="register")
+    assert found and all(f.key for f in found)
+    alone = register_tileset(read_tileset(small_grid.folder))[0]
+    stored = store.read_table("tiles")
+    np.testing.assert_allclose(stored[["y_px", "x_px"]], alone[["y_px", "x_px"]], atol=1e-9)
+
+
+@pytest.mark.cluster
+def test_a_bad_tile_drops_the_registration_started_beside_its_check(grid_copy, tmp_path, client):
+    """A tile whose headers read but whose pixels are all equal: the tile check names it, and
+    the registration set computing beside the check is dropped with it."""
+    tile = grid_copy / "Tile_002-001-000000_0-000.tif"
+    with tifffile.TiffFile(tile) as tif:
+        page = tif.pages[0]
+        spans = list(zip(page.dataoffsets, page.databytecounts, strict=True))
+    with open(tile, "r+b") as fh:
+        for offset, count in spans:
+            fh.seek(offset)
+            fh.write(bytes(count))
+    config = Config(input=str(grid_copy)).replace("store", chunk=256)
+    pipeline = Pipeline(config, str(tmp_path / "bad.zarr"), client=client)
+    with pytest.raises(TileReadError, match=r"Tile_002-001.*blank"):
+        pipeline.run()
+    deadline = time.monotonic() + 10
+    while _register_tasks(client) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _register_tasks(client) == []  # while the pipeline is still held
+    assert pipeline._early_pairs is None
 
 
 def test_tile_damaged_after_reading_fails_its_stage(grid_copy, tmp_path):

@@ -84,6 +84,20 @@ class Runner:
         except (CommClosedError, FutureCancelledError) as exc:  # the scheduler went away
             raise self._lost(description, exc) from None
 
+    def start(self, collection: Any) -> Any:
+        """``collection`` set computing on the client without waiting for it (its tasks are
+        queued after those submitted before); :meth:`compute` of what this returns waits for
+        it, and :meth:`cancel` drops it. Without a client, ``collection`` unchanged: it is
+        computed by :meth:`compute`."""
+        return collection if self.client is None else self.client.persist(collection)
+
+    def cancel(self, collection: Any) -> None:
+        """Cancel the tasks of a collection :meth:`start` returned, whatever their state."""
+        if self.client is not None:
+            from distributed import futures_of
+
+            self.client.cancel(futures_of(collection))
+
     def _lost(self, description: str, exc: BaseException) -> ClusterError:
         address = getattr(getattr(self.client, "scheduler", None), "address", "?")
         return ClusterError(

@@ -93,6 +93,8 @@ class Pipeline(StageMixin):
         # labelling's step 1, done by this run's probability stage as it wrote each chunk
         self._label_summaries: tuple[tuple[int, int], Any] | None = None
         self._stop_after: str | None = None
+        # the register stage's first pass, set computing by this run's tiles stage
+        self._early_pairs: Any = None
         self.storage_options = dict(config.storage.options)
         # the store's own options: none for a local store (Zarr refuses unused ones)
         self._store_options = self.storage_options if is_url(self.out) else None
@@ -259,6 +261,7 @@ class Pipeline(StageMixin):
                 "stopped by the user between stages; run again with --resume to go on"
             ) from None
         finally:
+            self._drop_early_pairs()  # a run that stopped before its register stage
             lock.release()
 
     def _run_stages(self, stop_after: str | None) -> RunStore:

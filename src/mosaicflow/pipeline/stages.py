@@ -42,9 +42,10 @@ class StageMixin:
     """``_stage_<name>(store) -> dict`` for every stage of
     :data:`mosaicflow.pipeline.STAGES`; the figures' ``pixels`` entry gives the stage's Mpx/s.
     Uses the pipeline's ``config``, ``runner``, ``tileset``, ``client``, ``_say``,
-    ``_input_folder``, ``_resuming`` (the stage continues an interrupted one) and
-    ``_denoised_values`` (the denoised mosaic's value counts, when this run's denoised stage
-    counted them)."""
+    ``_input_folder``, ``_resuming`` (the stage continues an interrupted one),
+    ``_stop_after``, ``_early_pairs`` (the register stage's first pass, started by the tiles
+    stage) and ``_denoised_values`` (the denoised mosaic's value counts, when this run's
+    denoised stage counted them)."""
 
     def _stage_tiles(self, store: RunStore) -> dict[str, Any]:
         folder = self._input_folder()
@@ -57,8 +58,16 @@ class StageMixin:
         from mosaicflow.io.tile_checks import check_tile_pixels, raise_for_tile_problems
 
         # Every tile read once: a blank, NaN or unreadable tile is named before the heavy work.
-        problems = self.runner.compute(check_tile_pixels(tileset, compute=False), "check tiles")
-        raise_for_tile_problems(problems, source=f"input {str(folder)!r}")
+        # The registration's pairs, which only read the tiles, queue behind the check and use
+        # the workers while this stage's driver work goes on; a problem found drops them.
+        check = self.runner.start(check_tile_pixels(tileset, compute=False))
+        self._early_pairs = self._start_registration(tileset)
+        try:
+            problems = self.runner.compute(check, "check tiles")
+            raise_for_tile_problems(problems, source=f"input {str(folder)!r}")
+        except BaseException:
+            self._drop_early_pairs()
+            raise
         store.write_table("tiles", tileset.tiles)
         truth = folder / "ground_truth" / "particles.csv"
         if truth.exists():  # a local path or a URL (io.remote.RemotePath)
@@ -73,16 +82,34 @@ class StageMixin:
         )
         return {"pixels": tileset.n_pixels, "n_tiles": len(tileset.tiles)}
 
+    def _start_registration(self, tileset: Any) -> Any:
+        """The register stage's first pass set computing, when that stage runs next in this
+        run and registers; else None."""
+        cfg = self.config.stitch
+        if not cfg.register or len(tileset.tiles) < 2 or self._stop_after == "tiles":
+            return None
+        from mosaicflow.stitch import first_pass
+
+        lazy = first_pass(tileset, max_shift_px=cfg.max_shift_px, device=cfg.device)
+        return self.runner.start(lazy)
+
+    def _drop_early_pairs(self) -> None:
+        early, self._early_pairs = self._early_pairs, None
+        if early is not None:
+            self.runner.cancel(early)
+
     def _stage_register(self, store: RunStore) -> dict[str, Any]:
         from mosaicflow.stitch import register_tileset
 
         cfg = self.config.stitch
+        first, self._early_pairs = self._early_pairs, None
         tiles, pairs, info = register_tileset(
             self.tileset,
             register=cfg.register,
             max_shift_px=cfg.max_shift_px,
             device=cfg.device,
             runner=self.runner,
+            first=first,
         )
         if pairs is not None:
             store.write_table("pairs", pairs)

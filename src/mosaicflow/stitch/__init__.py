@@ -7,12 +7,13 @@ from mosaicflow.stitch.equalize import equalize_tileset, estimate_flatfield
 from mosaicflow.stitch.fuse import fuse, fuse_overlapped, mosaic_shape, pixel_coords
 from mosaicflow.stitch.register import register_pairs
 from mosaicflow.stitch.seams import seam_contrast
-from mosaicflow.stitch.solve import register_tileset, solve_positions
+from mosaicflow.stitch.solve import first_pass, register_tileset, solve_positions
 
 __all__ = [
     "coverage",
     "equalize_tileset",
     "estimate_flatfield",
+    "first_pass",
     "fuse",
     "fuse_overlapped",
     "mosaic_shape",

@@ -172,6 +172,7 @@ def register_tileset(
     device: str = "cpu",
     runner: Runner | None = None,
     corners: str = "auto",
+    first: Any = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, dict[str, Any]]:
     """Register a tile set: its tiles table with the solved positions, the judged pairs, and
     what was kept.
@@ -189,26 +190,24 @@ def register_tileset(
     a tenth in the solve, and costs half a side pair to register: on a grid whose sides join
     every tile, leaving the corners out moves the positions by hundredths of a pixel and
     halves the stage's work (``docs/STITCHING.md``).
+
+    ``first``: the first pass already set computing (:func:`first_pass` of the same tile set
+    and options, started by :meth:`Runner.start <mosaicflow.runner.Runner.start>`); the
+    pipeline starts it while its tiles stage checks the tiles.
     """
     if corners not in CORNER_MODES:
         raise ValueError(f"register_tileset: corners must be one of {CORNER_MODES}: {corners!r}")
-    tiles = tileset.tiles.copy()
-    if "nominal_y_px" not in tiles:
-        tiles["nominal_y_px"] = tiles["y_px"]
-        tiles["nominal_x_px"] = tiles["x_px"]
-    tiles["y_px"], tiles["x_px"] = tiles["nominal_y_px"], tiles["nominal_x_px"]
+    nominal = _nominal(tileset)
+    tiles = nominal.tiles
     info: dict[str, Any] = {"registered": bool(register and len(tiles) > 1)}
     if not info["registered"]:
         return tiles, None, info
-    nominal = dataclasses.replace(tileset, tiles=tiles)
     runner = runner or Runner()
     opts = {"max_shift_px": max_shift_px, "device": device, "compute": False}
-    every = candidate_pairs(nominal)
-    shape = nominal.tile_shape
-    offsets = nominal.tiles[["y_px", "x_px"]].to_numpy(float)
-    corner = [(i, j) for i, j in every if is_corner_pair(offsets[j] - offsets[i], shape)]
-    first = every if corners == "all" else sorted(set(every) - set(corner))
-    pairs = runner.compute(register_pairs(nominal, pairs=first, **opts), "register")
+    _, corner = _candidates(nominal)
+    if first is None:
+        first = first_pass(tileset, max_shift_px=max_shift_px, device=device, corners=corners)
+    pairs = runner.compute(first, "register")
     positions, judged = solve_positions(nominal, pairs, return_pairs=True)
     # The sides left tiles apart: every diagonal too, and one solve over all the pairs (the
     # stage and quality rules judge each pair against all the others, so the result is the
@@ -229,6 +228,45 @@ def register_tileset(
         max_residual_px=float(np.nanmax(tiles["residual_px"])),
     )
     return tiles, judged, info
+
+
+def first_pass(
+    tileset: TileSet,
+    *,
+    max_shift_px: float | None = None,
+    device: str = "cpu",
+    corners: str = "auto",
+) -> Any:
+    """The lazy pair table of :func:`register_tileset`'s first pass: every candidate pair
+    with ``corners="all"``, else the side pairs (and the null pairs), measured from the
+    nominal positions. Computing it is most of the registration's work; it reads the tiles
+    and writes nothing."""
+    nominal = _nominal(tileset)
+    every, corner = _candidates(nominal)
+    first = every if corners == "all" else sorted(set(every) - set(corner))
+    return register_pairs(
+        nominal, pairs=first, max_shift_px=max_shift_px, device=device, compute=False
+    )
+
+
+def _nominal(tileset: TileSet) -> TileSet:
+    """``tileset`` at its nominal positions, which its table keeps as ``nominal_y_px``,
+    ``nominal_x_px`` (added from ``y_px``, ``x_px`` where missing)."""
+    tiles = tileset.tiles.copy()
+    if "nominal_y_px" not in tiles:
+        tiles["nominal_y_px"] = tiles["y_px"]
+        tiles["nominal_x_px"] = tiles["x_px"]
+    tiles["y_px"], tiles["x_px"] = tiles["nominal_y_px"], tiles["nominal_x_px"]
+    return dataclasses.replace(tileset, tiles=tiles)
+
+
+def _candidates(nominal: TileSet) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Every candidate pair, and those of them that overlap only at a corner."""
+    every = candidate_pairs(nominal)
+    offsets = nominal.tiles[["y_px", "x_px"]].to_numpy(float)
+    shape = nominal.tile_shape
+    corner = [(i, j) for i, j in every if is_corner_pair(offsets[j] - offsets[i], shape)]
+    return every, corner
 
 
 def _outside_largest_group(n: int, judged: pd.DataFrame) -> set[int]:
