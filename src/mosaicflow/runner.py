@@ -85,10 +85,9 @@ class Runner:
             raise self._lost(description, exc) from None
 
     def start(self, collection: Any) -> Any:
-        """``collection`` set computing on the client without waiting for it (its tasks are
-        queued after those submitted before); :meth:`compute` of what this returns waits for
-        it, and :meth:`cancel` drops it. Without a client, ``collection`` unchanged: it is
-        computed by :meth:`compute`."""
+        """``collection`` set computing on the client without waiting for it; :meth:`compute`
+        of what this returns waits for it, and :meth:`cancel` drops it. Without a client,
+        ``collection`` unchanged: it is computed by :meth:`compute`."""
         return collection if self.client is None else self.client.persist(collection)
 
     def cancel(self, collection: Any) -> None:

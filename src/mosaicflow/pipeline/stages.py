@@ -58,16 +58,11 @@ class StageMixin:
         from mosaicflow.io.tile_checks import check_tile_pixels, raise_for_tile_problems
 
         # Every tile read once: a blank, NaN or unreadable tile is named before the heavy work.
-        # The registration's pairs, which only read the tiles, queue behind the check and use
-        # the workers while this stage's driver work goes on; a problem found drops them.
-        check = self.runner.start(check_tile_pixels(tileset, compute=False))
+        problems = self.runner.compute(check_tile_pixels(tileset, compute=False), "check tiles")
+        raise_for_tile_problems(problems, source=f"input {str(folder)!r}")
+        # The register stage's pairs only read the tiles: they start now, and the workers
+        # measure them while this stage writes its tables (a run that stops first drops them).
         self._early_pairs = self._start_registration(tileset)
-        try:
-            problems = self.runner.compute(check, "check tiles")
-            raise_for_tile_problems(problems, source=f"input {str(folder)!r}")
-        except BaseException:
-            self._drop_early_pairs()
-            raise
         store.write_table("tiles", tileset.tiles)
         truth = folder / "ground_truth" / "particles.csv"
         if truth.exists():  # a local path or a URL (io.remote.RemotePath)
