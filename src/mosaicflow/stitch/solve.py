@@ -193,7 +193,7 @@ def register_tileset(
 
     ``first``: the first pass already set computing (:func:`first_pass` of the same tile set
     and options, started by :meth:`Runner.start <mosaicflow.runner.Runner.start>`); the
-    pipeline starts it while its tiles stage checks the tiles.
+    pipeline's tiles stage starts it once the tiles are checked.
     """
     if corners not in CORNER_MODES:
         raise ValueError(f"register_tileset: corners must be one of {CORNER_MODES}: {corners!r}")
