@@ -63,6 +63,22 @@ def test_workers_truth_matching_import_leaves_out_plotting_and_learning_packages
         report.nothing  # noqa: B018
 
 
+def test_stage_modules_the_workers_import_leave_out_dask_dataframe():
+    # A local cluster's workers are forked before the stages' modules are imported, so each
+    # worker imports the modules its first tasks come from (stitching, restoration,
+    # labelling, measuring). Only the driver assembles the particle table with
+    # dask.dataframe: importing it there too cost each worker about a third of a second of
+    # its first task, on two cores up to a second (docs/PERFORMANCE.md).
+    code = (
+        "import sys\n"
+        "import mosaicflow.stitch, mosaicflow.restoration, mosaicflow.measure\n"
+        "import mosaicflow.segmentation.threshold, mosaicflow.report.matching\n"
+        "heavy = ('dask.dataframe', 'matplotlib', 'sklearn', 'torch')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    assert _fresh_python(code) == "[]"
+
+
 def test_pipeline_and_run_store_are_exported():
     import mosaicflow
     from mosaicflow.io.store import RunStore

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import scipy.ndimage as ndi
@@ -488,6 +487,10 @@ def regionprops_table(
         # chunk's result, never the chunk's rows (which go to their partition at once).
         pieces.append(delayed(_giant_inputs_of, pure=True)(result))
     giants = delayed(_giants_from, pure=True)(pieces, grid, settings)
+    # dask.dataframe here, not at the top: the workers import this module for its chunk
+    # tasks and never need it (a third of a second of each worker's start of the stage)
+    import dask.dataframe as dd
+
     meta = empty_table(internal, frame=frame)
     out = dd.from_delayed([*tables, giants], meta=meta, verify_meta=False)
     return out if internal is columns else out[columns]

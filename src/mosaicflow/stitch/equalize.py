@@ -27,7 +27,6 @@ import dask
 import numpy as np
 import pandas as pd
 from scipy import ndimage, sparse
-from scipy.sparse.linalg import lsqr
 
 from mosaicflow._shared.batches import batches
 from mosaicflow.io import TileSet, read_tile
@@ -153,6 +152,8 @@ def _weighted_lstsq(
     """
     if len(i) == 0:
         return np.zeros(n)
+    from scipy.sparse.linalg import lsqr  # here: the workers import this module, never solve
+
     sw = np.sqrt(w)
     rows = np.arange(len(i))
     a = sparse.csr_matrix((np.r_[sw, -sw], (np.r_[rows, rows], np.r_[i, j])), shape=(len(i), n))

@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import spsolve
 
 from mosaicflow.io import TileSet
 from mosaicflow.runner import Runner
@@ -43,6 +41,8 @@ def _solve(
     component, and so the whole set, keeps its priors' mean, and a tile without an edge stays
     exactly at its prior.
     """
+    from scipy.sparse.linalg import spsolve  # here: the workers import this module, never solve
+
     rows = np.arange(len(i))
     a = sparse.csr_matrix(
         (np.r_[-np.ones(len(i)), np.ones(len(i))], (np.r_[rows, rows], np.r_[i, j])),
@@ -272,6 +272,8 @@ def _candidates(nominal: TileSet) -> tuple[list[tuple[int, int]], list[tuple[int
 def _outside_largest_group(n: int, judged: pd.DataFrame) -> set[int]:
     """The tiles outside the largest group of tiles joined by kept pairs (every tile when no
     pair was kept)."""
+    from scipy.sparse.csgraph import connected_components  # the driver's alone, as above
+
     kept = judged[judged["kind"].eq("neighbour") & judged["kept"]]
     i, j = kept["i"].to_numpy(int), kept["j"].to_numpy(int)
     graph = sparse.coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
