@@ -5,10 +5,13 @@ bad options or folders mosaicflow did not make are refused before anything is wr
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from mosaicflow.bench.fresh import BenchRunError, run_fresh
 from mosaicflow.cli import main
+from mosaicflow.config import Config
 from mosaicflow.pipeline import STAGES
 
 STAGE_KEYS = {
@@ -125,7 +128,8 @@ def test_tiny_scenario_writes_every_file_with_the_schema(tmp_path, capsys):
     assert list(naive["steps"]) == NAIVE_STEPS
     assert naive["n_particles"] > 0 and naive["peak_rss_bytes"] > 0
     assert "feret_diameter_max" in naive["properties"] and "moments_hu" in naive["properties"]
-    assert set(result["ratio"]) == {"wall", "pipeline"}
+    assert set(result["ratio"]) == {"wall", "pipeline", "pairs", "pairs_median"}
+    assert result["ratio"]["pairs"] == [result["ratio"]["pairs_median"]]
     md = (out / "bench.md").read_text()
     sections = ("## Stages", "## Whole run", "## Naive single-process baseline", "## Ceilings")
     for section in sections:
@@ -142,6 +146,40 @@ def test_tiny_scenario_writes_every_file_with_the_schema(tmp_path, capsys):
     assert again["ratio"] is None
     assert again["machine"]["ceilings"] == {"status": "skipped", "reason": "--no-ceilings given"}
     assert all(stage["ceiling"] is None for stage in again["stages"].values())
+
+
+@pytest.mark.cluster
+def test_repeats_are_pairs_of_fresh_runs(tmp_path, capsys):
+    # Each repeat: the pipeline in its own interpreter, then the baseline; each pair's ratio.
+    out = tmp_path / "bench"
+    argv = ["--scenario", "tiny", "--out", str(out), "--workers", "1", "--quiet"]
+    code, printed = _bench([*argv, "--repeat", "2", "--no-ceilings"], capsys)
+    assert code == 0, printed
+    result = json.loads((out / "bench.json").read_text())
+    runs, naive = result["runs"], result["naive"]["runs"]
+    pids = {run["driver_pid"] for run in runs}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert result["ratio"]["pairs"] == [
+        round(run["wall_s"] / steps["total"], 3) for run, steps in zip(runs, naive, strict=True)
+    ]
+    assert min(result["ratio"]["pairs"]) <= result["ratio"]["pairs_median"]
+    assert result["ratio"]["pairs_median"] <= max(result["ratio"]["pairs"])
+    assert "ratio of each pair" in printed
+    assert "each pair, a run then a baseline run" in (out / "bench.md").read_text()
+    assert not list(out.glob(".run-*")) and not list(out.glob(".dask-report-*"))
+
+
+def test_a_failed_fresh_run_raises_the_pipelines_message(tmp_path):
+    config = Config().replace("input", value=str(tmp_path / "no-such-grid"))
+    with pytest.raises(BenchRunError, match="no-such-grid"):
+        run_fresh(
+            config,
+            tmp_path / "run.zarr",
+            n_workers=1,
+            report_path=tmp_path / "r.html",
+            result_path=tmp_path / "r.json",
+        )
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "run.zarr").exists()
 
 
 def test_a_config_naming_an_input_is_refused_with_a_scenario(tmp_path, capsys):

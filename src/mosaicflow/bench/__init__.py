@@ -14,7 +14,7 @@ from rich.console import Console
 from mosaicflow import cluster
 from mosaicflow.bench import baseline, outputs, scenarios, work
 from mosaicflow.bench.ceilings import machine_ceilings
-from mosaicflow.bench.runs import measure_run
+from mosaicflow.bench.fresh import run_fresh
 from mosaicflow.config import Config
 from mosaicflow.config.values import redact_options
 from mosaicflow.errors import ConfigError, StoreError
@@ -25,12 +25,22 @@ __all__ = ["SCENARIOS", "run_bench"]
 
 SCENARIOS = scenarios.SCENARIOS
 #: How the reported run is chosen among repeats.
-SUMMARY = "median run by whole-run wall time (the lower middle one for an even count)"
+SUMMARY = (
+    "median run by whole-run wall time (the lower middle one for an even count); each run "
+    "in a fresh interpreter, each followed by a run of the naive baseline"
+)
 
 
 def _median_index(values: list[float]) -> int:
     order = sorted(range(len(values)), key=values.__getitem__)
     return order[(len(order) - 1) // 2]
+
+
+def _median(values: list[float]) -> float:
+    """The median (the mean of the two middle values for an even count)."""
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _say(console: Console | None, message: str) -> None:
@@ -161,7 +171,11 @@ def run_bench(
     else:
         limits = _skipped("--no-ceilings given")
 
-    measured = []
+    # Each repeat is a pair, run in turn: the pipeline in a fresh interpreter, then the naive
+    # baseline in another, so that a machine whose speed drifts moves both alike.
+    plan = _naive_plan(config, tileset, console) if naive else _skipped("--no-naive given")
+    measured: list[dict[str, Any]] = []
+    naive_runs: list[dict[str, Any]] = []
     for i in range(repeat):
         _say(
             console,
@@ -170,12 +184,13 @@ def run_bench(
         )
         report = folder / f".dask-report-{i}.html"
         measured.append(
-            measure_run(
+            run_fresh(
                 config,
                 store,
                 n_workers=n_workers,
                 report_path=report,
-                console=console if progress else None,
+                result_path=folder / f".run-{i}.json",
+                progress=progress and console is not None,
             )
         )
         r = measured[-1]["run"]
@@ -184,6 +199,12 @@ def run_bench(
             f"run {i + 1}/{repeat} done: {r['wall_s']:.2f} s wall ({r['pipeline_s']:.2f} s "
             f"pipeline), {r['mpx_per_s']:.2f} Mpx/s end to end",
         )
+        if "plan" in plan:
+            one = _naive_once(plan, i, repeat, console)
+            if "failed" in one:
+                plan = {"status": "failed", "reason": one["failed"], **plan["sizes"]}
+            else:
+                naive_runs.append(one)
     best = _median_index([m["run"]["wall_s"] for m in measured])
     for i in range(repeat):
         report = folder / f".dask-report-{i}.html"
@@ -194,16 +215,19 @@ def run_bench(
     chosen_run = measured[best]
     _attach_ceilings(chosen_run["stages"], limits, store, config, console)
 
-    if naive:
-        naive_result = _naive(config, tileset or _read_tileset(config), repeat, console)
-    else:
-        naive_result = _skipped("--no-naive given")
+    naive_result = _naive_result(plan, naive_runs)
     ratio = None
     if naive_result["status"] == "measured":
         total = naive_result["steps"]["total"]
+        pairs = [
+            round(m["run"]["wall_s"] / n["steps"]["total"], 3)
+            for m, n in zip(measured, naive_runs, strict=True)
+        ]
         ratio = {
             "wall": round(chosen_run["run"]["wall_s"] / total, 3),
             "pipeline": round(chosen_run["run"]["pipeline_s"] / total, 3),
+            "pairs": pairs,
+            "pairs_median": round(_median(pairs), 3),
         }
     cfg = config.to_dict()
     cfg["storage"]["options"] = redact_options(cfg["storage"]["options"])
@@ -302,11 +326,10 @@ def _read_tileset(config: Config) -> TileSet:
     )
 
 
-def _naive(
-    config: Config, tileset: TileSet, repeat: int, console: Console | None
-) -> dict[str, Any]:
-    """The naive baseline, ``repeat`` times in fresh interpreters where the mosaic fits in
-    memory; the median run by total time, or why it was skipped or failed."""
+def _naive_plan(config: Config, tileset: TileSet | None, console: Console | None) -> dict[str, Any]:
+    """Whether the naive baseline runs here (the mosaic must fit in memory) and its plan
+    (``plan``), or why it is skipped; ``sizes`` either way."""
+    tileset = tileset or _read_tileset(config)
     decision = baseline.decide(tileset)
     sizes = {
         k: decision[k]
@@ -315,27 +338,42 @@ def _naive(
     if not decision["run"]:
         _say(console, f"naive baseline skipped: {decision['reason']}")
         return _skipped(decision["reason"], **sizes)
-    plan = baseline.plan(tileset, config)
-    runs = []
-    for i in range(repeat):
-        _say(
-            console,
-            f"naive baseline {i + 1}/{repeat}: one process, "
-            f"{decision['mosaic_bytes'] / 2**20:.0f} MiB mosaic",
-        )
-        one = baseline.run_once(plan)
-        if "failed" in one:
-            _say(console, f"naive baseline failed: {one['failed']}")
-            return {"status": "failed", "reason": one["failed"], **sizes}
-        runs.append(one)
+    return {
+        "status": "planned",
+        "plan": baseline.plan(tileset, config),
+        "sizes": sizes,
+        "mosaic_mib": decision["mosaic_bytes"] / 2**20,
+    }
+
+
+def _naive_once(
+    plan: dict[str, Any], i: int, repeat: int, console: Console | None
+) -> dict[str, Any]:
+    """One run of the baseline in a fresh interpreter (``{"failed": why}`` if it failed)."""
+    _say(
+        console,
+        f"naive baseline {i + 1}/{repeat}: one process, {plan['mosaic_mib']:.0f} MiB mosaic",
+    )
+    one = baseline.run_once(plan["plan"])
+    if "failed" in one:
+        _say(console, f"naive baseline failed: {one['failed']}")
+    else:
         _say(console, f"naive baseline {i + 1}/{repeat} done: {one['steps']['total']:.2f} s")
+    return one
+
+
+def _naive_result(plan: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The baseline's entry of ``bench.json``: the median run by total time with every run's
+    steps, or why it was skipped or failed."""
+    if plan["status"] != "planned":
+        return plan
     best = runs[_median_index([r["steps"]["total"] for r in runs])]
     return {
         "status": "measured",
         "reason": None,
-        **sizes,
+        **plan["sizes"],
         **best,
-        "sigma": plan["sigma"],
-        "min_diameter_px": plan["min_diameter_px"],
+        "sigma": plan["plan"]["sigma"],
+        "min_diameter_px": plan["plan"]["min_diameter_px"],
         "runs": [r["steps"] for r in runs],
     }

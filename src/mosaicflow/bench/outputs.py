@@ -253,6 +253,15 @@ def naive_lines(result: dict[str, Any]) -> list[str]:
         f"- ratio mosaicflow wall / naive wall: **{ratio['wall']:.2f}** (whole run, cluster start "
         f"included: {result['run']['wall_s']:.2f} s / {steps['total']:.2f} s); pipeline only: "
         f"{ratio['pipeline']:.2f}",
+        *(
+            [
+                f"- each pair, a run then a baseline run, each in a fresh interpreter: "
+                f"{', '.join(f'{p:.2f}' for p in ratio['pairs'])}; median "
+                f"**{ratio['pairs_median']:.2f}**"
+            ]
+            if len(ratio["pairs"]) > 1
+            else []
+        ),
     ]
 
 

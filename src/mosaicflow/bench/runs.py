@@ -141,7 +141,7 @@ def measure_run(
         ``peak_worker_rss_mib`` (with ``peak_rss_per_worker_mib``), ``cpu_utilisation``,
         ``cpu_seconds``, ``driver_cpu_seconds``, ``read_bytes``, ``write_bytes``, ``tasks``,
         ``tasks_between_stages``, ``task_stream_truncated``, ``n_particles``, ``n_workers``,
-        ``threads_per_worker``.
+        ``threads_per_worker``, ``driver_pid`` (the measuring process).
     """
     from distributed import get_task_stream, performance_report
 
@@ -213,5 +213,6 @@ def measure_run(
             "worker_processes_seen": len(sampler.series),
             "sample_interval_s": INTERVAL_S,
             "store": str(Path(store)),
+            "driver_pid": os.getpid(),
         },
     }

@@ -93,7 +93,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="runs of each; the median run by wall time is reported, all are listed (default 1)",
+        help="pairs of runs, each pipeline run followed by a naive baseline run, each in a fresh "
+        "interpreter; the median run by wall time is reported, all are listed, with each "
+        "pair's ratio (default 1)",
     )
     add_tile_options(p)
     add_stitch_options(p)
@@ -180,6 +182,14 @@ def print_summary(result: dict[str, Any], console: Console) -> None:
             f"ratio mosaicflow / naive wall {result['ratio']['wall']:.2f}",
             soft_wrap=True,
         )
+        pairs = result["ratio"]["pairs"]
+        if len(pairs) > 1:
+            console.print(
+                f"ratio of each pair (run, then baseline): "
+                f"{', '.join(f'{p:.2f}' for p in pairs)}; median "
+                f"{result['ratio']['pairs_median']:.2f}",
+                soft_wrap=True,
+            )
     else:
         console.print(f"naive baseline {naive['status']}: {naive['reason']}", soft_wrap=True)
     folder = result["run"]["store"].rsplit("/", 1)[0]
