@@ -44,6 +44,20 @@ def test_command_line_import_leaves_out_plotting_and_learning_packages():
     assert _fresh_python(code) == "[]"
 
 
+def test_package_and_configuration_import_leave_out_dask_xarray_and_zarr():
+    # `import mosaicflow` (and a Config built and checked) does not load the array stack (about
+    # 2.5 s here): the package's front doors are imported when first asked for.
+    code = (
+        "import sys\n"
+        "import mosaicflow\n"
+        "from mosaicflow.config import Config\n"
+        "Config().replace('input', value='grid')\n"
+        "heavy = ('dask.array', 'xarray', 'zarr', 'distributed', 'mosaicflow.io.store')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    assert _fresh_python(code) == "[]"
+
+
 def test_workers_truth_matching_import_leaves_out_plotting_and_learning_packages():
     # The truth matching's tasks carry functions of mosaicflow.report.matching to the workers:
     # importing it must not load the report's figures (Matplotlib) or the classifier
@@ -81,8 +95,9 @@ def test_stage_modules_the_workers_import_leave_out_dask_dataframe():
 
 def test_pipeline_and_run_store_are_exported():
     import mosaicflow
-    from mosaicflow.io.store import RunStore
+    from mosaicflow.io.store import RunStore, open_run
     from mosaicflow.pipeline import Pipeline
 
     assert mosaicflow.Pipeline is Pipeline and mosaicflow.RunStore is RunStore
+    assert mosaicflow.open_run is open_run
     assert {"Pipeline", "RunStore", "open_run"} <= set(mosaicflow.__all__)
