@@ -58,6 +58,39 @@ def test_package_and_configuration_import_leave_out_dask_xarray_and_zarr():
     assert _fresh_python(code) == "[]"
 
 
+def test_every_commands_help_leaves_out_the_array_stack():
+    # `mosaicflow --help`, `mosaicflow run --help` and a mistyped option answer in well under a
+    # second: building the parser reads the scenarios and the synthetic defaults without
+    # loading the benchmark's run, the renderers, pandas, Dask or Zarr (about 3 s here).
+    code = (
+        "import sys\n"
+        "from mosaicflow.cli import main\n"
+        "for command in ([], ['run'], ['stitch'], ['synth'], ['classify-train'], ['bench'],\n"
+        "                ['train'], ['evaluate']):\n"
+        "    try:\n"
+        "        main([*command, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('pandas', 'dask', 'xarray', 'zarr', 'tifffile', 'distributed', 'torch')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "[]"
+    assert "usage: mosaicflow" in out.stdout
+
+
+@pytest.mark.parametrize("package", ["mosaicflow.synth", "mosaicflow.bench"])
+def test_lazy_packages_resolve_every_public_name(package):
+    import importlib
+
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        module.nothing  # noqa: B018
+
+
 def test_workers_truth_matching_import_leaves_out_plotting_and_learning_packages():
     # The truth matching's tasks carry functions of mosaicflow.report.matching to the workers:
     # importing it must not load the report's figures (Matplotlib) or the classifier

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from mosaicflow.bench import _median_index, outputs, scenarios
+from mosaicflow.bench import outputs, scenarios
+from mosaicflow.bench.suite import _median_index
 from mosaicflow.errors import ConfigError, StoreError
 
 

@@ -14,7 +14,6 @@ from rich.console import Console
 
 from mosaicflow.config import SynthConfig
 from mosaicflow.errors import ConfigError, StoreError
-from mosaicflow.synth.default import synthesize
 
 #: The file that marks a grid folder as one the benchmark wrote, with its settings.
 MARKER = ".mosaicflow-bench-input.json"
@@ -186,6 +185,8 @@ def grid_folder(
             "(not timed)",
             soft_wrap=True,
         )
+    from mosaicflow.synth.default import synthesize  # here: the help lists scenarios cheaply
+
     folder.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"format": FORMAT, "settings": wanted, "complete": False}))
     start = time.perf_counter()

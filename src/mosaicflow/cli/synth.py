@@ -26,9 +26,9 @@ def mode_defaults(mode: str) -> dict[str, float]:
 
         sem = SynthConfig()
         return {"pixel_size": sem.pixel_size_nm, "snr": sem.snr}
-    from mosaicflow.synth import hrtem
+    from mosaicflow.synth import hrtem_model  # the defaults alone, not the HRTEM renderer
 
-    return {"pixel_size": hrtem.DEFAULT_PIXEL_SIZE_NM, "snr": hrtem.DEFAULT_SNR}
+    return {"pixel_size": hrtem_model.DEFAULT_PIXEL_SIZE_NM, "snr": hrtem_model.DEFAULT_SNR}
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
