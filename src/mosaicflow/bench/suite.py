@@ -35,13 +35,6 @@ def _median_index(values: list[float]) -> int:
     return order[(len(order) - 1) // 2]
 
 
-def _median(values: list[float]) -> float:
-    """The median (the mean of the two middle values for an even count)."""
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def _say(console: Console | None, message: str) -> None:
     if console is not None:
         console.print(f"[bold]bench[/bold] {message}", soft_wrap=True)
@@ -226,7 +219,7 @@ def run_bench(
             "wall": round(chosen_run["run"]["wall_s"] / total, 3),
             "pipeline": round(chosen_run["run"]["pipeline_s"] / total, 3),
             "pairs": pairs,
-            "pairs_median": round(_median(pairs), 3),
+            "pairs_median": pairs[_median_index(pairs)],
         }
     cfg = config.to_dict()
     cfg["storage"]["options"] = redact_options(cfg["storage"]["options"])

@@ -204,9 +204,9 @@ def register_tileset(
         return tiles, None, info
     runner = runner or Runner()
     opts = {"max_shift_px": max_shift_px, "device": device, "compute": False}
-    _, corner = _candidates(nominal)
+    every, corner = _candidates(nominal)
     if first is None:
-        first = first_pass(tileset, max_shift_px=max_shift_px, device=device, corners=corners)
+        first = _first_pass(nominal, every, corner, max_shift_px, device, corners)
     pairs = runner.compute(first, "register")
     positions, judged = solve_positions(nominal, pairs, return_pairs=True)
     # The sides left tiles apart: every diagonal too, and one solve over all the pairs (the
@@ -242,7 +242,18 @@ def first_pass(
     nominal positions. Computing it is most of the registration's work; it reads the tiles
     and writes nothing."""
     nominal = _nominal(tileset)
-    every, corner = _candidates(nominal)
+    return _first_pass(nominal, *_candidates(nominal), max_shift_px, device, corners)
+
+
+def _first_pass(
+    nominal: TileSet,
+    every: list[tuple[int, int]],
+    corner: list[tuple[int, int]],
+    max_shift_px: float | None,
+    device: str,
+    corners: str,
+) -> Any:
+    """:func:`first_pass` of a tile set already at its nominal positions and its candidates."""
     first = every if corners == "all" else sorted(set(every) - set(corner))
     return register_pairs(
         nominal, pairs=first, max_shift_px=max_shift_px, device=device, compute=False
