@@ -96,6 +96,7 @@ def connect(
     timeout: float | None = None,
     gpu_workers: int = 0,
     start_method: str = "auto",
+    dashboard: bool = False,
 ) -> Any:
     """Return a ``distributed.Client``.
 
@@ -121,6 +122,12 @@ def connect(
         How a ``local`` cluster's nannies start their worker processes
         (:func:`local_start_method`). ``local-cuda`` always spawns: CUDA does not survive a
         fork.
+    dashboard : bool
+        A ``local`` or ``local-cuda`` cluster also serves Dask's dashboard (Bokeh) on a free
+        port; :func:`dashboard_link` gives its address. Off by default: on a 2-core machine it
+        cost about 1 s of the driver's CPU at the cluster's start and about 1 s more over a
+        126 Mpx run (``docs/PERFORMANCE.md``). A running scheduler or Kubernetes cluster keeps
+        its own.
 
     Raises
     ------
@@ -141,15 +148,14 @@ def connect(
                 threads_per_worker=threads_per_worker,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=":0",
                 memory_limit=memory_limit,
+                **_dashboard_options(dashboard),
             )
-        return _with_quick_exit(Client(cluster))
+        return _without_dashboard(_with_quick_exit(Client(cluster)), dashboard)
     if kind == "local-cuda":
         with _worker_environment("spawn"):
-            return _with_quick_exit(
-                Client(_local_cuda(n_workers, threads_per_worker, memory_limit))
-            )
+            client = Client(_local_cuda(n_workers, threads_per_worker, memory_limit, dashboard))
+            return _without_dashboard(_with_quick_exit(client), dashboard)
     if kind == "kubernetes":
         return Client(_kubernetes(target, n_workers, gpu_workers))
     if timeout is None:
@@ -160,6 +166,32 @@ def connect(
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s ({exc})"
         ) from exc
+
+
+#: Attribute :func:`connect` sets on the client of a local cluster started without a dashboard.
+_NO_DASHBOARD = "_mosaicflow_no_dashboard"
+
+
+def _dashboard_options(dashboard: bool) -> dict[str, Any]:
+    """A local cluster's scheduler options: its HTTP server (health and metrics routes) on a
+    free port of 127.0.0.1 either way, with Dask's Bokeh dashboard only when asked (without
+    ``dashboard=False`` the scheduler would import Bokeh and build it whenever it serves
+    HTTP)."""
+    return {"dashboard_address": ":0", "scheduler_kwargs": {"dashboard": bool(dashboard)}}
+
+
+def _without_dashboard(client: Any, dashboard: bool) -> Any:
+    if not dashboard:
+        setattr(client, _NO_DASHBOARD, True)
+    return client
+
+
+def dashboard_link(client: Any) -> str | None:
+    """The address of the client's dashboard, or None for a local cluster :func:`connect`
+    started without one (``Client.dashboard_link`` would still give its HTTP server's)."""
+    if getattr(client, _NO_DASHBOARD, False):
+        return None
+    return str(client.dashboard_link)
 
 
 def local_start_method(asked: str = "auto") -> str:
@@ -246,7 +278,9 @@ def _with_quick_exit(client: Any) -> Any:
     return client
 
 
-def _local_cuda(n_workers: int | None, threads_per_worker: int, memory_limit: str) -> Any:
+def _local_cuda(
+    n_workers: int | None, threads_per_worker: int, memory_limit: str, dashboard: bool
+) -> Any:
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError as exc:
@@ -261,8 +295,8 @@ def _local_cuda(n_workers: int | None, threads_per_worker: int, memory_limit: st
         threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
         host="127.0.0.1",
-        dashboard_address=":0",
         resources={"GPU": 1},  # the label the pipeline routes model inference windows by
+        **_dashboard_options(dashboard),
         **kwargs,
     )
 

@@ -388,3 +388,47 @@ def test_freed_heap_is_handed_back_before_the_workers_are_forked(monkeypatch):
     client = cluster.connect("local", n_workers=1, threads_per_worker=1, start_method="spawn")
     cluster.close(client)
     assert calls == [1]  # nothing to hand back before a spawn
+
+
+def _http_status(client, path: str) -> int:
+    """What the local scheduler's HTTP server answers at ``path``."""
+    import urllib.error
+    import urllib.request
+
+    port = client.scheduler_info()["services"]["dashboard"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_local_cluster_serves_a_dashboard_only_when_asked():
+    """Off by default (the driver's CPU): the scheduler still answers health checks on a free
+    port, without the Bokeh pages; asked for, they are at the address given."""
+    client = cluster.connect("local", n_workers=1)
+    try:
+        assert cluster.dashboard_link(client) is None
+        assert _http_status(client, "/health") == 200
+        assert _http_status(client, "/status") == 404
+    finally:
+        cluster.close(client)
+    client = cluster.connect("local", n_workers=1, dashboard=True)
+    try:
+        link = cluster.dashboard_link(client)
+        assert link is not None and link.startswith("http://127.0.0.1:")
+        assert link.endswith("/status") and _http_status(client, "/status") == 200
+    finally:
+        cluster.close(client)
+
+
+def test_the_dashboard_setting_and_option_reach_the_config():
+    from mosaicflow.cli import build_parser
+    from mosaicflow.cli.run import config_from_args
+
+    parse = build_parser().parse_args
+    assert ClusterConfig().dashboard is False
+    assert config_from_args(parse(["run", "acq", "--out", "r.zarr"])).cluster.dashboard is False
+    asked = parse(["run", "acq", "--out", "r.zarr", "--dashboard"])
+    assert config_from_args(asked).cluster.dashboard is True
+    assert Config().replace("cluster", dashboard=True).cluster.dashboard is True

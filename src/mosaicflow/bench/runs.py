@@ -159,6 +159,7 @@ def measure_run(
             threads_per_worker=threads,
             memory_limit=config.cluster.memory_limit,
             start_method=config.cluster.start_method,
+            dashboard=config.cluster.dashboard,
         )
         t_started = time.perf_counter()
         try:

@@ -249,13 +249,16 @@ class ClusterConfig:
     ``stall_timeout_s``: a stage where no task finishes for this long (and 20 x the slowest
     task so far) fails as hung (:class:`mosaicflow.runner.Runner`). ``start_method``: how a
     local cluster starts its worker processes, ``auto`` (fork on Linux where safe), ``fork``
-    or ``spawn`` (:func:`mosaicflow.cluster.local_start_method`)."""
+    or ``spawn`` (:func:`mosaicflow.cluster.local_start_method`). ``dashboard``: a local
+    cluster also serves Dask's dashboard (off by default: it costs the driver about 2 s of CPU
+    per run, ``docs/PERFORMANCE.md``); a running scheduler keeps its own."""
 
     address: str = "local"
     n_workers: int | None = None
     threads_per_worker: int = 1
     memory_limit: str = "auto"
     start_method: str = "auto"
+    dashboard: bool = False
     no_worker_timeout_s: float = 120.0
     stall_timeout_s: float = 600.0
 

@@ -271,7 +271,14 @@ class Pipeline(StageMixin):
         if self.resume and store.stage_done("register") and redo not in STAGES[:2]:
             self._tileset = None  # the stored registered positions, not the headers' nominal ones
         if self.client is not None:
-            self._say(f"Dask dashboard: {self.client.dashboard_link}")
+            from mosaicflow.cluster import dashboard_link
+
+            link = dashboard_link(self.client)
+            self._say(
+                f"Dask dashboard: {link}"
+                if link
+                else "[dim]Dask dashboard: off (--dashboard starts one with a local cluster)[/dim]"
+            )
         if not (store.stage_done("tiles") and store.stage_done("mosaic")):
             self._input_folder()  # synthesize the default input outside the timed stages
         for name in STAGES:
