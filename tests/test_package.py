@@ -126,6 +126,27 @@ def test_stage_modules_the_workers_import_leave_out_dask_dataframe():
     assert _fresh_python(code) == "[]"
 
 
+def test_the_background_imports_leave_the_stages_nothing_to_import():
+    # The driver's main thread builds each stage's graph while the workers wait: what the
+    # stages import there (xarray's duck-array packages at the first indexed DataArray, the
+    # particle table's dask.dataframe, the report's Matplotlib) is loaded in the background
+    # while the first stages run.
+    code = (
+        "import sys, threading\n"
+        "from mosaicflow._shared.workers import IMPORT_THREAD\n"
+        "from mosaicflow.pipeline import BACKGROUND_IMPORTS, _import_in_background\n"
+        "_import_in_background(*BACKGROUND_IMPORTS)\n"
+        "[t.join() for t in threading.enumerate() if t.name == IMPORT_THREAD]\n"
+        "before = set(sys.modules)\n"
+        "import numpy as np, xarray as xr\n"
+        "xr.DataArray(np.zeros(2), coords={'y': [0.5, 1.5]}, dims='y')\n"
+        "import dask.dataframe, pyarrow.parquet\n"
+        "import mosaicflow.measure, mosaicflow.segmentation, mosaicflow.report.writer\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    assert _fresh_python(code) == "[]"
+
+
 def test_pipeline_and_run_store_are_exported():
     import mosaicflow
     from mosaicflow.io.store import RunStore, open_run

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +251,7 @@ class Pipeline(StageMixin):
             self.client = client
             self.runner = self._runner(client)
         # while the workers run the first stages, in the order the stages need them
-        _import_in_background("mosaicflow.stitch", "mosaicflow.measure", "mosaicflow.report.writer")
+        _import_in_background(*BACKGROUND_IMPORTS)
         lock = StoreLock(self.out, storage_options=self._store_options)
         lock.acquire(break_stale=self.break_lock)  # one writer per store, named if refused
         lock.start_renewing()
@@ -341,19 +342,43 @@ class Pipeline(StageMixin):
         return None
 
 
-def _import_in_background(*modules: str) -> None:
-    """Import ``modules``, in turn, in a daemon thread: the stages' imports (registration's
-    SciPy parts, the report's Matplotlib and scikit-learn; over a second in all) then cost
-    the driver nothing when their stage starts, since the driver mostly waits on the workers
-    before it. Python's import lock makes a later import of the same module wait for this
-    one."""
+def _xarray_duck_arrays() -> None:
+    """Build a DataArray with an index, as the mosaic stage first does: xarray then imports
+    the duck-array packages it knows that are installed (pint's units: 0.4 s)."""
+    import numpy as np
+    import xarray as xr
+
+    xr.DataArray(np.zeros(2), coords={"x": [0.0, 1.0]}, dims="x")
+
+
+#: What :func:`_import_in_background` loads while the workers run the first stages, in the
+#: order the stages need them: without it, each was imported by the driver's main thread when
+#: its stage started, with the workers waiting (2026-11-29 on maps-120: xarray's duck arrays
+#: 0.4 s, dask.dataframe 0.6 s, the segmentation package 0.1 s, docs/PERFORMANCE.md).
+BACKGROUND_IMPORTS: tuple[str | Callable[[], None], ...] = (
+    "mosaicflow.stitch",
+    _xarray_duck_arrays,
+    "mosaicflow.segmentation",
+    "mosaicflow.measure",
+    "dask.dataframe",
+    "pyarrow.parquet",
+    "mosaicflow.report.writer",
+)
+
+
+def _import_in_background(*modules: str | Callable[[], None]) -> None:
+    """Import ``modules`` (names, or functions that import), in turn, in a daemon thread: the
+    stages' imports (registration's SciPy parts, the report's Matplotlib and scikit-learn; over
+    a second in all) then cost the driver nothing when their stage starts, since the driver
+    mostly waits on the workers before it. Python's import lock makes a later import of the
+    same module wait for this one."""
     import importlib
     import threading
 
     def load() -> None:
         for module in modules:
             try:
-                importlib.import_module(module)
+                module() if callable(module) else importlib.import_module(module)
             except Exception:
                 pass  # the stage's own import reports it
 
