@@ -45,3 +45,20 @@ def test_grid_folder_states(tmp_path):
 )
 def test_the_median_run_is_reported(values, index):
     assert _median_index(values) == index
+
+
+def test_bytecode_info_counts_the_modules_without_cached_bytecode(tmp_path):
+    """What each process of a run compiles: modules whose bytecode is not cached (or older
+    than their source); bench.md names them."""
+    import py_compile
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.py").write_text(f"X = {name!r}\n")
+    py_compile.compile(str(tmp_path / "a.py"), doraise=True)
+    found = outputs.bytecode_info(tmp_path)
+    assert (found["modules"], found["without_cached_bytecode"]) == (3, 2)
+    assert "2 of 3 mosaicflow modules" in outputs._bytecode_line(found)[0]
+    for name in ("b", "c"):
+        py_compile.compile(str(tmp_path / f"{name}.py"), doraise=True)
+    assert outputs.bytecode_info(tmp_path)["without_cached_bytecode"] == 0
+    assert outputs._bytecode_line(outputs.bytecode_info(tmp_path)) == []

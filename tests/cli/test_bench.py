@@ -97,6 +97,7 @@ def test_tiny_scenario_writes_every_file_with_the_schema(tmp_path, capsys):
     }
     assert result["format"] == "mosaicflow-bench/1"
     assert MACHINE_KEYS <= set(result["machine"])
+    assert {"modules", "without_cached_bytecode"} <= set(result["machine"]["bytecode"])
     assert result["config"]["denoise"]["sigma"] == 1.5  # from --config
     limits = result["machine"]["ceilings"]
     assert limits["status"] == "measured" and limits["cores"] == 1

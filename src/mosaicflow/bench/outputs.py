@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,27 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def bytecode_info(package: Path | None = None) -> dict[str, Any]:
+    """Whether the modules of ``package`` (default: mosaicflow's) have cached bytecode: without
+    it (an editable install run with ``PYTHONDONTWRITEBYTECODE``), every process of a run, the
+    workers included, compiles each module it imports from source, as an installed wheel never
+    does."""
+    import importlib.util
+
+    package = package or Path(__file__).resolve().parents[1]
+    sources = sorted(package.rglob("*.py"))
+    missing = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if not cached.exists() or cached.stat().st_mtime < source.stat().st_mtime:
+            missing += 1
+    return {
+        "modules": len(sources),
+        "without_cached_bytecode": missing,
+        "dont_write_bytecode": bool(sys.dont_write_bytecode),
+    }
+
+
 def machine_info() -> dict[str, Any]:
     """Where the benchmark ran: cores, memory, CPU model, platform, date and versions."""
     import dask
@@ -89,6 +111,7 @@ def machine_info() -> dict[str, Any]:
         "mosaicflow_version": __version__,
         "dask_version": dask.__version__,
         "distributed_version": distributed.__version__,
+        "bytecode": bytecode_info(),
     }
 
 
@@ -155,6 +178,17 @@ STAGE_HEADER = [
 ]
 
 
+def _bytecode_line(found: dict[str, Any] | None) -> list[str]:
+    """A line for bench.md when mosaicflow's modules were compiled at each import."""
+    if not found or not found["without_cached_bytecode"]:
+        return []
+    return [
+        f"- Python bytecode: {found['without_cached_bytecode']} of {found['modules']} mosaicflow "
+        "modules had none cached, so each process compiled them as it imported them (an "
+        "installed wheel has it; `python -m compileall` of the package caches it)"
+    ]
+
+
 def write_markdown(folder: Path, result: dict[str, Any]) -> Path:
     """``bench.md``: the machine, the configuration, per-stage and whole-run tables, the naive
     baseline and the ratio."""
@@ -171,6 +205,7 @@ def write_markdown(folder: Path, result: dict[str, Any]) -> Path:
         f"({m['cores_usable']} usable), {m['memory_bytes'] / gib:.1f} GiB; {m['platform']}",
         f"- mosaicflow {m['mosaicflow_version']}, dask {m['dask_version']}, "
         f"distributed {m['distributed_version']}, Python {m['python']}; {m['date']}",
+        *_bytecode_line(m.get("bytecode")),
         f"- cluster: {settings['workers']} local worker process(es) x "
         f"{settings['threads_per_worker']} thread(s), chunk {settings['chunk']} px, segmenter "
         f"{settings['segmenter']}",
