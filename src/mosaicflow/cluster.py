@@ -8,6 +8,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
+from mosaicflow._shared.dashboard import without_dashboard
 from mosaicflow._shared.workers import IMPORT_THREAD, WORKER_CONFIG, WORKER_ENVIRONMENT
 from mosaicflow.config import START_METHODS
 from mosaicflow.errors import ClusterError, ConfigError
@@ -124,10 +125,10 @@ def connect(
         fork.
     dashboard : bool
         A ``local`` or ``local-cuda`` cluster also serves Dask's dashboard (Bokeh) on a free
-        port; :func:`dashboard_link` gives its address. Off by default: on a 2-core machine it
-        cost about 1 s of the driver's CPU at the cluster's start and about 1 s more over a
-        126 Mpx run (``docs/PERFORMANCE.md``). A running scheduler or Kubernetes cluster keeps
-        its own.
+        port; :func:`mosaicflow._shared.dashboard.dashboard_link` gives its address. Off by
+        default: on a 2-core machine it cost about 1 s of the driver's CPU at the cluster's
+        start and about 1 s more over a 126 Mpx run (``docs/PERFORMANCE.md``). A running
+        scheduler or Kubernetes cluster keeps its own.
 
     Raises
     ------
@@ -151,11 +152,11 @@ def connect(
                 memory_limit=memory_limit,
                 **_dashboard_options(dashboard),
             )
-        return _without_dashboard(_with_quick_exit(Client(cluster)), dashboard)
+        return without_dashboard(_with_quick_exit(Client(cluster)), dashboard)
     if kind == "local-cuda":
         with _worker_environment("spawn"):
             client = Client(_local_cuda(n_workers, threads_per_worker, memory_limit, dashboard))
-            return _without_dashboard(_with_quick_exit(client), dashboard)
+            return without_dashboard(_with_quick_exit(client), dashboard)
     if kind == "kubernetes":
         return Client(_kubernetes(target, n_workers, gpu_workers))
     if timeout is None:
@@ -168,30 +169,12 @@ def connect(
         ) from exc
 
 
-#: Attribute :func:`connect` sets on the client of a local cluster started without a dashboard.
-_NO_DASHBOARD = "_mosaicflow_no_dashboard"
-
-
 def _dashboard_options(dashboard: bool) -> dict[str, Any]:
     """A local cluster's scheduler options: its HTTP server (health and metrics routes) on a
     free port of 127.0.0.1 either way, with Dask's Bokeh dashboard only when asked (without
     ``dashboard=False`` the scheduler would import Bokeh and build it whenever it serves
     HTTP)."""
     return {"dashboard_address": ":0", "scheduler_kwargs": {"dashboard": bool(dashboard)}}
-
-
-def _without_dashboard(client: Any, dashboard: bool) -> Any:
-    if not dashboard:
-        setattr(client, _NO_DASHBOARD, True)
-    return client
-
-
-def dashboard_link(client: Any) -> str | None:
-    """The address of the client's dashboard, or None for a local cluster :func:`connect`
-    started without one (``Client.dashboard_link`` would still give its HTTP server's)."""
-    if getattr(client, _NO_DASHBOARD, False):
-        return None
-    return str(client.dashboard_link)
 
 
 def local_start_method(asked: str = "auto") -> str:

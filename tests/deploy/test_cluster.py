@@ -11,6 +11,7 @@ import time
 import pytest
 
 from mosaicflow import cluster
+from mosaicflow._shared.dashboard import dashboard_link
 from mosaicflow._shared.workers import WORKER_ENVIRONMENT
 from mosaicflow.config import ClusterConfig, Config
 from mosaicflow.errors import ClusterError, ConfigError
@@ -408,14 +409,14 @@ def test_a_local_cluster_serves_a_dashboard_only_when_asked():
     port, without the Bokeh pages; asked for, they are at the address given."""
     client = cluster.connect("local", n_workers=1)
     try:
-        assert cluster.dashboard_link(client) is None
+        assert dashboard_link(client) is None
         assert _http_status(client, "/health") == 200
         assert _http_status(client, "/status") == 404
     finally:
         cluster.close(client)
     client = cluster.connect("local", n_workers=1, dashboard=True)
     try:
-        link = cluster.dashboard_link(client)
+        link = dashboard_link(client)
         assert link is not None and link.startswith("http://127.0.0.1:")
         assert link.endswith("/status") and _http_status(client, "/status") == 200
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 
 from mosaicflow import __version__
+from mosaicflow._shared.dashboard import dashboard_link
 from mosaicflow._shared.workers import IMPORT_THREAD
 from mosaicflow.config import Config
 from mosaicflow.config.values import config_differences, redact_options
@@ -272,8 +273,6 @@ class Pipeline(StageMixin):
         if self.resume and store.stage_done("register") and redo not in STAGES[:2]:
             self._tileset = None  # the stored registered positions, not the headers' nominal ones
         if self.client is not None:
-            from mosaicflow.cluster import dashboard_link
-
             link = dashboard_link(self.client)
             self._say(
                 f"Dask dashboard: {link}"
