@@ -64,10 +64,16 @@ def test_one_pass_integer_histogram_equals_the_two_pass_one(dtype, nbins):
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
 @pytest.mark.parametrize("shape", [(0,), (1,), (7, 5), (64, 90), (257, 3)])
-def test_value_counts_of_8_bit_blocks_equal_bincount(dtype, shape):
-    """8-bit blocks are counted two bytes at a time: odd sizes, strided views and both signs
-    against NumPy's bincount of the values themselves."""
+@pytest.mark.parametrize("way", ["opencv", "byte pairs"])
+def test_value_counts_of_8_bit_blocks_equal_bincount(dtype, shape, way, monkeypatch):
+    """8-bit blocks are counted by OpenCV's histogram, or (above 2**24 pixels, here forced)
+    two bytes at a time: odd sizes, strided views and both signs against NumPy's bincount of
+    the values themselves."""
+    from mosaicflow._shared import arrays
     from mosaicflow._shared.arrays import value_counts
+
+    if way == "byte pairs":
+        monkeypatch.setattr(arrays, "_EXACT_FLOAT32_COUNT", 0)
 
     info = np.iinfo(dtype)
     rng = np.random.default_rng(4)

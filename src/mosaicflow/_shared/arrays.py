@@ -70,9 +70,10 @@ def pixel_grid(image: xr.DataArray) -> tuple[tuple[float, float] | None, tuple[f
 def value_counts(block: Any, offset: int, span: int) -> np.ndarray:
     """How many pixels of an integer block hold each value ``offset .. offset + span - 1``.
 
-    An 8-bit block (``span`` 256 from its type's minimum) is counted two bytes at a time: the
-    counts of its 16-bit pairs, folded back onto each byte, are its values' counts, and
-    ``bincount`` converts half as many values (7 against 18 ms for 4 Mpx)."""
+    An 8-bit block (``span`` 256 from its type's minimum) is counted by OpenCV's histogram
+    (2 against 9 ms for 4 Mpx; its float32 counts are exact below 2**24 pixels), or, larger or
+    without OpenCV, two bytes at a time: the counts of its 16-bit pairs, folded back onto each
+    byte, are its values' counts, and ``bincount`` converts half as many values."""
     flat = np.ascontiguousarray(block).ravel()
     if flat.dtype.itemsize == 1 and flat.dtype.kind in "ui" and span == 256:
         if offset == int(np.iinfo(flat.dtype).min):
@@ -80,12 +81,29 @@ def value_counts(block: Any, offset: int, span: int) -> np.ndarray:
     return np.bincount(flat if offset == 0 else flat.astype(np.int64) - offset, minlength=span)
 
 
+#: Below this many pixels a float32 count is exact (OpenCV's histogram counts in float32).
+_EXACT_FLOAT32_COUNT = 1 << 24
+
+
 def _byte_counts(data: np.ndarray, *, rotate: bool) -> np.ndarray:
     """Counts of the 256 byte values of contiguous 1-D ``data``; ``rotate``: ordered from the
     byte 0x80 up (the order of int8's values from -128)."""
+    cv2 = _opencv()
+    if cv2 is not None and 0 < data.size < _EXACT_FLOAT32_COUNT:
+        counts = cv2.calcHist([data], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+        return np.roll(counts, 128) if rotate else counts
     even = data[: data.size - data.size % 2]
     pairs = np.bincount(even.view(np.uint16), minlength=1 << 16).reshape(256, 256)
     counts = pairs.sum(axis=0) + pairs.sum(axis=1)  # each byte of a pair counted once
     if data.size % 2:
         counts[data[-1]] += 1
     return np.roll(counts, 128) if rotate else counts
+
+
+def _opencv() -> Any:
+    """OpenCV (a dependency), imported on first use; None where it is missing."""
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
+        return None
+    return cv2

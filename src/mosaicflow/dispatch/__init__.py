@@ -23,7 +23,12 @@ from dask.utils import Dispatch
 # name -> (CPU module path, GPU module path, attribute). One table instead of one hand-written
 # registration per function.
 _TABLE: dict[str, tuple[str, str, str]] = {
-    "gaussian_filter": ("scipy.ndimage", "cupyx.scipy.ndimage", "gaussian_filter"),
+    # SciPy's result, computed with OpenCV where it can be (see the module); SciPy otherwise.
+    "gaussian_filter": (
+        "mosaicflow.restoration._gaussian_rows",
+        "cupyx.scipy.ndimage",
+        "gaussian_filter",
+    ),
     "median_filter": ("scipy.ndimage", "cupyx.scipy.ndimage", "median_filter"),
     "uniform_filter": ("scipy.ndimage", "cupyx.scipy.ndimage", "uniform_filter"),
     "label": ("scipy.ndimage", "cupyx.scipy.ndimage", "label"),

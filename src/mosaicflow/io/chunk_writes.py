@@ -36,6 +36,25 @@ def _mean_2x2_rounded(block: np.ndarray) -> np.ndarray:
     return total.astype(block.dtype)
 
 
+def _rounded_quarters() -> np.ndarray:
+    """``round(total / 4)``, half to even, of every sum of four bytes (0 .. 1020)."""
+    total = np.arange(4 * 255 + 1)
+    quarter, rest = total >> 2, total & 3
+    return (quarter + ((rest > 2) | ((rest == 2) & (quarter & 1).astype(bool)))).astype(np.uint8)
+
+
+_QUARTERS = _rounded_quarters()
+
+
+def _mean_2x2_uint8(block: np.ndarray) -> np.ndarray:
+    """:func:`_mean_2x2_rounded` of an 8-bit image of even sides, half the time: row pairs
+    summed first (contiguous rows), then column pairs, then one table lookup for the rounding
+    (6 against 12 ms for a 2048 px chunk)."""
+    rows = block[0::2].astype(np.uint16)
+    rows += block[1::2]
+    return _QUARTERS[rows[:, 0::2] + rows[:, 1::2]]
+
+
 def half_size(block: np.ndarray, *, label: bool = False) -> np.ndarray:
     """The next pyramid level of a 2-D image or label block: ``floor(n / 2)`` pixels per axis,
     each the rounded mean of a 2x2 block (integers of up to 32 bits exactly; others through a
@@ -44,6 +63,8 @@ def half_size(block: np.ndarray, *, label: bool = False) -> np.ndarray:
     h, w = block.shape[0] // 2, block.shape[1] // 2
     if label:
         return block[: 2 * h : 2, : 2 * w : 2]
+    if block.dtype == np.uint8:
+        return _mean_2x2_uint8(block[: 2 * h, : 2 * w])
     pairs = block[: 2 * h, : 2 * w].reshape(h, 2, w, 2)
     if np.issubdtype(block.dtype, np.integer) and block.dtype.itemsize <= 4:
         return _mean_2x2_rounded(pairs)
