@@ -90,3 +90,35 @@ def test_a_truncated_tiff_is_refused_not_read_short(tmp_path):
     path.write_bytes(data[: end - 5 * 40] + data[end:])  # the last 5 rows gone
     with pytest.raises(TileReadError, match=r"t\.tif.*truncated"):
         read_tile_region(path, slice(0, 30), slice(0, 10), shape=(30, 40), dtype=np.uint8)
+
+
+def test_raw_layout_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """An uncompressed contiguous TIFF is parsed once per process: later windows read its rows
+    without tifffile; a file rewritten since (another size or time) is parsed again."""
+    from mosaicflow.io import regions
+
+    path = tmp_path / "tile.tif"
+    first = _pixels(False, np.uint8)
+    tifffile.imwrite(path, first)
+    meta = {"shape": SHAPE, "dtype": np.uint8, "crop_bottom": BAR}
+    np.testing.assert_array_equal(
+        read_tile_region(path, slice(0, 20), slice(None), **meta), first[:20]
+    )
+    parsed = []
+
+    class Counting(tifffile.TiffFile):
+        def __init__(self, *args, **kwargs):
+            parsed.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(regions.tifffile, "TiffFile", Counting)
+    np.testing.assert_array_equal(
+        read_tile_region(path, slice(33, 61), slice(47, 99), **meta), first[33:61, 47:99]
+    )
+    assert parsed == []  # remembered
+    second = first[::-1].copy()
+    tifffile.imwrite(path, second, description="x" * 500)  # pixels further into the file
+    np.testing.assert_array_equal(
+        read_tile_region(path, slice(33, 61), slice(47, 99), **meta), second[33:61, 47:99]
+    )
+    assert len(parsed) == 1
