@@ -1,12 +1,18 @@
-"""The Laplacian-of-Gaussian that registration compares, computed with one pair of real FFTs.
+"""The Laplacian-of-Gaussian that registration compares, computed with OpenCV's separable
+filter (or, without OpenCV, with one pair of real FFTs).
 
-SciPy's ``gaussian_laplace`` runs four separable passes (the second derivative along each axis,
-the Gaussian along the other); on a registration strip of about 0.3 Mpx they cost about 10 ms
-of its 55 ms. Multiplying the strip's spectrum by the filter's transfer function does the same
-in about half the time. The image is first padded by the kernels' radius with SciPy's
-``reflect`` rule (numpy's ``symmetric``), so every output pixel sees exactly the neighbours
-SciPy's filter sees, and the FFT's wrap-around touches only the padding; the result equals
-``scipy.ndimage.gaussian_laplace`` to float32 rounding (tested).
+SciPy's ``gaussian_laplace`` runs four separable float32 passes with float64 sums (the second
+derivative along each axis, the Gaussian along the other); on a registration strip of about
+0.3 Mpx they cost about 7 ms. OpenCV's ``sepFilter2D`` runs each pair of passes in float32 with
+SIMD: about 0.7 ms for a 908 x 240 strip (2.6 ms through FFTs), and closer to SciPy's result
+than the FFTs (largest difference 3e-7 of the response's range against 4e-7; tested to 2e-6).
+It is used where the kernel is shorter than the image (OpenCV's ``BORDER_REFLECT`` is then
+SciPy's ``reflect``).
+
+Through FFTs, the strip's spectrum is multiplied by the filter's transfer function, the image
+first padded by the kernels' radius with SciPy's ``reflect`` rule (numpy's ``symmetric``), so
+every output pixel sees exactly the neighbours SciPy's filter sees, and the FFT's wrap-around
+touches only the padding.
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ import functools
 
 import numpy as np
 from scipy import fft as sfft
+
+try:  # a dependency of the package; the FFTs answer without it
+    import cv2
+except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
+    cv2 = None
 
 #: SciPy's default: the kernels reach ``truncate * sigma`` pixels.
 TRUNCATE = 4.0
@@ -63,12 +74,18 @@ def release() -> None:
 
 def gaussian_laplace(image: np.ndarray, sigma: float) -> np.ndarray:
     """``scipy.ndimage.gaussian_laplace(image, sigma)`` (mode ``reflect``, ``truncate=4``) of a
-    2-D image, in float32 through FFTs."""
+    2-D image, in float32: OpenCV's separable filter, or FFTs (module docstring)."""
     r = radius(sigma)
     if r < 1 or image.ndim != 2:
         from scipy import ndimage
 
         return ndimage.gaussian_laplace(image.astype(np.float32), sigma)
+    if cv2 is not None and min(image.shape) > r:
+        g0, g2 = (k.astype(np.float32) for k in _kernels(float(sigma), r))
+        pixels = np.ascontiguousarray(image, dtype=np.float32)
+        out = cv2.sepFilter2D(pixels, cv2.CV_32F, g0, g2, borderType=cv2.BORDER_REFLECT)
+        out += cv2.sepFilter2D(pixels, cv2.CV_32F, g2, g0, borderType=cv2.BORDER_REFLECT)
+        return out
     padded = np.pad(image.astype(np.float32, copy=False), r, mode="symmetric")
     shape = tuple(sfft.next_fast_len(int(n), real=True) for n in padded.shape)
     spectrum = sfft.rfftn(padded, shape)
