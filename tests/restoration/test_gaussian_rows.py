@@ -81,5 +81,13 @@ def test_non_contiguous_input():
     )
 
 
+def test_without_opencv_scipy_answers(monkeypatch):
+    from mosaicflow._shared import opencv
+
+    monkeypatch.setattr(opencv, "module", lambda: None)
+    image = _image((70, 90), np.float32)
+    np.testing.assert_array_equal(rows.gaussian_filter(image, 1.3), ndi.gaussian_filter(image, 1.3))
+
+
 def test_dispatch_gives_it_for_numpy():
     assert dispatch.get("gaussian_filter", np.zeros((2, 2))) is rows.gaussian_filter

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from mosaicflow._shared import opencv
 from mosaicflow.stitch import log_filter
 
 
@@ -14,8 +15,8 @@ from mosaicflow.stitch import log_filter
 def way(request, monkeypatch):
     """Each test through both implementations (the FFTs are what runs without OpenCV)."""
     if request.param == "fft":
-        monkeypatch.setattr(log_filter, "cv2", None)
-    elif log_filter.cv2 is None:
+        monkeypatch.setattr(opencv, "module", lambda: None)
+    elif opencv.module() is None:
         pytest.skip("OpenCV is not installed")
     return request.param
 
@@ -50,7 +51,7 @@ def test_radius_is_scipys(way):
 
 
 def test_release_forgets_the_transfer_functions(monkeypatch):
-    monkeypatch.setattr(log_filter, "cv2", None)  # the FFTs' transfer functions
+    monkeypatch.setattr(opencv, "module", lambda: None)  # the FFTs' transfer functions
     image = np.ones((40, 30), dtype=np.float32)
     log_filter.gaussian_laplace(image, 1.0)
     assert log_filter._transfer.cache_info().currsize >= 1

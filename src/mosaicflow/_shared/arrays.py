@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from mosaicflow._shared import opencv
 from mosaicflow.config import DEFAULT_CHUNK_PX
 from mosaicflow.errors import ConfigError
 
@@ -88,7 +89,7 @@ _EXACT_FLOAT32_COUNT = 1 << 24
 def _byte_counts(data: np.ndarray, *, rotate: bool) -> np.ndarray:
     """Counts of the 256 byte values of contiguous 1-D ``data``; ``rotate``: ordered from the
     byte 0x80 up (the order of int8's values from -128)."""
-    cv2 = _opencv()
+    cv2 = opencv.module()
     if cv2 is not None and 0 < data.size < _EXACT_FLOAT32_COUNT:
         counts = cv2.calcHist([data], [0], None, [256], [0, 256]).ravel().astype(np.int64)
         return np.roll(counts, 128) if rotate else counts
@@ -98,12 +99,3 @@ def _byte_counts(data: np.ndarray, *, rotate: bool) -> np.ndarray:
     if data.size % 2:
         counts[data[-1]] += 1
     return np.roll(counts, 128) if rotate else counts
-
-
-def _opencv() -> Any:
-    """OpenCV (a dependency), imported on first use; None where it is missing."""
-    try:
-        import cv2
-    except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
-        return None
-    return cv2

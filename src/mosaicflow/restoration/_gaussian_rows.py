@@ -21,25 +21,18 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-try:  # a dependency of the package; SciPy still answers without it
-    import cv2
-except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
-    cv2 = None
+from mosaicflow._shared import opencv
 
 #: Rows per strip: the two float64 passes of a 2 kpx wide strip stay within a core's L2 cache.
 STRIP_ROWS = 64
 
 # SciPy's boundary modes that OpenCV's borders reproduce exactly (``constant`` with cval 0 only).
-_BORDERS = (
-    {}
-    if cv2 is None
-    else {
-        "reflect": cv2.BORDER_REFLECT,
-        "nearest": cv2.BORDER_REPLICATE,
-        "mirror": cv2.BORDER_REFLECT_101,
-        "constant": cv2.BORDER_CONSTANT,
-    }
-)
+_BORDERS = {
+    "reflect": "BORDER_REFLECT",
+    "nearest": "BORDER_REPLICATE",
+    "mirror": "BORDER_REFLECT_101",
+    "constant": "BORDER_CONSTANT",
+}
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -71,6 +64,7 @@ def gaussian_filter(
     """``scipy.ndimage.gaussian_filter`` with SciPy's signature and result; see the module."""
     image = input
     sigmas = _sigmas(sigma)
+    cv2 = opencv.module()
     fast = (
         cv2 is not None
         and isinstance(image, np.ndarray)
@@ -103,11 +97,11 @@ def gaussian_filter(
             **kwargs,
         )
     assert sigmas is not None
-    return _filter(np.ascontiguousarray(image), sigmas, radii, _BORDERS[mode])
+    return _filter(cv2, np.ascontiguousarray(image), sigmas, radii, getattr(cv2, _BORDERS[mode]))
 
 
 def _filter(
-    image: np.ndarray, sigmas: tuple[float, float], radii: list[int], border: int
+    cv2: Any, image: np.ndarray, sigmas: tuple[float, float], radii: list[int], border: int
 ) -> np.ndarray:
     ky, kx = (kernel_1d(s, r) for s, r in zip(sigmas, radii, strict=True))
     one = np.ones(1)

@@ -30,6 +30,7 @@ import pandas as pd
 import xarray as xr
 from dask.tokenize import tokenize
 
+from mosaicflow._shared import opencv
 from mosaicflow._shared.halo import Overlapped
 from mosaicflow.config import BLEND_MODES, DEFAULT_CHUNK_PX
 from mosaicflow.errors import ConfigError
@@ -115,7 +116,11 @@ def _tile_values(
         return part
     if flat is None and part.dtype in (np.uint8, np.uint16):
         every = np.arange(np.iinfo(part.dtype).max + 1, dtype=part.dtype)
-        return _to_dtype(_corrected(every, gain, offset, None), out_dtype)[part]
+        table = _to_dtype(_corrected(every, gain, offset, None), out_dtype)
+        cv2 = opencv.module()
+        if cv2 is not None and part.dtype == table.dtype == np.uint8 and part.ndim == 2:
+            return cv2.LUT(part, table)  # the same lookup, about ten times faster
+        return table[part]
     return _to_dtype(_corrected(part, gain, offset, flat), out_dtype)
 
 

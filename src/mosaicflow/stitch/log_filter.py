@@ -22,10 +22,7 @@ import functools
 import numpy as np
 from scipy import fft as sfft
 
-try:  # a dependency of the package; the FFTs answer without it
-    import cv2
-except ImportError:  # pragma: no cover - exercised only where OpenCV is missing
-    cv2 = None
+from mosaicflow._shared import opencv
 
 #: SciPy's default: the kernels reach ``truncate * sigma`` pixels.
 TRUNCATE = 4.0
@@ -80,6 +77,7 @@ def gaussian_laplace(image: np.ndarray, sigma: float) -> np.ndarray:
         from scipy import ndimage
 
         return ndimage.gaussian_laplace(image.astype(np.float32), sigma)
+    cv2 = opencv.module()
     if cv2 is not None and min(image.shape) > r:
         g0, g2 = (k.astype(np.float32) for k in _kernels(float(sigma), r))
         pixels = np.ascontiguousarray(image, dtype=np.float32)
