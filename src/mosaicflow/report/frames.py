@@ -73,37 +73,58 @@ class TileFrame:
 
         For each tile showing part of the window, takes the part of the truth it shows there
         (its part of the window shifted into the true frame by the tile's shift, clipped to
-        the truth) and keeps the pixels the tile shows. The truth is read once, over the
-        rectangle that holds every such part (the tiles' shifts differ by the stage's error,
-        so it is little larger than the window), unless that rectangle would exceed
-        :data:`ONE_READ_MAX` times the window's area: then part by part.
+        the truth). Each tile's part is pasted whole; then, where tiles overlap, each pixel is
+        taken from the tile the fusion's rule shows there (:func:`nearest_cells`), so no map of
+        the whole window's tiles is made. The truth is read once, over the rectangle that holds
+        every part (the tiles' shifts differ by the stage's error, so it is little larger than
+        the window), unless that rectangle would exceed :data:`ONE_READ_MAX` times the
+        window's area: then part by part.
         """
-        owner = self.owner(y0, y1, x0, x1)
-        out = np.zeros(owner.shape, dtype=np.uint32)
+        from mosaicflow.stitch.fuse import nearest_cells
+
+        out = np.zeros((y1 - y0, x1 - x0), dtype=np.uint32)
         h, w = self.tile_shape
         th, tw = int(truth.shape[0]), int(truth.shape[1])
-        parts = []
+        parts = {}
         for k, (fy, fx) in enumerate(self.fused_origins):
             dy, dx = (int(v) for v in self.true_origins[k] - self.fused_origins[k])
             # the tile's part of the window, and of that the part whose true pixels exist
             sy0, sy1 = max(y0, int(fy), -dy), min(y1, int(fy) + h, th - dy)
             sx0, sx1 = max(x0, int(fx), -dx), min(x1, int(fx) + w, tw - dx)
             if sy1 > sy0 and sx1 > sx0:
-                parts.append((k, dy, dx, sy0, sy1, sx0, sx1))
+                parts[k] = (dy, dx, sy0, sy1, sx0, sx1)
         if not parts:
             return out
-        by0, bx0 = min(p[3] + p[1] for p in parts), min(p[5] + p[2] for p in parts)
-        by1, bx1 = max(p[4] + p[1] for p in parts), max(p[6] + p[2] for p in parts)
+        by0 = min(p[2] + p[0] for p in parts.values())
+        bx0 = min(p[4] + p[1] for p in parts.values())
+        by1 = max(p[3] + p[0] for p in parts.values())
+        bx1 = max(p[5] + p[1] for p in parts.values())
         one_read = (by1 - by0) * (bx1 - bx0) <= ONE_READ_MAX * out.size
         block = np.asarray(truth[by0:by1, bx0:bx1]) if one_read else None
-        for k, dy, dx, sy0, sy1, sx0, sx1 in parts:
-            dst = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-            shown = owner[dst] == k + 1
-            if not shown.any():
-                continue
+
+        def true_at(k: int, ya: int, yb: int, xa: int, xb: int) -> np.ndarray:
+            dy, dx = parts[k][:2]
             if block is not None:
-                true = block[sy0 + dy - by0 : sy1 + dy - by0, sx0 + dx - bx0 : sx1 + dx - bx0]
-            else:
-                true = np.asarray(truth[sy0 + dy : sy1 + dy, sx0 + dx : sx1 + dx])
-            np.copyto(out[dst], true, where=shown, casting="unsafe")
+                return block[ya + dy - by0 : yb + dy - by0, xa + dx - bx0 : xb + dx - bx0]
+            return np.asarray(truth[ya + dy : yb + dy, xa + dx : xb + dx])
+
+        for k, (_, _, sy0, sy1, sx0, sx1) in parts.items():  # table order
+            out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = true_at(k, sy0, sy1, sx0, sx1)
+        _, _, cells = nearest_cells((y0, y1, x0, x1), self.fused_origins, self.tile_shape)
+        for (a, b, c, d), covering, cell in cells:
+            view = out[a:b, c:d]
+            view[...] = 0
+            for k in covering:
+                if k not in parts:  # the tile shows none of the truth here
+                    continue
+                _, _, sy0, sy1, sx0, sx1 = parts[k]
+                ya, yb = max(a, sy0 - y0), min(b, sy1 - y0)
+                xa, xb = max(c, sx0 - x0), min(d, sx1 - x0)
+                if yb <= ya or xb <= xa:
+                    continue
+                shown = cell[ya - a : yb - a, xa - c : xb - c] == k + 1
+                true = true_at(k, ya + y0, yb + y0, xa + x0, xb + x0)
+                np.copyto(
+                    view[ya - a : yb - a, xa - c : xb - c], true, where=shown, casting="unsafe"
+                )
         return out

@@ -115,7 +115,8 @@ def _as_labels(labels: Any, what: str) -> np.ndarray:
     arr = np.asarray(labels)
     if arr.dtype.kind not in "iu":
         raise ConfigError(f"{what} labels must be integers, got {arr.dtype}")
-    if arr.size and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
+    fits = arr.dtype.kind == "u" and arr.dtype.itemsize <= 4  # no pass over the pixels
+    if arr.size and not fits and (arr.min() < 0 or arr.max() > 0xFFFFFFFF):
         raise ConfigError(f"{what} labels must lie in 0 .. 2**32 - 1")
     return arr
 
