@@ -165,7 +165,7 @@ def test_bad_fusion_options_are_named(holey_grid, kwargs, match):
 def test_overlap_cells_are_exactly_the_pixels_several_tiles_cover():
     """The linear blend forms weighted sums only in these cells: every pixel two or more boxes
     cover lies in exactly one cell, which lists exactly the boxes covering it, in order."""
-    from mosaicflow.stitch.fuse import _overlap_cells
+    from mosaicflow.stitch.nearest import overlap_cells
 
     rng = np.random.default_rng(3)
     for _ in range(50):
@@ -179,7 +179,7 @@ def test_overlap_cells_are_exactly_the_pixels_several_tiles_cover():
                 for x in range(c, d):
                     members[y][x].append(k)
         seen = np.zeros((70, 70), dtype=int)
-        for (a, b, c, d), cell in _overlap_cells(boxes):
+        for (a, b, c, d), cell in overlap_cells(boxes):
             seen[a:b, c:d] += 1
             assert all(members[y][x] == cell for y in range(a, b) for x in range(c, d))
         several = np.array([[len(m) > 1 for m in row] for row in members])
@@ -190,7 +190,7 @@ def test_nearest_tile_equals_every_tile_compared_at_every_pixel():
     """The owner of each pixel, worked out only where tiles overlap, equals the rule applied
     to every tile at every pixel of the region: nearest centre in half-tile units, the first
     tile on ties (equal origins give exact ties), 0 where no tile covers the pixel."""
-    from mosaicflow.stitch.fuse import nearest_tile
+    from mosaicflow.stitch.nearest import nearest_tile
 
     rng = np.random.default_rng(5)
     h, w = 13, 17

@@ -28,7 +28,7 @@ class TileFrame:
     stage error, plus a common offset), not by one global shift.
 
     Which tile shows a fused pixel is decided by the fusion's own rule
-    (:func:`mosaicflow.stitch.fuse.nearest_tile`: the covering tile with the nearest centre).
+    (:func:`mosaicflow.stitch.nearest.nearest_tile`: the covering tile with the nearest centre).
     """
 
     fused_origins: np.ndarray
@@ -64,7 +64,7 @@ class TileFrame:
 
     def owner(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Index + 1 of the tile that shows each fused pixel of the window (0: no tile)."""
-        from mosaicflow.stitch.fuse import nearest_tile
+        from mosaicflow.stitch.nearest import nearest_tile
 
         return nearest_tile((y0, y1, x0, x1), self.fused_origins, self.tile_shape)
 
@@ -80,7 +80,7 @@ class TileFrame:
         the window), unless that rectangle would exceed :data:`ONE_READ_MAX` times the
         window's area: then part by part.
         """
-        from mosaicflow.stitch.fuse import nearest_cells
+        from mosaicflow.stitch.nearest import nearest_cells
 
         out = np.zeros((y1 - y0, x1 - x0), dtype=np.uint32)
         h, w = self.tile_shape
