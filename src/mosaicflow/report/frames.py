@@ -62,12 +62,6 @@ class TileFrame:
         h, w = self.tile_shape
         return int(self.fused_origins[:, 0].max() + h), int(self.fused_origins[:, 1].max() + w)
 
-    def owner(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Index + 1 of the tile that shows each fused pixel of the window (0: no tile)."""
-        from mosaicflow.stitch.nearest import nearest_tile
-
-        return nearest_tile((y0, y1, x0, x1), self.fused_origins, self.tile_shape)
-
     def truth_window(self, truth: Any, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """The true labels the fused mosaic shows at ``[y0:y1, x0:x1]`` (0 where no tile).
 
